@@ -1,0 +1,111 @@
+"""``holitom flops``: theoretical LLM TFLOPs of a setting, or the paper's whole table (``--table``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from lmms_holitom.config import METHODS, HoliTomConfig
+
+HELP = "theoretical LLM TFLOPs of a setting (the paper's cost model)"
+
+# Published settings of the paper's main table (LLaVA-OV-7B, 32 frames).
+_TABLE_RATIOS = (0.25, 0.20, 0.15, 0.10)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", default="llava-onevision-7b",
+                   help="model shape: llava-onevision-{0.5b,7b,72b}, llava-video-7b (default %(default)s)")
+    p.add_argument("--frames", type=int, default=None, help="frames (default: the preset's, 32 or 64)")
+    p.add_argument("--method", choices=METHODS, default="holitom")
+    p.add_argument("--retain-ratio", type=float, default=0.10)
+    p.add_argument("--merge-layer", type=int, default=18, help="K; pass -1 for none")
+    p.add_argument("--merge-ratio", type=float, default=0.5)
+    p.add_argument("--spatial-tokens", type=int, default=None, help="VisionZip tokens per frame")
+    p.add_argument("--visual-tokens", type=int, default=None,
+                   help="override the visual token count (default: the paper's F*ceil(retain*N))")
+    p.add_argument("--convention", choices=("paper", "exact"), default="paper")
+    p.add_argument("--text-tokens", type=int, default=0, help="text tokens (exact convention)")
+    p.add_argument("--table", action="store_true", help="print every method at 25/20/15/10 %% instead")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+
+def _config(args: argparse.Namespace, **over) -> HoliTomConfig:
+    values = dict(
+        method=args.method,
+        retain_ratio=args.retain_ratio,
+        merge_layer=None if args.merge_layer is not None and args.merge_layer < 0 else args.merge_layer,
+        merge_ratio=args.merge_ratio,
+        spatial_tokens=args.spatial_tokens,
+    )
+    values.update(over)
+    return HoliTomConfig(**values)
+
+
+def table_rows(preset: str, frames: int | None, convention: str = "paper") -> list[dict]:
+    """The paper's main-table settings with their TFLOPs and share of dense."""
+    from lmms_holitom.flops import get_preset, paper_visual_tokens, setting_flops
+
+    shape = get_preset(preset)
+    frames = shape.default_frames if frames is None else frames
+    settings: list[tuple[str, HoliTomConfig]] = [
+        ("dense", HoliTomConfig(method="dense")),
+        ("fastv K=2 r=0.8", HoliTomConfig(method="fastv", merge_layer=2, merge_ratio=0.8)),
+    ]
+    for ratio in _TABLE_RATIOS:
+        tau = 0.65 if ratio <= 0.10 else 0.80
+        settings += [
+            (f"visionzip {ratio:.0%}", HoliTomConfig(method="visionzip", retain_ratio=ratio,
+                                                     spatial_tokens=_ceil_tokens(ratio, shape.tokens_per_frame))),
+            (f"holitom_wo_m {ratio:.0%}", HoliTomConfig(method="holitom_wo_m", retain_ratio=ratio, tau=tau)),
+            (f"holitom {ratio:.0%}", HoliTomConfig(method="holitom", retain_ratio=ratio, tau=tau)),
+        ]
+    dense = setting_flops(settings[0][1], shape, frames, convention=convention)
+    rows = []
+    for name, cfg in settings:
+        flops = setting_flops(cfg, shape, frames, convention=convention)
+        rows.append({
+            "setting": name,
+            "visual_tokens": paper_visual_tokens(cfg, frames, shape.tokens_per_frame),
+            "tflops": flops / 1e12,
+            "share_of_dense": flops / dense,
+        })
+    return rows
+
+
+def _ceil_tokens(ratio: float, n: int) -> int:
+    import math
+
+    return math.ceil(ratio * n)
+
+
+def main(args: argparse.Namespace) -> int:
+    from lmms_holitom.flops import get_preset, paper_visual_tokens, setting_flops
+
+    shape = get_preset(args.preset)
+    frames = shape.default_frames if args.frames is None else args.frames
+    if args.table:
+        rows = table_rows(args.preset, frames, args.convention)
+        if args.json:
+            print(json.dumps(rows, indent=1))
+            return 0
+        print(f"{shape.name}, {frames} frames x {shape.tokens_per_frame} tokens, convention={args.convention}")
+        print(f"{'setting':<22} {'visual tokens':>13} {'TFLOPs':>8} {'% dense':>8}")
+        for r in rows:
+            print(f"{r['setting']:<22} {r['visual_tokens']:>13} {r['tflops']:>8.2f} {100 * r['share_of_dense']:>7.1f}%")
+        return 0
+    cfg = _config(args)
+    n = args.visual_tokens if args.visual_tokens is not None else paper_visual_tokens(
+        cfg, frames, shape.tokens_per_frame)
+    flops = setting_flops(cfg, shape, frames, visual_tokens=n, convention=args.convention,
+                          text_tokens=args.text_tokens)
+    dense = setting_flops(HoliTomConfig(method="dense"), shape, frames, convention=args.convention,
+                          text_tokens=args.text_tokens)
+    out = {"preset": shape.name, "frames": frames, "method": cfg.method, "visual_tokens": n,
+           "tflops": flops / 1e12, "dense_tflops": dense / 1e12, "share_of_dense": flops / dense}
+    if args.json:
+        print(json.dumps(out, indent=1))
+    else:
+        print(f"{cfg.method} on {shape.name}: {n} visual tokens, {flops / 1e12:.2f} TFLOPs "
+              f"({100 * flops / dense:.1f}% of dense {dense / 1e12:.2f})")
+    return 0

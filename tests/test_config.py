@@ -1,0 +1,94 @@
+"""HoliTomConfig: defaults, coercion, validation messages, the original scripts' environment variables."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from lmms_holitom import HoliTomConfig
+
+
+def test_defaults_match_spec():
+    cfg = HoliTomConfig()
+    assert (cfg.method, cfg.retain_ratio, cfg.tau, cfg.merge_layer, cfg.merge_ratio) == ("holitom", 0.1, 0.8, 18, 0.5)
+    assert (cfg.beta, cfg.contextual_ratio, cfg.knn_k, cfg.max_window_size, cfg.beta_merge) == (0.6, 0.0, 7, 1024, True)
+    assert cfg.fidelity == "reference"
+    assert cfg.inner_mode == "merge" and cfg.outer_merge
+
+
+def test_frozen():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        HoliTomConfig().tau = 0.5  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "match"),
+    [
+        ("retain_ratio", 0.0, r"retain_ratio must be in \(0, 1\], got 0.0"),
+        ("retain_ratio", 1.5, r"retain_ratio must be in \(0, 1\]"),
+        ("retain_ratio", float("nan"), "retain_ratio must be a finite number"),
+        ("tau", -2, r"tau must be in \[-1, inf\)"),
+        ("merge_ratio", 1.0, r"merge_ratio must be in \[0, 1\)"),
+        ("merge_layer", 0, "merge_layer must be an integer >= 1"),
+        ("merge_layer", "abc", "merge_layer must be an integer"),
+        ("beta", 1.2, r"beta must be in \[0, 1\]"),
+        ("contextual_ratio", -0.1, r"contextual_ratio must be in \[0, 1\]"),
+        ("knn_k", 0, "knn_k must be an integer >= 1"),
+        ("max_window_size", 0, "max_window_size must be an integer >= 1"),
+        ("method", "tome", "method must be one of holitom, holitom_wo_m, visionzip, fastv, dense"),
+        ("fidelity", "exact", "fidelity must be one of reference, clean"),
+        ("beta_merge", "maybe", "beta_merge must be a boolean"),
+        ("spatial_tokens", 0, "spatial_tokens must be an integer >= 1"),
+    ],
+)
+def test_invalid_values_name_parameter_and_range(field, value, match):
+    with pytest.raises(ValueError, match=match):
+        HoliTomConfig(**{field: value})
+
+
+def test_fastv_needs_merge_layer():
+    with pytest.raises(ValueError, match="merge_layer must be set"):
+        HoliTomConfig(method="fastv", merge_layer=None)
+
+
+def test_from_dict_coerces_strings_and_rejects_unknown():
+    cfg = HoliTomConfig.from_dict({"retain_ratio": "0.15", "tau": "0.8", "merge_layer": "none",
+                                   "beta_merge": "false", "knn_k": "5"})
+    assert cfg.retain_ratio == 0.15 and cfg.merge_layer is None and cfg.beta_merge is False and cfg.knn_k == 5
+    assert cfg.inner_mode is None  # holitom without K is "w/o M"
+    with pytest.raises(ValueError, match="unknown HoliTom parameter.*retain; valid: method, retain_ratio"):
+        HoliTomConfig.from_dict({"retain": 0.1})
+
+
+def test_from_env_full_holitom():
+    env = {"WRAPPER": "holitom", "RETAIN_RATIO": "0.15", "T": "0.80", "HOLITOM_k": "18", "HOLITOM_r": "0.5",
+           "BETA": "0.6", "D": "0.0", "K": "7", "MAX_WINDOW_SIZE": "1024"}
+    cfg = HoliTomConfig.from_env(env)
+    assert cfg == HoliTomConfig(method="holitom", retain_ratio=0.15, tau=0.8, merge_layer=18, merge_ratio=0.5)
+
+
+def test_from_env_without_k_is_wo_m_and_no_beta():
+    cfg = HoliTomConfig.from_env({"WRAPPER": "holitom", "RETAIN_RATIO": "0.1", "T": "0.65", "NO_BETA": "1",
+                                  "HOLITOM_k": "18"})  # r missing: the original runs w/o M
+    assert cfg.method == "holitom_wo_m" and cfg.tau == 0.65 and cfg.beta_merge is False
+    assert cfg.inner_mode is None
+
+
+def test_from_env_other_wrappers_and_overrides():
+    assert HoliTomConfig.from_env({}).method == "dense"
+    vz = HoliTomConfig.from_env({"WRAPPER": "visionzip", "SPATIAL_TOKENS": "30"})
+    assert vz.method == "visionzip" and vz.visionzip_tokens(196) == 30
+    fv = HoliTomConfig.from_env({"WRAPPER": "fastv", "FASTV_k": "2", "FASTV_r": "0.75"})
+    assert (fv.method, fv.merge_layer, fv.merge_ratio, fv.inner_mode) == ("fastv", 2, 0.75, "drop")
+    over = HoliTomConfig.from_env({"WRAPPER": "holitom", "RETAIN_RATIO": "0.1"}, retain_ratio=0.25)
+    assert over.retain_ratio == 0.25
+    with pytest.raises(ValueError, match="WRAPPER must be one of"):
+        HoliTomConfig.from_env({"WRAPPER": "prunevid"})
+    with pytest.raises(ValueError, match="retain_ratio must be in"):
+        HoliTomConfig.from_env({"WRAPPER": "holitom", "RETAIN_RATIO": "2"})
+
+
+def test_visionzip_tokens_default_from_retain_ratio():
+    assert HoliTomConfig(method="visionzip", retain_ratio=0.25).visionzip_tokens(196) == 49
+    assert HoliTomConfig(method="visionzip", spatial_tokens=500).visionzip_tokens(196) == 196
