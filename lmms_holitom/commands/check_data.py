@@ -1,0 +1,56 @@
+"""``holitom check-data``: which benchmark files lmms-eval needs offline are present under $HF_HOME."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+HELP = "report which benchmark files are present or missing under $HF_HOME"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tasks", default=None,
+                   help="comma-separated: mvbench, egoschema_subset, egoschema, videomme, longvideobench_val_v "
+                        "(default: the four of the paper's table)")
+    p.add_argument("--config", default=None, help="check the benchmarks of a study file instead")
+    p.add_argument("--hf-home", default=None, help="the HF_HOME to check (default $HF_HOME or ~/.cache/huggingface)")
+    p.add_argument("--datasets-cache", default=None,
+                   help="datasets cache (default $LMMS_EVAL_DATASETS_CACHE, $HF_DATASETS_CACHE, HF_HOME/datasets)")
+    p.add_argument("--show-missing", type=int, default=5, metavar="N", help="missing videos to name per task")
+
+
+def main(args: argparse.Namespace) -> int:
+    from lmms_holitom.sweep.data import BENCHMARKS, DEFAULT_TASKS, check_data, format_rows
+
+    if args.config:
+        from lmms_holitom.sweep.config import ConfigError, load_config
+
+        try:
+            cfg = load_config(args.config)
+        except ConfigError as e:
+            print(f"holitom check-data: invalid study file\n{e}", file=sys.stderr)
+            return 2
+        tasks = [t for t in cfg.tasks if t in BENCHMARKS]
+        skipped = [t for t in cfg.tasks if t not in BENCHMARKS]
+        if skipped:
+            print(f"(not checked, not one of the paper's benchmarks: {', '.join(skipped)})")
+    elif args.tasks:
+        tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    else:
+        tasks = list(DEFAULT_TASKS)
+    unknown = [t for t in tasks if t not in BENCHMARKS]
+    if unknown:
+        print(f"holitom check-data: unknown task(s) {', '.join(unknown)}; known: {', '.join(BENCHMARKS)}",
+              file=sys.stderr)
+        return 2
+    rows = check_data(tasks, hf_home=Path(args.hf_home) if args.hf_home else None,
+                      datasets_cache=Path(args.datasets_cache) if args.datasets_cache else None,
+                      show_missing=args.show_missing)
+    print(format_rows(rows))
+    failed = [r for r in rows if r.failed]
+    if failed:
+        print(f"\n{len(failed)} required item(s) missing; see task_overrides/README.md for the expected layout")
+        return 1
+    print("\nall required benchmark files are present")
+    return 0

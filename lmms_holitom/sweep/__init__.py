@@ -1,0 +1,19 @@
+"""Sweeps over the paper's grid through lmms-eval, resumably, and reports in the paper's layout.
+
+Modules (each small, import-light; none imports torch or lmms-eval at import time):
+
+* `config`  — the study YAML: schema, validation (all problems in one `ConfigError`), grid expansion
+* `tasks`   — lmms-eval task names: existence check and group -> subtask expansion (`TaskManager`)
+* `command` — the lmms-eval invocation of one run (python or accelerate launcher), shell rendering
+* `results` — where lmms-eval writes, and whether a run's results are complete ("done")
+* `manifest`— atomic JSON writes, versions, git state
+* `runner`  — the sweep loop: skip done runs, move unfinished attempts aside, stream logs, ETA
+* `slurm`   — a Slurm array script, one element per run
+* `report`  — the paper's table (Markdown/CSV) from a sweep directory; `plots` its figures
+* `paper`   — the published numbers, as data
+* `data`    — offline benchmark data check (`holitom check-data`)
+"""
+
+from lmms_holitom.sweep.config import ConfigError, RunSpec, SweepConfig, load_config
+
+__all__ = ["ConfigError", "RunSpec", "SweepConfig", "load_config"]

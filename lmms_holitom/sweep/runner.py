@@ -1,0 +1,463 @@
+"""The sweep loop: one lmms-eval subprocess per run, resumable and loss-free.
+
+Layout of a sweep folder (``--output``, default ``runs/<name>``, or ``runs/<name>-limit<N>`` with a limit so
+that quick runs never mix with full ones)::
+
+    runs/<name>/sweep.json             the expanded plan (all runs of the study, their model_args)
+    runs/<name>/config.yaml            a copy of the study file
+    runs/<name>/<run>/run.json         the run manifest (written atomically)
+    runs/<name>/<run>/log.txt          lmms-eval's stdout+stderr
+    runs/<name>/<run>/lmms_eval/...    lmms-eval's output (results, samples, holitom_summary.json)
+    runs/<name>/<run>/attempt-N/       an earlier unfinished or failed attempt, moved aside
+
+lmms-eval exits 0 even when an evaluation fails (unless ``--verbosity DEBUG``, which the sweep does not force:
+add it to ``lmms_eval_args`` if wanted), so the exit status is only recorded; success is decided by the
+results themselves, and a failed run's manifest quotes the last error line of its log.
+
+Resume rules: a run whose results validate (`lmms_holitom.sweep.results.check_run`) is skipped, and its
+manifest is repaired if the sweep died between lmms-eval finishing and the manifest being written. Any
+other run folder content (a crash, a failure, results of an edited setting) is moved aside into
+``attempt-N/`` — never deleted — and the run starts afresh. Ctrl-C or SIGTERM stops the running
+lmms-eval, marks the run ``interrupted`` and stops the sweep; everything finished stays finished.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, TextIO
+
+from lmms_holitom.sweep.command import ORIGINAL_ENV_VARS, RESULTS_SUBDIR, Invocation, build_invocation, child_env
+from lmms_holitom.sweep.config import RunSpec, SweepConfig
+from lmms_holitom.sweep.manifest import (
+    MANIFEST,
+    git_state,
+    now_iso,
+    read_json,
+    versions,
+    write_json_atomic,
+    write_text_atomic,
+)
+from lmms_holitom.sweep.results import RunCheck, check_run
+
+__all__ = [
+    "RunOutcome",
+    "SweepInterrupted",
+    "SweepOutcome",
+    "SweepRunner",
+    "default_output_dir",
+    "format_duration",
+    "select_runs",
+]
+
+LOG_FILE = "log.txt"
+PLAN_FILE = "sweep.json"
+_ATTEMPT_RE = re.compile(r"^attempt-(\d+)$")
+
+
+class SweepInterrupted(Exception):
+    """Ctrl-C or SIGTERM while a sweep was running."""
+
+
+@dataclass
+class RunOutcome:
+    name: str
+    status: str  # done | skipped (already done) | failed | interrupted
+    reason: str | None = None
+    duration_s: float | None = None
+    flags: list[str] = field(default_factory=list)
+    log: Path | None = None
+
+
+@dataclass
+class SweepOutcome:
+    outcomes: list[RunOutcome] = field(default_factory=list)
+    interrupted: bool = False
+
+    @property
+    def failed(self) -> list[RunOutcome]:
+        return [o for o in self.outcomes if o.status in ("failed", "interrupted")]
+
+    @property
+    def exit_code(self) -> int:
+        if self.interrupted:
+            return 130
+        return 1 if self.failed else 0
+
+
+def default_output_dir(cfg: SweepConfig, limit: int | None = None) -> Path:
+    limit = cfg.limit if limit is None else limit
+    return Path("runs") / (cfg.name if limit is None else f"{cfg.name}-limit{limit}")
+
+
+def select_runs(runs: Iterable[RunSpec], patterns: list[str] | None) -> tuple[list[RunSpec], list[str]]:
+    """Runs whose name matches any glob of ``patterns`` (all when none), and the patterns matching nothing."""
+    runs = list(runs)
+    if not patterns:
+        return runs, []
+    chosen = [r for r in runs if any(fnmatch.fnmatchcase(r.name, p) for p in patterns)]
+    unmatched = [p for p in patterns if not any(fnmatch.fnmatchcase(r.name, p) for r in runs)]
+    return chosen, unmatched
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "--:--:--"
+    seconds = round(seconds)
+    return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def _pdeathsig() -> None:  # pragma: no cover - runs in the child
+    """Linux: the lmms-eval process gets SIGTERM if the sweep dies (even by SIGKILL)."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _last_error_line(log: Path, max_bytes: int = 65536) -> str | None:
+    try:
+        with open(log, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - max_bytes))
+            lines = f.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        if re.search(r"(Error|Exception|Traceback|Killed|error:)", line):
+            return line.strip()[:300]
+    return None
+
+
+class SweepRunner:
+    """Runs (or describes) the runs of a study into ``output_dir``."""
+
+    def __init__(
+        self,
+        cfg: SweepConfig,
+        output_dir: Path,
+        *,
+        limit: int | None = None,
+        groups: Mapping[str, list[str]] | None = None,
+        fail_fast: bool = False,
+        verbose: bool = False,
+        out: TextIO | None = None,
+        heartbeat_s: float = 300.0,
+        kill_grace_s: float = 20.0,
+    ):
+        self.cfg = cfg
+        self.output_dir = Path(output_dir).absolute()
+        self.limit = cfg.limit if limit is None else limit
+        self.groups = dict(groups or {})
+        self.fail_fast = fail_fast
+        self.verbose = verbose
+        self.out = out or sys.stdout
+        self.heartbeat_s = heartbeat_s
+        self.kill_grace_s = kill_grace_s
+
+    # ------------------------------------------------------------------ helpers
+    def run_dir(self, run: RunSpec) -> Path:
+        return self.output_dir / run.name
+
+    def invocation(self, run: RunSpec) -> Invocation:
+        return build_invocation(self.cfg, run, self.run_dir(run), self.limit)
+
+    def check(self, run: RunSpec) -> RunCheck:
+        return check_run(self.run_dir(run), self.cfg.tasks, limit=self.limit, model_args=run.model_args,
+                         groups=self.groups, results_subdir=RESULTS_SUBDIR)
+
+    def _say(self, text: str) -> None:
+        print(text, file=self.out, flush=True)
+
+    # ------------------------------------------------------------------ dry run
+    def describe(self, runs: list[RunSpec]) -> str:
+        """The commands a sweep would run (shell-quoted, with their environment), and each run's state."""
+        lines = [f"# sweep {self.cfg.name}: {len(runs)} run(s) -> {self.output_dir}",
+                 f"# each run's environment: the current one without {', '.join(ORIGINAL_ENV_VARS)}, "
+                 "plus the variables shown before its command"]
+        for i, run in enumerate(runs, 1):
+            check = self.check(run)
+            state = "done (would be skipped)" if check.done else "pending"
+            lines.append(f"# [{i}/{len(runs)}] {run.name}: {state}")
+            lines.append(self.invocation(run).shell())
+        return "\n".join(lines)
+
+    # ------------------------------------------------------------------ manifests
+    def _base_manifest(self, run: RunSpec, inv: Invocation) -> dict[str, Any]:
+        return {
+            "schema": 1,
+            "name": run.name,
+            "sweep": self.cfg.name,
+            "config_file": str(self.cfg.path) if self.cfg.path else None,
+            "run": {
+                "method": run.method,
+                "params": dict(run.params),
+                "model": dict(run.model),
+                "overrides": dict(run.overrides),
+                "holitom": run.holitom.to_dict(),
+                "source": run.source,
+            },
+            "model_args": run.model_args,
+            "tasks": list(self.cfg.tasks),
+            "limit": self.limit,
+            "command": list(inv.argv),
+            "command_line": inv.shell(),
+            "env": dict(inv.env),
+            "env_removed": child_env(inv)[1],
+            "cwd": os.getcwd(),
+            "launcher": self.cfg.launcher.type,
+            "versions": versions(),
+            "git": git_state(),
+            "host": os.uname().nodename if hasattr(os, "uname") else None,
+        }
+
+    def _finish_fields(self, check: RunCheck, run_dir: Path) -> dict[str, Any]:
+        flags = []
+        if check.model_errors:
+            flags.append(f"model reported {check.model_errors} error(s) in holitom_summary.json")
+        return {
+            "results_file": str(check.results_file.relative_to(run_dir)) if check.results_file else None,
+            "expected_tasks": check.leaves,
+            "n_samples": check.n_samples,
+            "model_errors": check.model_errors,
+            "flags": flags,
+        }
+
+    def _repair_done_manifest(self, run: RunSpec, check: RunCheck) -> None:
+        run_dir = self.run_dir(run)
+        manifest = read_json(run_dir / MANIFEST)
+        if manifest and manifest.get("status") == "done" and manifest.get("model_args") == run.model_args:
+            return
+        fresh = self._base_manifest(run, self.invocation(run))
+        merged = {**fresh, **(manifest or {})}
+        merged.update(status="done", reason=None, recovered=True, recovered_at=now_iso(),
+                      model_args=run.model_args, **self._finish_fields(check, run_dir))
+        write_json_atomic(run_dir / MANIFEST, merged)
+
+    def _write_plan(self) -> None:
+        plan = {
+            "name": self.cfg.name,
+            "config_file": str(self.cfg.path) if self.cfg.path else None,
+            "tasks": list(self.cfg.tasks),
+            "limit": self.limit,
+            "runs": [{"name": r.name, "method": r.method, "model_args": r.model_args} for r in self.cfg.runs],
+            "written_at": now_iso(),
+        }
+        write_json_atomic(self.output_dir / PLAN_FILE, plan)
+        if self.cfg.path and self.cfg.path.is_file():
+            write_text_atomic(self.output_dir / "config.yaml", self.cfg.path.read_text(encoding="utf-8"))
+
+    # ------------------------------------------------------------------ attempts
+    @staticmethod
+    def move_aside(run_dir: Path) -> str | None:
+        """Move everything of an unfinished attempt into ``attempt-N/``; return its name (None if empty)."""
+        if not run_dir.is_dir():
+            return None
+        entries = [p for p in run_dir.iterdir() if not _ATTEMPT_RE.match(p.name)]
+        if not entries:
+            return None
+        numbers = [int(m.group(1)) for p in run_dir.iterdir() if (m := _ATTEMPT_RE.match(p.name))]
+        dest = run_dir / f"attempt-{max(numbers, default=0) + 1}"
+        dest.mkdir()
+        for p in entries:
+            os.replace(p, dest / p.name)
+        return dest.name
+
+    # ------------------------------------------------------------------ the loop
+    def _known_durations(self, runs: list[RunSpec]) -> list[float]:
+        out = []
+        for run in runs:
+            m = read_json(self.run_dir(run) / MANIFEST)
+            if m and m.get("status") == "done" and isinstance(m.get("duration_s"), (int, float)):
+                out.append(float(m["duration_s"]))
+        return out
+
+    def run(self, runs: list[RunSpec]) -> SweepOutcome:
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        self._write_plan()
+        outcome = SweepOutcome()
+        pending = {r.name for r in runs if not self.check(r).done}
+        durations = self._known_durations(runs)
+        total = len(runs)
+        self._say(f"sweep {self.cfg.name}: {total} run(s), {total - len(pending)} already done, "
+                  f"{len(pending)} to run -> {self.output_dir}")
+        with self._sigterm_as_interrupt():
+            for i, run in enumerate(runs, 1):
+                tag = f"[{i}/{total}] {run.name}"
+                check = self.check(run)
+                if check.done:
+                    self._repair_done_manifest(run, check)
+                    pending.discard(run.name)
+                    outcome.outcomes.append(RunOutcome(run.name, "skipped", flags=self._flags(check)))
+                    self._say(f"{tag}: done, skipped")
+                    continue
+                eta = statistics.fmean(durations) * len(pending) if durations else None
+                self._say(f"{tag}: running · {len(pending)} left · ETA {format_duration(eta)}")
+                try:
+                    result = self._execute(run, check, tag)
+                except SweepInterrupted as e:
+                    outcome.interrupted = True
+                    outcome.outcomes.append(RunOutcome(run.name, "interrupted", str(e)))
+                    self._say(f"{tag}: interrupted ({e}); rerun the same command to resume")
+                    break
+                pending.discard(run.name)
+                outcome.outcomes.append(result)
+                if result.status == "done":
+                    durations.append(result.duration_s or 0.0)
+                    flag = f" [flagged: {'; '.join(result.flags)}]" if result.flags else ""
+                    self._say(f"{tag}: done in {format_duration(result.duration_s)}{flag}")
+                else:
+                    self._say(f"{tag}: FAILED after {format_duration(result.duration_s)}: {result.reason} "
+                              f"(log: {result.log})")
+                    if self.fail_fast:
+                        self._say("stopping at the first failure (--fail-fast)")
+                        break
+        self._say(self.summary(outcome, total))
+        return outcome
+
+    @staticmethod
+    def _flags(check: RunCheck) -> list[str]:
+        return [f"model reported {check.model_errors} error(s)"] if check.model_errors else []
+
+    def summary(self, outcome: SweepOutcome, total: int) -> str:
+        counts: dict[str, int] = {}
+        for o in outcome.outcomes:
+            counts[o.status] = counts.get(o.status, 0) + 1
+        done = counts.get("done", 0) + counts.get("skipped", 0)
+        parts = [f"{done}/{total} done ({counts.get('skipped', 0)} were already done)"]
+        if outcome.failed:
+            parts.append(f"{len(outcome.failed)} failed/interrupted")
+        flagged = [o for o in outcome.outcomes if o.flags]
+        if flagged:
+            parts.append(f"{len(flagged)} flagged")
+        not_reached = total - len(outcome.outcomes)
+        if not_reached:
+            parts.append(f"{not_reached} not reached")
+        lines = [f"sweep {self.cfg.name}: " + ", ".join(parts)]
+        for o in outcome.failed:
+            lines.append(f"  {o.status.upper()} {o.name}: {o.reason}" + (f" (log: {o.log})" if o.log else ""))
+        for o in flagged:
+            lines.append(f"  FLAGGED {o.name}: {'; '.join(o.flags)}")
+        lines.append(f"report: holitom report {self.output_dir}")
+        return "\n".join(lines)
+
+    # ------------------------------------------------------------------ one run
+    def _execute(self, run: RunSpec, previous: RunCheck, tag: str) -> RunOutcome:
+        run_dir = self.run_dir(run)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        moved = self.move_aside(run_dir)
+        attempts = sorted((p.name for p in run_dir.iterdir() if _ATTEMPT_RE.match(p.name)),
+                          key=lambda n: int(n.split("-")[1]))
+        inv = self.invocation(run)
+        manifest = self._base_manifest(run, inv)
+        manifest.update(status="running", reason=None, attempt=len(attempts) + 1, previous_attempts=attempts,
+                        previous_reason=previous.reason if moved else None, started_at=now_iso())
+        write_json_atomic(run_dir / MANIFEST, manifest)
+        log = run_dir / LOG_FILE
+        start = time.monotonic()
+        try:
+            code = self._spawn(inv, log, tag)
+        except SweepInterrupted as e:
+            manifest.update(status="interrupted", reason=str(e), ended_at=now_iso(),
+                            duration_s=round(time.monotonic() - start, 3))
+            write_json_atomic(run_dir / MANIFEST, manifest)
+            raise
+        duration = time.monotonic() - start
+        check = self.check(run)
+        fields = self._finish_fields(check, run_dir)
+        reason = check.reason
+        if not check.done:
+            details = [f"exit status {code}"] if code else []
+            details.append(reason or "results incomplete")
+            last = _last_error_line(log)
+            if last:
+                details.append(f"last error in log: {last}")
+            reason = "; ".join(details)
+        elif code:
+            fields["flags"].append(f"lmms-eval exited with status {code} after writing complete results")
+        manifest.update(status="done" if check.done else "failed", reason=reason if not check.done else None,
+                        exit_code=code, ended_at=now_iso(), duration_s=round(duration, 3), **fields)
+        write_json_atomic(run_dir / MANIFEST, manifest)
+        return RunOutcome(run.name, "done" if check.done else "failed", None if check.done else reason,
+                          duration, fields["flags"], log)
+
+    def _spawn(self, inv: Invocation, log: Path, tag: str) -> int:
+        env, removed = child_env(inv)
+        with open(log, "ab") as sink:
+            sink.write(f"# {now_iso()} $ {inv.shell()}\n".encode())
+            if removed:
+                sink.write(f"# removed from the environment: {', '.join(removed)}\n".encode())
+            sink.flush()
+            proc = subprocess.Popen(
+                list(inv.argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+                preexec_fn=_pdeathsig if sys.platform.startswith("linux") else None,
+            )
+            pump = threading.Thread(target=self._pump, args=(proc.stdout, sink), daemon=True)
+            pump.start()
+            start = time.monotonic()
+            try:
+                while True:
+                    try:
+                        code = proc.wait(timeout=self.heartbeat_s)
+                        break
+                    except subprocess.TimeoutExpired:
+                        self._say(f"{tag}: still running, {format_duration(time.monotonic() - start)} "
+                                  f"(log: {log})")
+            except (KeyboardInterrupt, SweepInterrupted) as e:
+                self._stop(proc)
+                pump.join(timeout=5)
+                raise SweepInterrupted(str(e) or "interrupted (Ctrl-C)") from None
+            pump.join(timeout=30)
+        return code
+
+    def _pump(self, stream: IO[bytes] | None, sink: IO[bytes]) -> None:
+        if stream is None:
+            return
+        for chunk in iter(lambda: stream.readline(), b""):
+            sink.write(chunk)
+            sink.flush()
+            if self.verbose:
+                self.out.write(chunk.decode("utf-8", "replace"))
+                self.out.flush()
+
+    def _stop(self, proc: subprocess.Popen) -> None:
+        """Stop lmms-eval: SIGINT (as Ctrl-C), then SIGTERM, then SIGKILL."""
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            if proc.poll() is not None:
+                return
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(sig)
+            try:
+                proc.wait(timeout=self.kill_grace_s / 2)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        proc.wait()
+
+    @contextlib.contextmanager
+    def _sigterm_as_interrupt(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum: int, frame: Any) -> None:
+            raise SweepInterrupted(f"received signal {signal.Signals(signum).name}")
+
+        previous = signal.signal(signal.SIGTERM, handler)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGTERM, previous)
