@@ -1,0 +1,139 @@
+"""``holitom run VIDEO --question "..."``: answer one question about one video and print the compression stats.
+
+Frames are sampled uniformly (``np.linspace(0, n - 1, max_frames)`` rounded down to int, as lmms-eval does)
+with PyAV; the prompt is the checkpoint's chat template (Qwen-1.5 for LLaVA-OneVision: system prompt, the video,
+then the question). Works offline with a local model folder; the default ``--pretrained tiny`` is the built-in
+tiny random model (answers are gibberish, the pipeline is real).
+
+Exit codes: 0 success, 2 bad input (missing/corrupt video, invalid setting, wrong checkpoint).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from lmms_holitom.config import FIDELITIES, METHODS
+
+HELP = "answer a question about one video and print the compression stats"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("video", help="video file (anything PyAV decodes)")
+    parser.add_argument("--question", "-q", required=True, help="the question to ask about the video")
+    parser.add_argument(
+        "--pretrained", default="tiny",
+        help="checkpoint: local folder, hub id, lmms-lab name (mapped to its llava-hf twin) or 'tiny' (default)",
+    )
+    parser.add_argument("--method", choices=METHODS, default="holitom", help="default: holitom")
+    parser.add_argument("--retain-ratio", type=float, help="fraction of visual tokens entering the LLM (0.10)")
+    parser.add_argument("--tau", type=float, help="static-token cosine threshold (0.80; > 1 disables)")
+    parser.add_argument(
+        "--merge-layer", type=str,
+        help="decoder layer K of the inner merge, or 'none' for HoliTom w/o M (default: 18, or the same "
+        "relative depth on smaller decoders)",
+    )
+    parser.add_argument("--merge-ratio", type=float, help="fraction of visual tokens merged at K (0.5)")
+    parser.add_argument("--fidelity", choices=FIDELITIES, help="reference (default) or clean")
+    parser.add_argument("--max-frames", type=int, default=32, help="frames sampled uniformly (32)")
+    parser.add_argument("--max-new-tokens", type=int, default=64, help="answer length limit (64)")
+    parser.add_argument("--device", default="auto", help="cuda, cuda:1, cpu, ... (auto: cuda if available)")
+    parser.add_argument("--dtype", default="auto", help="float32, bfloat16, float16 (auto: bf16 on cuda, fp32 on cpu)")
+    parser.add_argument(
+        "--attn-implementation", default="sdpa", help="sdpa (default), eager or flash_attention_2 (if installed)"
+    )
+    parser.add_argument("--probe-chunk", type=int, default=8, help="frames per chunk of the vision attention probe")
+    parser.add_argument("--json", action="store_true", help="print the stats as one JSON object instead")
+
+
+def _holitom_config(args: argparse.Namespace, default_layer: int) -> Any:
+    from lmms_holitom.config import HoliTomConfig
+
+    values: dict[str, Any] = {"method": args.method}
+    for name in ("retain_ratio", "tau", "merge_ratio", "fidelity"):
+        if getattr(args, name) is not None:
+            values[name] = getattr(args, name)
+    values["merge_layer"] = default_layer if args.merge_layer is None else args.merge_layer
+    return HoliTomConfig.from_dict(values)
+
+
+def _device_and_dtype(device: str, dtype: str) -> tuple[Any, Any]:
+    import torch
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    if dtype == "auto":
+        return dev, torch.bfloat16 if dev.type == "cuda" else torch.float32
+    resolved = getattr(torch, dtype, None)
+    if not isinstance(resolved, torch.dtype):
+        raise ValueError(f"--dtype must be a torch dtype name (float32, bfloat16, float16), got {dtype!r}")
+    return dev, resolved
+
+
+def format_stats(stats: dict[str, Any]) -> str:
+    """Two human-readable lines for a `holitom_stats` dict."""
+    dense, outer, inner = stats["dense_tokens"], stats["outer_tokens"], stats["inner_tokens"]
+    share = f" ({100.0 * outer / dense:.1f}%)" if dense else ""
+    line = f"method {stats['method']} | frames {stats['frames']} | visual tokens {dense} -> {outer}{share}"
+    if stats.get("merge_layer") is not None:
+        line += f" -> {inner} in layers >= {stats['merge_layer']}"
+    line += (
+        f" | segments {stats['segments']} | static {stats['static_tokens']} | prompt "
+        f"{stats['prompt_tokens_dense']} -> {stats['prompt_tokens']} tokens"
+    )
+    timings = " | ".join(f"{k} {v:.1f}" for k, v in stats["timings_ms"].items())
+    return f"{line}\ntimings (ms): {timings}"
+
+
+def main(args: argparse.Namespace) -> int:
+    from lmms_holitom.video import VideoDecodeError, load_video_frames
+
+    if args.max_frames < 1:
+        print(f"holitom run: error: --max-frames must be >= 1, got {args.max_frames}", file=sys.stderr)
+        return 2
+    try:
+        frames = load_video_frames(args.video, args.max_frames, backend="pyav")
+    except VideoDecodeError as exc:
+        print(f"holitom run: error: {exc}", file=sys.stderr)
+        return 2
+    if frames.shape[0] == 0:
+        print(f"holitom run: error: {args.video} gave 0 frames", file=sys.stderr)
+        return 2
+
+    import torch
+    from transformers import AutoProcessor
+
+    from lmms_holitom.models import HoliTomLlavaOnevisionForConditionalGeneration, resolve_model_name
+
+    try:
+        device, dtype = _device_and_dtype(args.device, args.dtype)
+        checkpoint = resolve_model_name(args.pretrained)
+        model = HoliTomLlavaOnevisionForConditionalGeneration.from_pretrained(
+            checkpoint, dtype=dtype, attn_implementation=args.attn_implementation, probe_chunk=args.probe_chunk
+        )
+        model = model.to(device).eval()
+        model.set_holitom(_holitom_config(args, model.default_merge_layer()))
+        processor = AutoProcessor.from_pretrained(checkpoint)
+    except (ValueError, OSError) as exc:
+        print(f"holitom run: error: {exc}", file=sys.stderr)
+        return 2
+
+    conversation = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": args.question}]}]
+    prompt = processor.apply_chat_template(conversation, add_generation_prompt=True)
+    inputs = processor(text=prompt, videos=[frames], return_tensors="pt")
+    inputs = {
+        k: v.to(device, dtype) if torch.is_floating_point(v) else v.to(device) for k, v in inputs.items()
+    }
+    with torch.inference_mode():
+        output = model.generate(**inputs, max_new_tokens=args.max_new_tokens, do_sample=False)
+    answer = processor.batch_decode(output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)[0]
+    stats = model.holitom_stats
+    if args.json:
+        print(json.dumps({"answer": answer, "stats": stats}))
+    else:
+        print(f"answer: {answer.strip()}")
+        print(format_stats(stats))
+    return 0

@@ -1,0 +1,631 @@
+"""The lmms-eval model ``llava_onevision_holitom``: LLaVA-OneVision (transformers) with HoliTom token merging.
+
+Usage::
+
+    python -m lmms_eval --model llava_onevision_holitom \\
+        --model_args pretrained=lmms-lab/llava-onevision-qwen2-7b-ov,method=holitom,retain_ratio=0.15,tau=0.8 \\
+        --tasks videomme --output_path runs/ --log_samples
+    accelerate launch --num_processes 8 -m lmms_eval --model llava_onevision_holitom ...   # one copy per GPU
+
+See `LlavaOneVisionHoliTom` for every model argument and how the authors' environment variables combine
+with them.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import torch
+from lmms_eval.api.model import lmms
+from loguru import logger
+from tqdm import tqdm
+
+from lmms_holitom.config import ENV_VARS, HoliTomConfig
+from lmms_holitom.stats import (
+    StatsWriter,
+    discover_output_dir,
+    format_summary,
+    merge_rank_files,
+    summarize,
+    write_summary,
+)
+from lmms_holitom.video import VideoDecodeError, check_backend, load_video_frames
+
+__all__ = ["MODEL_ARGS", "LlavaOneVisionHoliTom", "ORIGINAL_ENV_VARS", "resolve_holitom_config"]
+
+#: Environment variables of the authors' scripts that `HoliTomConfig.from_env` reads.
+ORIGINAL_ENV_VARS: tuple[str, ...] = ("WRAPPER", *ENV_VARS, "FASTV_k", "FASTV_r")
+
+SYSTEM_PROMPT = "You are a helpful assistant."
+CONV_TEMPLATES = ("qwen_1_5", "chat_template", "none")
+ON_VIDEO_ERROR = ("record", "raise")
+
+#: Model args besides the HoliTomConfig fields (name -> default), see the class docstring.
+MODEL_ARGS: dict[str, Any] = {
+    "pretrained": "lmms-lab/llava-onevision-qwen2-7b-ov",
+    "conv_template": "qwen_1_5",
+    "max_frames_num": 32,
+    "attn_implementation": "sdpa",
+    "device": None,
+    "device_map": None,
+    "dtype": "auto",
+    "batch_size": 1,
+    "max_batch_size": None,
+    "video_decode_backend": "pyav",
+    "max_new_tokens": 1024,
+    "on_video_error": "record",
+    "stats_path": None,
+    # accepted for command-line compatibility with lmms-eval's `llava_onevision`; only its defaults work
+    "model_name": None,
+    "mm_spatial_pool_stride": 2,
+    "mm_spatial_pool_mode": "bilinear",
+    "token_strategy": "single",
+    "use_cache": True,
+    "truncation": True,
+    "truncate_context": False,
+}
+
+
+def _original_env_set(environ: Mapping[str, str]) -> list[str]:
+    return [name for name in ORIGINAL_ENV_VARS if environ.get(name, "").strip() != ""]
+
+
+def resolve_holitom_config(
+    holitom_args: Mapping[str, Any], environ: Mapping[str, str] | None = None
+) -> tuple[HoliTomConfig, str]:
+    """The effective `HoliTomConfig` from the HoliTom model args and the authors' env vars, and its source.
+
+    ``WRAPPER`` is the switch, as in the authors' scripts (empty counts as unset):
+
+    1. ``WRAPPER`` unset: the model args and `HoliTomConfig`'s defaults define the config (method
+       ``holitom`` unless ``method=`` is given). Other original variables (``RETAIN_RATIO``, ``T``,
+       ``HOLITOM_k``, ...) are ignored, and named in the returned source so the caller can warn — the
+       one-letter ``T``/``K``/``D`` are too generic to act on without ``WRAPPER``.
+    2. ``WRAPPER`` set, no HoliTom model arg: exactly `HoliTomConfig.from_env` (the scripts run as before).
+    3. ``WRAPPER`` set and HoliTom model args: `HoliTomConfig.from_env` is the base and every HoliTom model
+       arg wins over it, field by field (``method=`` wins over ``WRAPPER``).
+    """
+    environ = os.environ if environ is None else environ
+    env_set = _original_env_set(environ)
+    if "WRAPPER" not in env_set:
+        source = "model_args" if holitom_args else "defaults"
+        if env_set:
+            source += f"; ignored {', '.join(env_set)} because WRAPPER is not set"
+        return HoliTomConfig.from_dict(holitom_args), source
+    if not holitom_args:
+        return HoliTomConfig.from_env(environ), f"environment ({', '.join(env_set)})"
+    source = f"environment ({', '.join(env_set)}) overridden by model_args ({', '.join(sorted(holitom_args))})"
+    return HoliTomConfig.from_env(environ, **holitom_args), source
+
+
+def _model_class():
+    """The HoliTom model class (imported on use; ``method=dense`` runs through it as well)."""
+    from lmms_holitom.models import HoliTomLlavaOnevisionForConditionalGeneration
+
+    return HoliTomLlavaOnevisionForConditionalGeneration
+
+
+def _resolve_checkpoint(name: str) -> str:
+    from lmms_holitom.models.names import resolve_model_name
+
+    return resolve_model_name(name)
+
+
+def _parse_bool(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in {"1", "true", "yes", "on"}:
+        return True
+    if text in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"{name} must be true or false, got {value!r}")
+
+
+def _none_if_empty(value: Any) -> Any:
+    if value is None or (isinstance(value, str) and value.strip().lower() in {"", "none", "null"}):
+        return None
+    return value
+
+
+def _process_layout(accelerator: Any) -> tuple[int, int, int]:
+    """(global rank, world size, local rank): from torch.distributed when a process group exists.
+
+    lmms-eval's CLI creates an ``Accelerator`` before the model; under ``torchrun`` on CPUs that one inits a
+    gloo group yet reports a single process, so the process group is the authority.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        rank, world = dist.get_rank(), dist.get_world_size()
+    else:
+        rank, world = accelerator.process_index, accelerator.num_processes
+    local = int(os.environ.get("LOCAL_RANK", accelerator.local_process_index))
+    return rank, world, local
+
+
+def _barrier(accelerator: Any) -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+    else:
+        accelerator.wait_for_everyone()
+
+
+class _FirstTokenClock:
+    """A logits processor that notes when the first token's logits exist (end of prefill = TTFT)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.t_first: float | None = None
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if self.t_first is None:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            self.t_first = time.perf_counter()
+        return scores
+
+
+class LlavaOneVisionHoliTom(lmms):
+    """LLaVA-OneVision with HoliTom (``--model llava_onevision_holitom``), batch size 1, video QA.
+
+    Model args (``--model_args k=v,...``):
+
+    * ``pretrained`` (``lmms-lab/llava-onevision-qwen2-7b-ov``): an lmms-lab name (loaded as its
+      ``llava-hf`` twin), a transformers checkpoint, a local folder, or ``tiny`` (the built-in offline
+      test model).
+    * ``conv_template`` (``qwen_1_5``): ``qwen_1_5`` builds the prompt exactly like lmms-eval's
+      ``llava_onevision`` (system "You are a helpful assistant.", one video placeholder before the
+      question); ``chat_template`` or ``none`` use the processor's own chat template.
+    * ``max_frames_num`` (32): frames sampled uniformly, ``linspace(0, n-1, max_frames_num)`` (frames repeat
+      when the video is shorter, as in lmms-eval's class; see `lmms_holitom.video`).
+    * ``video_decode_backend`` (``pyav``): or ``decord`` (must be installed).
+    * ``attn_implementation`` (``sdpa``), ``dtype`` (``auto``: bfloat16 on CUDA, float32 on CPU; or
+      float32/bfloat16/float16), ``device`` (default ``cuda`` when available, else ``cpu``), ``device_map``
+      (``auto`` splits one copy over all GPUs of a single process, e.g. 72B; with several processes each
+      loads one copy on its own device, like lmms-eval's class).
+    * ``batch_size`` (1; nothing else is supported), ``max_new_tokens`` (1024; used when the task's
+      ``generation_kwargs`` do not set it).
+    * ``on_video_error`` (``record``): a video that cannot be decoded is answered with ``""``, counted, and
+      recorded with its error in the stats files and the end-of-run summary — never answered from the text
+      alone; ``raise`` fails the run instead.
+    * ``stats_path``: folder of the statistics files (`lmms_holitom.stats`); default: lmms-eval's results
+      folder ``<output_path>/<model subdir>`` of this evaluation, found on the call stack; without either,
+      no files are written (the summary is still logged).
+    * Every `HoliTomConfig` field: ``method`` (``holitom``), ``retain_ratio``, ``tau``, ``merge_layer``,
+      ``merge_ratio``, ``beta``, ``contextual_ratio``, ``knn_k``, ``max_window_size``, ``beta_merge``,
+      ``fidelity``, ``spatial_tokens``, ``dominant_ratio``.
+    * Accepted for compatibility with lmms-eval's ``llava_onevision`` command lines, effective only at their
+      defaults: ``model_name`` (ignored), ``mm_spatial_pool_stride=2``, ``mm_spatial_pool_mode=bilinear``,
+      ``token_strategy=single``, ``use_cache=true``, ``truncation``/``truncate_context`` (no effect).
+
+    Any other model arg raises a ValueError listing the valid ones.
+
+    The authors' environment variables (``WRAPPER``, ``RETAIN_RATIO``, ``T``, ``HOLITOM_k``, ``HOLITOM_r``,
+    ``BETA``, ``D``, ``K``, ``MAX_WINDOW_SIZE``, ``NO_BETA``, ``FASTV_k``, ``FASTV_r``, ...) still work, with
+    ``WRAPPER`` as the switch (see `resolve_holitom_config`):
+
+    * ``WRAPPER`` unset: model args + defaults define the config (default method ``holitom``); the other
+      original variables are ignored, with a warning naming them;
+    * ``WRAPPER`` set, no HoliTom model arg: exactly `HoliTomConfig.from_env` — the original scripts run
+      unchanged (e.g. ``WRAPPER=holitom`` without ``HOLITOM_k``/``HOLITOM_r`` is HoliTom w/o M);
+    * ``WRAPPER`` set and HoliTom model args: the env vars are the base and each model arg wins, field by
+      field (``method=`` wins over ``WRAPPER``).
+
+    The effective configuration and where it came from are logged once (rank 0).
+    """
+
+    is_simple = True
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__()
+        holitom_fields = set(HoliTomConfig.field_names())
+        unknown = sorted(set(kwargs) - set(MODEL_ARGS) - holitom_fields)
+        if unknown:
+            raise ValueError(
+                f"llava_onevision_holitom: unknown model_args {', '.join(unknown)}. Valid: "
+                f"{', '.join(MODEL_ARGS)}; HoliTom: {', '.join(HoliTomConfig.field_names())}"
+            )
+        args = {**MODEL_ARGS, **{k: v for k, v in kwargs.items() if k in MODEL_ARGS}}
+        holitom_args = {k: v for k, v in kwargs.items() if k in holitom_fields}
+        self._check_compat_args(args)
+
+        from accelerate import Accelerator, InitProcessGroupKwargs
+
+        accelerator = Accelerator(kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(weeks=52))])
+        self.accelerator = accelerator
+        self._rank, self._world_size, local_rank = _process_layout(accelerator)
+
+        self.holitom_config, source = resolve_holitom_config(holitom_args)
+        self.pretrained = str(args["pretrained"])
+        self.conv_template = str(args["conv_template"]).strip().lower()
+        if self.conv_template not in CONV_TEMPLATES:
+            raise ValueError(f"conv_template must be one of {', '.join(CONV_TEMPLATES)}, got {self.conv_template!r}")
+        self.max_frames_num = int(args["max_frames_num"])
+        if self.max_frames_num < 1:
+            raise ValueError(f"max_frames_num must be >= 1, got {self.max_frames_num}")
+        self.video_decode_backend = check_backend(args["video_decode_backend"])
+        self.max_new_tokens = int(args["max_new_tokens"])
+        self.on_video_error = str(args["on_video_error"]).strip().lower()
+        if self.on_video_error not in ON_VIDEO_ERROR:
+            raise ValueError(f"on_video_error must be one of {', '.join(ON_VIDEO_ERROR)}, got {self.on_video_error!r}")
+        batch_size = str(args["batch_size"]).strip().lower()
+        if batch_size not in {"1", "auto", "auto:1"}:
+            raise ValueError(f"llava_onevision_holitom supports batch_size=1 only, got {args['batch_size']!r}")
+        self.batch_size_per_gpu = 1
+
+        device_map = _none_if_empty(args["device_map"])
+        device = _none_if_empty(args["device"])
+        self._device, load_map = self._placement(self._world_size, local_rank, device, device_map)
+        dtype = self._dtype(args["dtype"], self._device)
+
+        checkpoint = _resolve_checkpoint(self.pretrained)
+        from transformers import AutoProcessor
+
+        self.processor = AutoProcessor.from_pretrained(checkpoint)
+        self._tokenizer = self.processor.tokenizer
+        hf_kwargs: dict[str, Any] = {"dtype": dtype}
+        if args["attn_implementation"]:
+            hf_kwargs["attn_implementation"] = str(args["attn_implementation"])
+        if load_map is not None:
+            hf_kwargs["device_map"] = load_map
+        model = _model_class().from_pretrained(checkpoint, **hf_kwargs)
+        model.eval()
+        if load_map is None:
+            model.to(self._device)
+        elif load_map == "auto":
+            self._device = model.device  # inputs go where the embeddings are
+        self._model = model
+        self._config = model.config
+        self.holitom_config = self._fit_merge_layer(self.holitom_config, holitom_args, model)
+        model.set_holitom(self.holitom_config)  # validates against the model (merge_layer < layers)
+
+        self._stats_dir = (
+            Path(args["stats_path"]) if _none_if_empty(args["stats_path"]) else discover_output_dir()
+        )
+        self._stats = StatsWriter(self._stats_dir, self.rank)
+        self._warned: set[str] = set()
+
+        if self.rank == 0:
+            mode = (
+                f"{self._world_size} processes (data parallel, one copy each)"
+                if self._world_size > 1
+                else ("one process, device_map=auto" if load_map == "auto" else "single device")
+            )
+            logger.info(
+                f"[holitom] llava_onevision_holitom: {self.pretrained} ({checkpoint}) on {self._device}, "
+                f"{dtype}, {mode}; frames={self.max_frames_num} ({self.video_decode_backend}), "
+                f"conv_template={self.conv_template}"
+            )
+            logger.info(f"[holitom] effective HoliTom config (from {source}): {self.holitom_config.to_dict()}")
+            ignored = [] if os.environ.get("WRAPPER", "").strip() else _original_env_set(os.environ)
+            if ignored:
+                logger.warning(f"[holitom] ignoring the original environment variables {', '.join(ignored)} "
+                               "because WRAPPER is not set (set WRAPPER=holitom|fastv|visionzip|dense to use them)")
+            logger.info(f"[holitom] per-sample stats folder: {self._stats_dir or 'none (no output_path)'}")
+
+    # ------------------------------------------------------------------------------------------ setup
+    @staticmethod
+    def _fit_merge_layer(cfg: HoliTomConfig, holitom_args: dict[str, Any], model: Any) -> HoliTomConfig:
+        """A default ``merge_layer`` (18 of 28) that a shallower model lacks moves to the same relative depth.
+
+        Only when nobody chose it (no ``merge_layer`` model arg, no ``HOLITOM_k``/``FASTV_k``); an explicit
+        out-of-range value is an error (raised by ``set_holitom``).
+        """
+        from_env = os.environ.get("WRAPPER", "").strip() != "" and any(
+            os.environ.get(var, "").strip() for var in ("HOLITOM_k", "FASTV_k")
+        )
+        explicit = "merge_layer" in holitom_args or from_env
+        layers = int(model.num_decoder_layers)
+        if explicit or cfg.merge_layer is None or cfg.merge_layer < layers:
+            return cfg
+        fitted = model.holitom.merge_layer  # the model's own depth-scaled default
+        logger.info(f"[holitom] default merge_layer {cfg.merge_layer} does not exist in this {layers}-layer "
+                    f"decoder; using {fitted} (same relative depth)")
+        return cfg.replace(merge_layer=fitted)
+
+    @staticmethod
+    def _check_compat_args(args: dict[str, Any]) -> None:
+        fixed = {"mm_spatial_pool_stride": "2", "mm_spatial_pool_mode": "bilinear", "token_strategy": "single"}
+        for name, only in fixed.items():
+            if str(args[name]).strip().lower() != only:
+                raise ValueError(
+                    f"{name}={args[name]!r} is not supported: transformers' LLaVA-OneVision pools video "
+                    f"features 2x bilinearly with one video placeholder ({name}={only} only)"
+                )
+        if not _parse_bool("use_cache", args["use_cache"]):
+            raise ValueError("use_cache=false is not supported (HoliTom's prefill fills the KV cache)")
+
+    @staticmethod
+    def _placement(
+        world_size: int, local_rank: int, device: str | None, device_map: str | None
+    ) -> tuple[torch.device, Any]:
+        """(input device, device_map for from_pretrained or None to load then ``.to(device)``).
+
+        Several processes: one full copy per process on ``cuda:{local rank}`` (or the CPU); one process:
+        ``device_map=auto`` splits the model over its GPUs, otherwise everything goes to ``device``.
+        """
+        if world_size > 1:
+            if device_map == "auto":
+                raise ValueError(
+                    "device_map=auto splits one model over all GPUs of a single process; with several "
+                    "processes each one loads its own copy (drop device_map, or launch one process)"
+                )
+            if (device is not None and str(device).startswith("cpu")) or not torch.cuda.is_available():
+                return torch.device("cpu"), None
+            target = torch.device(f"cuda:{local_rank}")
+            return target, str(target)
+        if device_map == "auto":
+            return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu")), "auto"
+        if device_map is not None:
+            return torch.device(device_map), device_map
+        return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu")), None
+
+    @staticmethod
+    def _dtype(value: Any, device: torch.device) -> torch.dtype:
+        if isinstance(value, torch.dtype):
+            return value
+        name = str(value or "auto").strip().lower().removeprefix("torch.")
+        if name == "auto":
+            return torch.bfloat16 if device.type == "cuda" else torch.float32
+        aliases = {"bf16": "bfloat16", "fp16": "float16", "half": "float16", "fp32": "float32", "float": "float32"}
+        dtype = getattr(torch, aliases.get(name, name), None)
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise ValueError(f"dtype must be auto, float32, bfloat16 or float16, got {value!r}")
+        return dtype
+
+    # ----------------------------------------------------------------------------- lmms-eval interface
+    @property
+    def config(self):
+        return self._config
+
+    @property
+    def tokenizer(self):
+        return self._tokenizer
+
+    @property
+    def model(self):
+        return self._model
+
+    @property
+    def eot_token_id(self) -> int:
+        return self.tokenizer.eos_token_id
+
+    @property
+    def max_length(self) -> int:
+        return int(getattr(self._config.text_config, "max_position_embeddings", 32768))
+
+    @property
+    def batch_size(self) -> int:
+        return self.batch_size_per_gpu
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    @property
+    def rank(self) -> int:
+        return self._rank
+
+    @property
+    def world_size(self) -> int:
+        return self._world_size
+
+    @property
+    def stats_dir(self) -> Path | None:
+        return self._stats_dir
+
+    def tok_encode(self, string: str, left_truncate_len: int | None = None, add_special_tokens=None) -> list[int]:
+        encoding = self.tokenizer.encode(string, add_special_tokens=bool(add_special_tokens))
+        return encoding[-left_truncate_len:] if left_truncate_len else encoding
+
+    def tok_decode(self, tokens) -> str:
+        return self.tokenizer.decode(tokens)
+
+    def loglikelihood(self, requests) -> list[tuple[float, bool]]:
+        raise NotImplementedError(
+            "llava_onevision_holitom does not implement loglikelihood: HoliTom compresses the prompt during "
+            "prefill, which has no faithful continuation-scoring counterpart, and the paper's benchmarks are "
+            "all generate_until tasks. Use a generate_until task, or lmms-eval's llava_onevision / llava_hf "
+            "for loglikelihood (multiple_choice) tasks."
+        )
+
+    def generate_until_multi_round(self, requests) -> list[str]:
+        raise NotImplementedError("llava_onevision_holitom does not implement generate_until_multi_round")
+
+    # ------------------------------------------------------------------------------------- generation
+    def generate_until(self, requests) -> list[str]:
+        answers: list[str] = []
+        pbar = tqdm(total=len(requests), disable=(self.rank != 0), desc="Model Responding")
+        try:
+            for request in requests:
+                if (request.metadata or {}).get("__padding_only__"):
+                    answers.append("")  # lmms-eval's rank padding: result discarded, nothing to compute
+                else:
+                    answers.append(self._answer(*request.args))
+                pbar.update(1)
+        finally:
+            pbar.close()
+        self._finish()
+        return answers
+
+    def _answer(self, context: str, gen_kwargs: dict, doc_to_visual, doc_id, task: str, split: str) -> str:
+        visuals = doc_to_visual(self.task_dict[task][split][doc_id])
+        visuals = [] if visuals is None else list(visuals)
+        base = {"doc_id": doc_id, "task": task, "split": split, "rank": self.rank,
+                "method": self.holitom_config.method}
+        timings: dict[str, float] = {}
+        videos = images = None
+        if visuals and all(isinstance(v, (str, os.PathLike)) for v in visuals):
+            if len(visuals) > 1:
+                self._warn_once("multi-video", f"[holitom] {task}: several videos per document; using the first "
+                                "(as lmms-eval's llava_onevision does)")
+            t0 = time.perf_counter()
+            try:
+                frames = load_video_frames(visuals[0], self.max_frames_num, self.video_decode_backend)
+            except VideoDecodeError as exc:
+                if self.on_video_error == "raise":
+                    raise
+                logger.error(f"[holitom] {task} doc {doc_id}: {exc} -> answered '' and counted as a video error")
+                self._stats.write({**base, **dict.fromkeys(
+                    ("frames", "dense_tokens", "outer_tokens", "inner_tokens", "segments", "tflops_dense",
+                     "tflops")), "timings_ms": {}, "error": f"VideoDecodeError: {exc}"})
+                return ""
+            timings["decode_video"] = (time.perf_counter() - t0) * 1000.0
+            videos = [frames]
+        elif visuals:
+            images = visuals
+            self._warn_once("images", f"[holitom] {task}: image inputs go through the model unchanged "
+                            "(HoliTom compresses videos only)")
+
+        t0 = time.perf_counter()
+        prompt = self._prompt(context, video=videos is not None, n_images=len(images or []))
+        inputs = self.processor(text=[prompt], videos=videos, images=images, return_tensors="pt")
+        inputs = inputs.to(self._device)
+        for key in ("pixel_values_videos", "pixel_values"):
+            if key in inputs:
+                inputs[key] = inputs[key].to(self.model.dtype)
+        timings["preprocess"] = (time.perf_counter() - t0) * 1000.0
+
+        clock = _FirstTokenClock(self._device)
+        kwargs = self._generation_kwargs(gen_kwargs)
+        from transformers import LogitsProcessorList
+
+        if self._device.type == "cuda":
+            torch.cuda.synchronize(self._device)
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            out = self.model.generate(**inputs, logits_processor=LogitsProcessorList([clock]), **kwargs)
+        if self._device.type == "cuda":
+            torch.cuda.synchronize(self._device)
+        t1 = time.perf_counter()
+        timings["generate"] = (t1 - t0) * 1000.0
+        timings["ttft"] = ((clock.t_first or t1) - t0) * 1000.0
+        new_tokens = out[0, inputs["input_ids"].shape[1]:]
+        text = self.tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
+        self._stats.write(self._record(base, timings, len(new_tokens)))
+        return text
+
+    def _prompt(self, context: str, video: bool, n_images: int) -> str:
+        """The prompt: one ``<video>`` placeholder (or one ``<image>`` per image) before the question.
+
+        A placeholder already in the task's text is kept (an ``<image>`` becomes ``<video>`` for a video,
+        as LLaVA-NeXT uses ``<image>`` for both).
+        """
+        if video and "<video>" not in context and "<image>" in context:
+            context = context.replace("<image>", "<video>", 1)
+        has_placeholder = "<video>" in context or "<image>" in context
+        slots = [] if has_placeholder else (["video"] if video else ["image"] * n_images)
+        if self.conv_template == "qwen_1_5":
+            prefix = "".join(f"<{kind}>\n" if kind == "video" else "<image> " for kind in slots)
+            if slots and slots[0] == "image":
+                prefix = prefix.rstrip() + "\n"
+            return (f"<|im_start|>system\n{SYSTEM_PROMPT}<|im_end|>\n<|im_start|>user\n{prefix}{context}"
+                    "<|im_end|>\n<|im_start|>assistant\n")
+        content = [{"type": kind} for kind in slots] + [{"type": "text", "text": context}]
+        messages = [{"role": "user", "content": content}]
+        return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+    def _generation_kwargs(self, gen_kwargs: dict | None) -> dict[str, Any]:
+        """lmms-eval task generation kwargs -> ``generate`` kwargs (``until`` is ignored, like lmms-eval's class)."""
+        g = dict(gen_kwargs or {})
+        temperature = float(g.get("temperature") or 0.0)
+        do_sample = bool(g.get("do_sample", False)) and temperature > 0
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": int(g.get("max_new_tokens") or self.max_new_tokens),
+            "do_sample": do_sample,
+            "num_beams": int(g.get("num_beams") or 1),
+            "use_cache": True,
+            "pad_token_id": self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None
+            else self.eot_token_id,
+            "eos_token_id": self.eot_token_id,
+        }
+        if do_sample:
+            kwargs["temperature"] = temperature
+            if g.get("top_p") is not None:
+                kwargs["top_p"] = float(g["top_p"])
+        else:  # silence "temperature is set but do_sample=False" from the checkpoint's generation config
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        return kwargs
+
+    # ---------------------------------------------------------------------------------------- stats
+    def _record(self, base: dict[str, Any], timings: dict[str, float], new_tokens: int) -> dict[str, Any]:
+        stats = dict(getattr(self.model, "holitom_stats", None) or {})
+        model_timings = stats.pop("timings_ms", {}) or {}
+        cfg = self.holitom_config
+        dense = stats.get("dense_tokens")
+        outer = stats.get("outer_tokens", dense)
+        inner = stats.get("inner_tokens", outer)
+        merge_layer = stats.get("merge_layer")
+        record = {
+            **base,
+            "method": stats.get("method", cfg.method),
+            "frames": stats.get("frames"),
+            "tokens_per_frame": stats.get("tokens_per_frame"),
+            "dense_tokens": dense,
+            "outer_tokens": outer,
+            "inner_tokens": inner,
+            "merge_layer": merge_layer,
+            "segments": stats.get("segments"),
+            "static_tokens": stats.get("static_tokens"),
+            "prompt_tokens_dense": stats.get("prompt_tokens_dense"),
+            "prompt_tokens": stats.get("prompt_tokens"),
+            "new_tokens": int(new_tokens),
+            "tflops_dense": self._tflops(dense, dense, None),
+            "tflops": self._tflops(outer, inner, merge_layer),
+            "timings_ms": {**{k: round(float(v), 3) for k, v in model_timings.items()},
+                           **{k: round(v, 3) for k, v in timings.items()}},
+            "error": None,
+        }
+        return record
+
+    def _tflops(self, outer: int | None, inner: int | None, merge_layer: int | None) -> float | None:
+        """Paper-convention LLM TFLOPs of the visual tokens: layers < K see ``outer``, layers >= K ``inner``."""
+        if outer is None:
+            return None
+        from lmms_holitom.flops import llm_flops
+
+        text = self._config.text_config
+        layers, d, m = text.num_hidden_layers, text.hidden_size, text.intermediate_size
+        inner = outer if inner is None else inner
+        if merge_layer is None or inner == outer or not 0 < int(merge_layer) < layers:
+            return llm_flops(int(outer), layers=layers, hidden=d, intermediate=m) / 1e12
+        k = int(merge_layer)
+        early = llm_flops(int(outer), layers=k, hidden=d, intermediate=m)
+        late = llm_flops(int(inner), layers=layers - k, hidden=d, intermediate=m)
+        return (early + late) / 1e12
+
+    def _finish(self) -> None:
+        """After all requests of this call: close the rank file; rank 0 merges, summarises and logs."""
+        self._stats.close()
+        if self._world_size > 1:
+            _barrier(self.accelerator)
+        if self.rank != 0:
+            return
+        directory = self._stats_dir
+        if directory is not None and directory.is_dir():
+            records = merge_rank_files(directory, self._world_size)
+        else:
+            records = list(self._stats.records)
+            if self._world_size > 1:
+                logger.warning("[holitom] no stats folder: the summary covers rank 0's samples only")
+        if not records:
+            return
+        summary = summarize(records)
+        if directory is not None and directory.is_dir():
+            write_summary(directory, summary)
+        for task, task_summary in summary.items():
+            line = format_summary(task, task_summary)
+            (logger.warning if task_summary["errors"] else logger.info)(line)
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned and self.rank == 0:
+            self._warned.add(key)
+            logger.warning(message)

@@ -1,0 +1,307 @@
+"""The language-model forward of HoliTom: an explicit loop over the decoder layers of transformers' `Qwen2Model`.
+
+It runs the stock module's own submodules (``embed_tokens`` is applied by the caller; ``layers``,
+``rotary_emb``, ``norm`` here) — nothing is monkeypatched — and adds what the stock forward cannot do:
+
+* **inner-LLM merge at layer K** (spec §6, prefill only): before layer K-1 runs, the attention row of the last
+  prompt token is computed from that layer's q/k (`probes.last_token_attention`); at the input of layer K,
+  `lmms_holitom.ops.merge_inner` merges (HoliTom) or drops (FastV) the least-attended visual tokens. Layers
+  < K see (and cache) the full sequence, layers >= K a shorter one; kept tokens keep their ORIGINAL position
+  ids (RoPE positions with gaps); each layer group gets a causal mask sized to its own cache.
+* **reference quirk** (spec §6.5, ``fidelity: reference``): during prefill layer K-1 runs without the causal
+  mask among the prompt tokens (every prompt token sees every prompt token); ``fidelity: clean`` keeps it
+  causal. Applied to FastV as well (same step, spec §6.6).
+* **decoding** from a cache whose layers hold different lengths: positions continue from the prefill
+  (``next_position + tokens decoded so far``, read from the cache of layer 0), not from ``generate``'s counter
+  (which counts the un-shortened prompt); masks per layer group.
+
+Prompt vs continuation (uncached recompute). A prefill may carry tokens after the prompt (``prompt_length <
+L``): e.g. prompt + the tokens generated so far, recomputed without a cache. Those tail tokens are causal
+everywhere (also at layer K-1 under ``reference``), are never merged, and the merge saliency is the attention
+of the LAST PROMPT token (index ``prompt_length - 1``) — so one uncached forward over prompt + generated tokens
+gives the same logits as cached decoding.
+
+Limitations: batch size 1; full-attention layers only (no sliding-window layers, as in LLaVA-OneVision's
+Qwen2); `DynamicCache` only; ``output_hidden_states``/``output_attentions`` are not collected on this path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from transformers.cache_utils import Cache, DynamicCache
+from transformers.masking_utils import create_bidirectional_mask, create_causal_mask
+
+from lmms_holitom.models.probes import last_token_attention
+
+__all__ = [
+    "DecoderOutput",
+    "HoliTomCacheState",
+    "InnerMergeSpec",
+    "check_language_model",
+    "decode_decoder",
+    "prefill_decoder",
+]
+
+
+@dataclass(frozen=True)
+class InnerMergeSpec:
+    """Where and how the inner-LLM step happens (spec §6).
+
+    Attributes:
+        layer: K, the first decoder layer that sees the reduced sequence (1 <= K < num layers).
+        ratio: fraction of the visual run merged/dropped; ``round(V * (1 - ratio))`` visual tokens are kept.
+        mode: ``merge`` (HoliTom) or ``drop`` (FastV).
+        fidelity: ``reference`` (non-causal layer K-1 during prefill, sequential-halving merge) or ``clean``.
+        visual_start: index a of the first visual token (in the sequence entering the LLM).
+        visual_length: V, visual tokens incl. the trailing ``image_newline``.
+    """
+
+    layer: int
+    ratio: float
+    mode: str
+    fidelity: str
+    visual_start: int
+    visual_length: int
+
+    @property
+    def kept_visual(self) -> int:
+        return round(self.visual_length * (1 - self.ratio))
+
+
+@dataclass
+class DecoderOutput:
+    """Result of `prefill_decoder`.
+
+    Attributes:
+        last_hidden_state: (1, L_out, E) after the final norm; L_out = L - (V - kept) with an inner step.
+        keep: (L_out,) long, indices (into the input sequence) of the tokens layers >= K saw; None without
+            an inner step.
+        attention_row: (V,) fp32, attention of the last prompt token over the visual run at layer K-1.
+    """
+
+    last_hidden_state: torch.Tensor
+    keep: torch.Tensor | None = None
+    attention_row: torch.Tensor | None = None
+
+
+@dataclass
+class HoliTomCacheState:
+    """What decoding needs to know about a HoliTom prefill; stored on the cache as ``cache._holitom_state``.
+
+    Attributes:
+        merge_layer: K, or None when all layers hold the same tokens.
+        prompt_length: tokens cached by layers < K after the prefill (the outer-merged prompt, L').
+        prompt_length_high: tokens cached by layers >= K after the prefill.
+        next_position: RoPE position of the first decoded token (last prompt position + 1; L' without padding).
+        mask_low / mask_high: (1, n) 2D padding masks of the cached prompt per layer group; None = no padding.
+        method: the HoliTom method of the prefill.
+    """
+
+    merge_layer: int | None
+    prompt_length: int
+    prompt_length_high: int
+    next_position: int
+    mask_low: torch.Tensor | None
+    mask_high: torch.Tensor | None
+    method: str
+
+    def group_of(self, layer_idx: int) -> str:
+        return "high" if self.merge_layer is not None and layer_idx >= self.merge_layer else "low"
+
+
+def check_language_model(language_model: nn.Module, cache: Cache | None) -> None:
+    """Raise a clear error when the decoder or cache is outside what this forward supports."""
+    config = language_model.config
+    layer_types = getattr(config, "layer_types", None) or ["full_attention"] * config.num_hidden_layers
+    if any(t != "full_attention" for t in layer_types):
+        raise NotImplementedError(
+            f"HoliTom's decoder forward supports full-attention layers only; this model has layer types "
+            f"{sorted(set(layer_types))}"
+        )
+    if cache is not None and type(cache) is not DynamicCache:
+        raise NotImplementedError(
+            f"HoliTom needs a DynamicCache (layers hold different lengths after the inner merge and the prompt "
+            f"is shortened inside the model); got {type(cache).__name__}. Do not set cache_implementation."
+        )
+
+
+def _prompt_block(prompt_length: int) -> Callable[..., Any]:
+    """Mask function: prompt tokens attend to all prompt tokens (union with the causal mask)."""
+
+    def inner(batch_idx: Any, head_idx: Any, q_idx: Any, kv_idx: Any) -> Any:
+        return (q_idx < prompt_length) & (kv_idx < prompt_length)
+
+    return inner
+
+
+def _noncausal_mask(
+    config: Any, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None, prompt_length: int
+) -> tuple[Any, dict[str, Any]]:
+    """Mask (and extra attention kwargs) of layer K-1 under the reference quirk, for a prefill from an empty
+    cache: bidirectional among the first ``prompt_length`` tokens, causal for the tail."""
+    if inputs_embeds.shape[1] == prompt_length:
+        mask = create_bidirectional_mask(config=config, inputs_embeds=inputs_embeds, attention_mask=attention_mask)
+        return mask, {"is_causal": False}
+    if config._attn_implementation.startswith("flash"):
+        raise NotImplementedError(
+            "an uncached recompute with continuation tokens under fidelity 'reference' needs a mask function; "
+            "flash attention takes none (use sdpa/eager, or fidelity 'clean')"
+        )
+    mask = create_causal_mask(
+        config=config,
+        inputs_embeds=inputs_embeds,
+        attention_mask=attention_mask,
+        cache=None,
+        position_ids=None,
+        or_mask_function=_prompt_block(prompt_length),
+    )
+    return mask, {}
+
+
+def prefill_decoder(
+    language_model: nn.Module,
+    inputs_embeds: torch.Tensor,
+    *,
+    attention_mask: torch.Tensor | None,
+    position_ids: torch.Tensor,
+    prompt_length: int,
+    cache: Cache | None,
+    use_cache: bool,
+    inner: InnerMergeSpec | None = None,
+    timer: Any = None,
+) -> DecoderOutput:
+    """Prefill (or uncached recompute) through the decoder layers, with the optional inner merge.
+
+    Args:
+        language_model: transformers' `Qwen2Model` (its ``layers``, ``rotary_emb`` and ``norm`` are used).
+        inputs_embeds: (1, L, E) the sequence entering the LLM (already outer-merged).
+        attention_mask: (1, L) 2D padding mask, or None (no padding).
+        position_ids: (1, L) RoPE positions (0..L-1 without padding).
+        prompt_length: tokens [0, prompt_length) are the prompt; the rest are continuation tokens (see module
+            doc). The last prompt token must lie after the visual run.
+        cache: an empty `DynamicCache` (filled here), or None.
+        use_cache: write keys/values into ``cache``.
+        inner: the inner-LLM step, or None.
+        timer: optional `StageTimer`; the inner step is timed as ``inner_merge``.
+    """
+    from lmms_holitom.ops import merge_inner
+
+    config = language_model.config
+    n_layers = config.num_hidden_layers
+    hidden = inputs_embeds
+    length = hidden.shape[1]
+    if not 0 < prompt_length <= length:
+        raise ValueError(f"prompt_length must be in [1, {length}], got {prompt_length}")
+    position_embeddings = language_model.rotary_emb(hidden, position_ids)
+    layer_position_ids: torch.Tensor | None = position_ids
+    mask = create_causal_mask(
+        config=config, inputs_embeds=hidden, attention_mask=attention_mask, cache=cache, position_ids=None,
+        layer_idx=0,
+    )
+
+    noncausal: tuple[Any, dict[str, Any]] | None = None
+    if inner is not None:
+        a, v = inner.visual_start, inner.visual_length
+        if not 1 <= inner.layer < n_layers:
+            raise ValueError(f"merge_layer must be in [1, {n_layers - 1}], got {inner.layer}")
+        if prompt_length - 1 < a + v:
+            raise ValueError(
+                "the inner merge needs the last prompt token after the video (its attention ranks the visual "
+                f"tokens); the visual run is [{a}, {a + v}) but the prompt ends at {prompt_length}"
+            )
+        if inner.fidelity == "reference":
+            noncausal = _noncausal_mask(config, hidden, attention_mask, prompt_length)
+
+    def stage(name: str) -> Any:
+        return timer.stage(name) if timer is not None else nullcontext()
+
+    attention_row = keep = None
+    for layer_idx, decoder_layer in enumerate(language_model.layers[:n_layers]):
+        if inner is not None and layer_idx == inner.layer:
+            with stage("inner_merge"):
+                merged, keep = merge_inner(
+                    hidden[0], attention_row, inner.visual_start, inner.visual_length, inner.ratio,
+                    fidelity=inner.fidelity, mode=inner.mode,
+                )
+                keep = keep.to(hidden.device)
+                hidden = merged.unsqueeze(0)
+                cos, sin = position_embeddings  # (layers may sit on several devices: index on each one's own)
+                position_embeddings = (cos[:, keep.to(cos.device)], sin[:, keep.to(sin.device)])
+                layer_position_ids = None  # gaps: never let them be read as packed sequences
+                if attention_mask is not None:
+                    attention_mask = attention_mask[:, keep.to(attention_mask.device)]
+                mask = create_causal_mask(
+                    config=config, inputs_embeds=hidden, attention_mask=attention_mask, cache=cache,
+                    position_ids=None, layer_idx=layer_idx,
+                )
+        if inner is not None and layer_idx == inner.layer - 1:
+            with stage("inner_merge"):
+                key_mask = attention_mask[0] if attention_mask is not None else None
+                row = last_token_attention(decoder_layer, hidden, position_embeddings, prompt_length - 1, key_mask)
+                attention_row = row[inner.visual_start : inner.visual_start + inner.visual_length]
+        layer_mask, extra = mask, {}
+        if noncausal is not None and layer_idx == inner.layer - 1:
+            layer_mask, extra = noncausal
+        hidden = decoder_layer(
+            hidden,
+            attention_mask=layer_mask,
+            position_ids=layer_position_ids,
+            cache=cache if use_cache else None,
+            use_cache=use_cache,
+            position_embeddings=position_embeddings,
+            **extra,
+        )
+    hidden = language_model.norm(hidden)
+    return DecoderOutput(last_hidden_state=hidden, keep=keep, attention_row=attention_row)
+
+
+def decode_decoder(
+    language_model: nn.Module, inputs_embeds: torch.Tensor, *, state: HoliTomCacheState, cache: Cache
+) -> torch.Tensor:
+    """One decoding forward (q >= 1 new tokens) on a cache filled by `prefill_decoder`.
+
+    Positions are ``state.next_position + decoded_so_far + arange(q)`` with ``decoded_so_far`` = cache length
+    of layer 0 minus ``state.prompt_length``; each layer group gets a causal mask sized to its own cache.
+
+    Args:
+        inputs_embeds: (1, q, E) embeddings of the new tokens.
+
+    Returns:
+        (1, q, E) hidden states after the final norm.
+    """
+    config = language_model.config
+    n_layers = config.num_hidden_layers
+    q = inputs_embeds.shape[1]
+    device = inputs_embeds.device
+    done = cache.get_seq_length(0) - state.prompt_length
+    position_ids = (state.next_position + done + torch.arange(q, device=device)).unsqueeze(0)
+    position_embeddings = language_model.rotary_emb(inputs_embeds, position_ids)
+
+    def group_mask(layer_idx: int, prompt_mask: torch.Tensor | None) -> Any:
+        mask_2d = None
+        if prompt_mask is not None:
+            mask_2d = torch.cat([prompt_mask, prompt_mask.new_ones((1, done + q))], dim=1)
+        return create_causal_mask(
+            config=config, inputs_embeds=inputs_embeds, attention_mask=mask_2d, cache=cache, position_ids=None,
+            layer_idx=layer_idx,
+        )
+
+    masks = {"low": group_mask(0, state.mask_low)}
+    masks["high"] = group_mask(state.merge_layer, state.mask_high) if state.merge_layer is not None else masks["low"]
+    hidden = inputs_embeds
+    for layer_idx, decoder_layer in enumerate(language_model.layers[:n_layers]):
+        hidden = decoder_layer(
+            hidden,
+            attention_mask=masks[state.group_of(layer_idx)],
+            position_ids=position_ids,
+            cache=cache,
+            use_cache=True,
+            position_embeddings=position_embeddings,
+        )
+    return language_model.norm(hidden)

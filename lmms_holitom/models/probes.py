@@ -1,0 +1,180 @@
+"""Attention probes: the two attention quantities HoliTom needs, without switching any model to eager attention.
+
+* `VisionSaliencyProbe` (spec §1): a forward pre-hook on the self-attention module of the ONE vision layer that
+  produces ``hidden_states[vision_feature_layer]``. From that module's own ``q_proj``/``k_proj`` it computes
+  ``softmax(q kᵀ · scale)`` in fp32, ``frames_per_chunk`` frames at a time (peak memory
+  ``chunk · heads · T²`` fp32 elements, T = 729 patches), averages over heads and then over queries (the
+  attention each patch *receives*), and optionally the head-averaged keys VisionZip needs. The tower itself
+  keeps its attention implementation (SDPA / flash) and never returns attention weights.
+* `last_token_attention` (spec §6.1): the attention row of one query token (the last prompt token) at one
+  decoder layer, from that layer's ``q_proj``/``k_proj``, RoPE at the right positions and ``repeat_kv`` for
+  grouped-query heads — O(L) work instead of the O(L²) of an eager layer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["VisionSaliencyProbe", "feature_attention_module", "last_token_attention", "rotate_half"]
+
+
+def feature_attention_module(vision_tower: nn.Module, vision_feature_layer: int | list[int]) -> nn.Module:
+    """The self-attention module of the encoder layer that produces ``hidden_states[vision_feature_layer]``.
+
+    ``hidden_states`` of a vision tower with n layers has n + 1 entries (embeddings, then each layer's output),
+    so index i (negative indices count from the end) is produced by layer ``i - 1``; LLaVA-OneVision's -1 is the
+    last layer. With a list of feature layers, the deepest one is used (the last layer the model keeps).
+    """
+    encoder = getattr(vision_tower, "encoder", None)
+    if encoder is None and hasattr(vision_tower, "vision_model"):
+        encoder = vision_tower.vision_model.encoder
+    if encoder is None or not hasattr(encoder, "layers"):
+        raise TypeError(f"cannot find the encoder layers of vision tower {type(vision_tower).__name__}")
+    layers = encoder.layers
+    n = len(layers)
+    indices = [vision_feature_layer] if isinstance(vision_feature_layer, int) else list(vision_feature_layer)
+    resolved = [i if i >= 0 else n + 1 + i for i in indices]
+    if any(not 0 <= i <= n for i in resolved):
+        raise ValueError(f"vision_feature_layer {vision_feature_layer!r} is out of range for a {n}-layer tower")
+    index = max(resolved)
+    if index == 0:
+        raise ValueError(
+            "vision_feature_layer selects the patch embeddings (hidden_states[0]); HoliTom needs the attention of "
+            "a transformer layer"
+        )
+    attention = getattr(layers[index - 1], "self_attn", None)
+    if attention is None or not all(hasattr(attention, p) for p in ("q_proj", "k_proj")):
+        raise TypeError(f"vision layer {index - 1} has no self_attn with q_proj/k_proj")
+    return attention
+
+
+class VisionSaliencyProbe:
+    """Context manager: while active, a forward pre-hook on ``attention_module`` records per-patch saliency.
+
+    After the tower ran (inside the ``with`` block):
+
+    * ``attention``: (B, T) fp32 — softmax attention probabilities of that layer averaged over heads, then over
+      queries, i.e. the attention each of the T patches receives (B = batch · frames);
+    * ``keys``: (B, T, head_dim) fp32 — the layer's key vectors averaged over heads (only with ``want_keys``);
+    * ``peak_elements``: number of elements of the largest score tensor the probe created
+      (``min(chunk, B) · heads · T²``).
+
+    The hook is registered on entry and removed on exit (also on errors); the module's inputs are not changed.
+
+    Args:
+        attention_module: a SigLIP/CLIP-style attention module with ``q_proj``, ``k_proj``, ``num_heads``,
+            ``head_dim`` and ``scale``.
+        frames_per_chunk: frames (batch rows) processed at once.
+        want_keys: also record head-averaged keys (VisionZip).
+    """
+
+    def __init__(self, attention_module: nn.Module, frames_per_chunk: int = 8, want_keys: bool = False) -> None:
+        if frames_per_chunk < 1:
+            raise ValueError(f"probe_chunk must be an integer >= 1, got {frames_per_chunk!r}")
+        self.module = attention_module
+        self.chunk = int(frames_per_chunk)
+        self.want_keys = want_keys
+        self.attention: torch.Tensor | None = None
+        self.keys: torch.Tensor | None = None
+        self.peak_elements = 0
+        self.calls = 0
+        self._handle: Any = None
+
+    def __enter__(self) -> VisionSaliencyProbe:
+        self._handle = self.module.register_forward_pre_hook(self._hook, with_kwargs=True)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+
+    @torch.no_grad()
+    def _hook(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
+        mask = kwargs.get("attention_mask", args[1] if len(args) > 1 else None)
+        attention, keys = self.compute(module, hidden, mask)
+        self.attention = attention if self.attention is None else torch.cat([self.attention, attention])
+        if keys is not None:
+            self.keys = keys if self.keys is None else torch.cat([self.keys, keys])
+        self.calls += 1
+        return None
+
+    def compute(
+        self, module: nn.Module, hidden: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Received attention (B, T) and head-averaged keys (B, T, head_dim) of ``hidden`` (B, T, D)."""
+        batch, tokens, _ = hidden.shape
+        heads, head_dim = module.num_heads, module.head_dim
+        received = hidden.new_empty((batch, tokens), dtype=torch.float32)
+        keys_out = hidden.new_empty((batch, tokens, head_dim), dtype=torch.float32) if self.want_keys else None
+        for start in range(0, batch, self.chunk):
+            stop = min(start + self.chunk, batch)
+            h = hidden[start:stop]
+            q = module.q_proj(h).view(stop - start, tokens, heads, head_dim).transpose(1, 2).float()
+            k = module.k_proj(h).view(stop - start, tokens, heads, head_dim).transpose(1, 2).float()
+            scores = torch.matmul(q, k.transpose(-1, -2)) * module.scale  # (c, heads, T, T)
+            if mask is not None:
+                scores = scores + mask[start:stop].float()
+            self.peak_elements = max(self.peak_elements, scores.numel())
+            probs = torch.softmax(scores, dim=-1)
+            del scores
+            received[start:stop] = probs.mean(dim=1).mean(dim=1)  # heads, then queries -> (c, T)
+            del probs
+            if keys_out is not None:
+                keys_out[start:stop] = k.mean(dim=1)
+        return received, keys_out
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    """Rotates half the hidden dims (RoPE), as transformers' Llama/Qwen2."""
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    # x: (1, heads, n, hd); cos/sin: (1, n, hd)
+    return x * cos.unsqueeze(1) + rotate_half(x) * sin.unsqueeze(1)
+
+
+@torch.no_grad()
+def last_token_attention(
+    layer: nn.Module,
+    hidden_states: torch.Tensor,
+    position_embeddings: tuple[torch.Tensor, torch.Tensor],
+    query_index: int,
+    key_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Attention probabilities of token ``query_index`` over tokens ``0..query_index`` at one decoder layer.
+
+    Causal, so the query sees every token up to and including itself. Equals the eager attention weights of
+    that row (softmax in fp32), averaged over heads.
+
+    Args:
+        layer: a Qwen2/Llama-style decoder layer (``input_layernorm``, ``self_attn.{q,k}_proj``).
+        hidden_states: (1, L, E) the layer's INPUT hidden states.
+        position_embeddings: ``(cos, sin)``, each (1, L, head_dim), of the L tokens.
+        query_index: index of the query token (the last prompt token).
+        key_mask: optional (L,) bool, False for padding tokens to exclude.
+
+    Returns:
+        (query_index + 1,) fp32, sums to 1.
+    """
+    attn = layer.self_attn
+    n = query_index + 1
+    head_dim = attn.head_dim
+    x = layer.input_layernorm(hidden_states[:, :n])
+    q = attn.q_proj(x[:, -1:]).view(1, 1, -1, head_dim).transpose(1, 2)  # (1, H, 1, hd)
+    k = attn.k_proj(x).view(1, n, -1, head_dim).transpose(1, 2)  # (1, Hkv, n, hd)
+    cos, sin = (t.to(q.device) for t in position_embeddings)
+    q = _rope(q, cos[:, query_index : query_index + 1], sin[:, query_index : query_index + 1])
+    k = _rope(k, cos[:, :n], sin[:, :n])
+    groups = q.shape[1] // k.shape[1]
+    k = k.repeat_interleave(groups, dim=1) if groups > 1 else k  # == transformers' repeat_kv
+    scores = torch.matmul(q.float(), k.float().transpose(-1, -2)) * attn.scaling  # (1, H, 1, n)
+    if key_mask is not None:
+        scores = scores.masked_fill(~key_mask[:n].to(scores.device, torch.bool).view(1, 1, 1, n), float("-inf"))
+    return torch.softmax(scores, dim=-1).mean(dim=1)[0, 0]

@@ -1,0 +1,34 @@
+"""The pure tensor layer of lmms-holitom (no model or transformers imports).
+
+Public API:
+
+* `frame_similarity(features) -> (F-1, N) fp32` — spec §2.1;
+* `segment_video(similarity, tau, max_window_size) -> (segments, reduced)` — spec §2.2–2.4;
+* `renormalised_ratio(retain_ratio, F, N, reduced) -> r'` — spec §2.5;
+* `compress_video(features, attention, config, keys=None) -> CompressedVideo` — spec §2–§5, §7;
+* `merge_inner(hidden, attention, start, length, ratio, fidelity, mode) -> (hidden_out, keep)` — §6;
+* DPC-kNN: `dpc_knn_centres(x, clusters, k)`, `cluster_merge(x, centres, beta, beta_merge)`,
+  `dpc_knn_merge(x, clusters, k, beta, beta_merge)` — spec §4c.
+
+Everything is deterministic (ties go to the lower index; no RNG), vectorised (loops only over segments or
+frames), works on any device, keeps the heavy tensors in the input dtype and does similarity and distance
+arithmetic in fp32.
+"""
+
+from lmms_holitom.ops.cluster import cluster_merge, dpc_knn_centres, dpc_knn_merge, pairwise_distance
+from lmms_holitom.ops.compress import CompressedVideo, compress_video
+from lmms_holitom.ops.inner import merge_inner
+from lmms_holitom.ops.segment import frame_similarity, renormalised_ratio, segment_video
+
+__all__ = [
+    "CompressedVideo",
+    "cluster_merge",
+    "compress_video",
+    "dpc_knn_centres",
+    "dpc_knn_merge",
+    "frame_similarity",
+    "merge_inner",
+    "pairwise_distance",
+    "renormalised_ratio",
+    "segment_video",
+]

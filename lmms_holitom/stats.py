@@ -1,0 +1,219 @@
+"""Per-sample compression statistics of an lmms-eval run: JSONL per rank, merged file, per-task summary.
+
+Files (`docs/CONTRACTS.md`), all in one folder — by default lmms-eval's own results folder
+``<output_path>/<model subdir>/``:
+
+* ``holitom_stats.rank{R}.jsonl`` — written by rank R while it runs, one line per sample, flushed per line;
+* ``holitom_stats.jsonl`` — rank 0 merges the rank files at the end (sorted by task, doc id);
+* ``holitom_summary.json`` — ``{task: {samples, errors, mean_outer_tokens, mean_inner_tokens,
+  mean_dense_tokens, mean_tflops, mean_tflops_dense, mean_prefill_ms, mean_ttft_ms, ...}}``.
+
+A sample line: ``doc_id, task, split, rank, method, frames, tokens_per_frame, dense_tokens, outer_tokens,
+inner_tokens, merge_layer, segments, static_tokens, prompt_tokens_dense, prompt_tokens, new_tokens,
+tflops_dense, tflops, timings_ms, error`` (``error`` is null, or ``"VideoDecodeError: ..."`` with the token
+fields null: such a sample was answered with an empty string, never from the text alone).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import sys
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import IO, Any
+
+__all__ = [
+    "MERGED_NAME",
+    "SUMMARY_NAME",
+    "StatsWriter",
+    "discover_output_dir",
+    "format_summary",
+    "merge_rank_files",
+    "rank_file_name",
+    "read_jsonl",
+    "summarize",
+    "write_summary",
+]
+
+MERGED_NAME = "holitom_stats.jsonl"
+SUMMARY_NAME = "holitom_summary.json"
+_RANK_RE = re.compile(r"^holitom_stats\.rank(\d+)\.jsonl$")
+
+
+def rank_file_name(rank: int) -> str:
+    return f"holitom_stats.rank{rank}.jsonl"
+
+
+class StatsWriter:
+    """Appends one JSON line per sample to this rank's file (created, truncated, on the first record)."""
+
+    def __init__(self, directory: str | os.PathLike | None, rank: int) -> None:
+        self.directory = Path(directory) if directory is not None else None
+        self.rank = rank
+        self.records: list[dict[str, Any]] = []
+        self._fh: IO[str] | None = None
+
+    @property
+    def path(self) -> Path | None:
+        return None if self.directory is None else self.directory / rank_file_name(self.rank)
+
+    def write(self, record: Mapping[str, Any]) -> None:
+        record = dict(record)
+        self.records.append(record)
+        if self.directory is None:
+            return
+        if self._fh is None:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._fh = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 - kept open across samples
+        self._fh.write(json.dumps(record, default=_jsonable) + "\n")
+        self._fh.flush()
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def _sort_key(record: Mapping[str, Any]) -> tuple:
+    doc_id = record.get("doc_id")
+    return (str(record.get("task")), 0 if isinstance(doc_id, int) else 1, doc_id if isinstance(doc_id, int) else 0,
+            str(doc_id))
+
+
+def merge_rank_files(directory: str | os.PathLike, world_size: int | None = None) -> list[dict[str, Any]]:
+    """Merge ``holitom_stats.rank*.jsonl`` into ``holitom_stats.jsonl``; return the merged records.
+
+    Duplicates of one (task, split, doc_id) — which only arise if a rank processed a document twice — keep
+    the first. ``world_size`` limits the merge to ranks ``0..world_size-1`` (stale files of a wider earlier
+    run in the same folder are ignored).
+    """
+    directory = Path(directory)
+    files = []
+    for path in directory.iterdir():
+        match = _RANK_RE.match(path.name)
+        if match and (world_size is None or int(match.group(1)) < world_size):
+            files.append((int(match.group(1)), path))
+    seen: set[tuple] = set()
+    merged: list[dict[str, Any]] = []
+    for _, path in sorted(files):
+        for record in read_jsonl(path):
+            key = (record.get("task"), record.get("split"), record.get("doc_id"))
+            if key in seen:
+                continue
+            seen.add(key)
+            merged.append(record)
+    merged.sort(key=_sort_key)
+    tmp = directory / (MERGED_NAME + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for record in merged:
+            fh.write(json.dumps(record, default=_jsonable) + "\n")
+    os.replace(tmp, directory / MERGED_NAME)
+    return merged
+
+
+def _mean(values: Iterable[Any]) -> float | None:
+    nums = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    nums = [v for v in nums if math.isfinite(v)]
+    return sum(nums) / len(nums) if nums else None
+
+
+def summarize(records: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per-task means over the samples without error (counts include the failed ones)."""
+    by_task: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+    for record in records:
+        by_task[str(record.get("task"))].append(record)
+    summary: dict[str, dict[str, Any]] = {}
+    for task in sorted(by_task):
+        rows = by_task[task]
+        ok = [r for r in rows if not r.get("error")]
+        timings = [r.get("timings_ms") or {} for r in ok]
+        summary[task] = {
+            "samples": len(rows),
+            "errors": len(rows) - len(ok),
+            "error_doc_ids": [r.get("doc_id") for r in rows if r.get("error")],
+            "method": next((r.get("method") for r in rows if r.get("method")), None),
+            "mean_frames": _mean(r.get("frames") for r in ok),
+            "mean_dense_tokens": _mean(r.get("dense_tokens") for r in ok),
+            "mean_outer_tokens": _mean(r.get("outer_tokens") for r in ok),
+            "mean_inner_tokens": _mean(r.get("inner_tokens") for r in ok),
+            "mean_segments": _mean(r.get("segments") for r in ok),
+            "mean_tflops_dense": _mean(r.get("tflops_dense") for r in ok),
+            "mean_tflops": _mean(r.get("tflops") for r in ok),
+            "mean_prefill_ms": _mean(t.get("prefill") for t in timings),
+            "mean_ttft_ms": _mean(t.get("ttft") for t in timings),
+            "mean_decode_video_ms": _mean(t.get("decode_video") for t in timings),
+        }
+    return summary
+
+
+def write_summary(directory: str | os.PathLike, summary: Mapping[str, Any]) -> Path:
+    path = Path(directory) / SUMMARY_NAME
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(summary, indent=2, default=_jsonable) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def format_summary(task: str, s: Mapping[str, Any]) -> str:
+    """One log line for a task's summary."""
+    line = (
+        f"[holitom] {task}: {s['samples']} samples, {s['errors']} video errors, method={s.get('method')}; "
+        f"visual tokens/sample dense {_fmt(s['mean_dense_tokens'], '.1f')} -> outer "
+        f"{_fmt(s['mean_outer_tokens'], '.1f')} -> inner {_fmt(s['mean_inner_tokens'], '.1f')}; "
+        f"LLM TFLOPs dense {_fmt(s['mean_tflops_dense'], '.4g')} -> {_fmt(s['mean_tflops'], '.4g')}; "
+        f"prefill {_fmt(s['mean_prefill_ms'], '.1f')} ms, TTFT {_fmt(s['mean_ttft_ms'], '.1f')} ms"
+    )
+    if s["errors"]:
+        line += f"; failed doc ids: {s['error_doc_ids']}"
+    return line
+
+
+# ------------------------------------------------------------------------------ output folder discovery
+def discover_output_dir() -> Path | None:
+    """lmms-eval's results folder ``<output_path>/<model subdir>`` of the evaluation that is creating the model.
+
+    lmms-eval does not tell a model where it writes. During ``simple_evaluate`` (the CLI and the Python API
+    both go through it) the model is constructed from inside that function, whose locals hold the
+    ``evaluation_tracker`` (with ``output_path``) and the ``model_args`` string that names the subfolder;
+    we read them from the call stack and compute the subfolder exactly as lmms-eval's tracker does. Returns
+    None when no output path is set (lmms-eval then writes no files either) or when not called that way.
+    """
+    frame = sys._getframe(1)
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name == "simple_evaluate" and "lmms_eval" in code.co_filename:
+            tracker = frame.f_locals.get("evaluation_tracker")
+            output_path = getattr(tracker, "output_path", None)
+            if not output_path:
+                return None
+            return Path(output_path) / _model_subdir(frame.f_locals.get("model_args"))
+        frame = frame.f_back
+    return None
+
+
+def _model_subdir(model_args: Any) -> str:
+    from lmms_eval.loggers.evaluation_tracker import GeneralConfigTracker
+    from lmms_eval.utils import sanitize_model_name
+
+    if isinstance(model_args, Mapping):
+        model_args = ",".join(f"{k}={v}" for k, v in model_args.items())
+    return sanitize_model_name(GeneralConfigTracker._get_model_name(str(model_args or "")))

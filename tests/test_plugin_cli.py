@@ -1,0 +1,154 @@
+"""The real lmms-eval CLI with ``--model llava_onevision_holitom`` on the smoke tasks (tiny model, real mp4s).
+
+Each CLI run costs ~10 s of imports, so the runs are module-scoped fixtures shared by several assertions:
+one single-process HoliTom run, the same setting on two processes (torchrun, gloo, CPUs), a run configured
+only through the authors' environment variables on the task with a corrupt and a missing clip, a run with
+an unknown model arg, and the demo.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from plugin_fixtures import FRAMES, HOLITOM_ARGS, ROOT, CliRun, cli_env, run_lmms_eval
+
+pytestmark = pytest.mark.slow
+
+SMOKE_DOCS = 6
+COMMON = f"pretrained=tiny,max_frames_num={FRAMES},device=cpu"
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("smoke_clips")
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory, clips) -> CliRun:
+    # One thread in every process: the 2-process run must produce bit-identical greedy answers.
+    env = cli_env(clips, OMP_NUM_THREADS="1")
+    return run_lmms_eval(tmp_path_factory.mktemp("single"), f"{COMMON},{HOLITOM_ARGS}", env=env)
+
+
+@pytest.fixture(scope="module")
+def two_procs(tmp_path_factory, clips) -> CliRun:
+    # --limit 5 over 2 ranks: rank 0 gets docs 0,2,4 and rank 1 gets 1,3 plus one padding request.
+    return run_lmms_eval(tmp_path_factory.mktemp("two"), f"{COMMON},{HOLITOM_ARGS}", env=cli_env(clips),
+                         processes=2, extra=("--limit", "5"))
+
+
+@pytest.fixture(scope="module")
+def env_corrupt(tmp_path_factory, clips) -> CliRun:
+    env = cli_env(clips, WRAPPER="holitom", RETAIN_RATIO="0.25", T="0.8", HOLITOM_k="2", HOLITOM_r="0.5")
+    return run_lmms_eval(tmp_path_factory.mktemp("env"), COMMON, "holitom_smoke_corrupt", env=env)
+
+
+def _ok(run: CliRun) -> None:
+    assert run.returncode == 0, run.output[-4000:]
+    assert "Error during evaluation" not in run.output, run.output[-4000:]
+    assert run.results() is not None, f"no results file under {run.model_dir}:\n{run.output[-4000:]}"
+
+
+# ------------------------------------------------------------------------------------ single process
+def test_single_run_results(single: CliRun) -> None:
+    _ok(single)
+    results = single.results()
+    assert results["n-samples"]["holitom_smoke"]["effective"] == SMOKE_DOCS
+    assert "accuracy,none" in results["results"]["holitom_smoke"]
+    assert sorted(s["doc_id"] for s in single.samples("holitom_smoke")) == list(range(SMOKE_DOCS))
+
+
+def test_single_run_stats(single: CliRun) -> None:
+    _ok(single)
+    stats = single.stats()
+    assert [r["doc_id"] for r in stats] == list(range(SMOKE_DOCS))
+    dense = FRAMES * 196 + 1
+    for r in stats:
+        assert r["task"] == "holitom_smoke" and r["method"] == "holitom" and r["error"] is None
+        assert r["frames"] == FRAMES and r["dense_tokens"] == dense
+        assert 0 < r["outer_tokens"] < r["dense_tokens"]
+        assert 0 < r["inner_tokens"] < r["outer_tokens"]
+        assert r["merge_layer"] == 2 and r["segments"] >= 1
+        assert 0 < r["tflops"] < r["tflops_dense"]
+        assert {"decode_video", "preprocess", "prefill", "ttft", "generate"} <= set(r["timings_ms"])
+    summary = single.summary()["holitom_smoke"]
+    assert summary["samples"] == SMOKE_DOCS and summary["errors"] == 0
+    assert summary["mean_outer_tokens"] < summary["mean_dense_tokens"] == dense
+    assert (single.model_dir / "holitom_stats.rank0.jsonl").is_file()
+    assert f"[holitom] holitom_smoke: {SMOKE_DOCS} samples, 0 video errors" in single.output
+
+
+# ------------------------------------------------------------------------------------- two processes
+def test_two_processes_cover_every_document_once(two_procs: CliRun) -> None:
+    _ok(two_procs)
+    assert two_procs.results()["n-samples"]["holitom_smoke"]["effective"] == 5
+    assert sorted(s["doc_id"] for s in two_procs.samples("holitom_smoke")) == list(range(5))
+    stats = two_procs.stats()
+    assert [r["doc_id"] for r in stats] == list(range(5))  # the padding request left no line
+    assert {r["rank"] for r in stats} == {0, 1}
+    assert {r["doc_id"] for r in stats if r["rank"] == 1} == {1, 3}
+    for rank in (0, 1):
+        assert (two_procs.model_dir / f"holitom_stats.rank{rank}.jsonl").is_file()
+    assert two_procs.summary()["holitom_smoke"]["samples"] == 5
+    assert "2 processes (data parallel" in two_procs.output
+
+
+def test_two_processes_match_single_process(single: CliRun, two_procs: CliRun) -> None:
+    _ok(single)
+    _ok(two_procs)
+    one = {s["doc_id"]: s["filtered_resps"] for s in single.samples("holitom_smoke")}
+    two = {s["doc_id"]: s["filtered_resps"] for s in two_procs.samples("holitom_smoke")}
+    assert two == {d: one[d] for d in two}
+    tokens_one = {r["doc_id"]: (r["outer_tokens"], r["inner_tokens"]) for r in single.stats()}
+    assert {r["doc_id"]: (r["outer_tokens"], r["inner_tokens"]) for r in two_procs.stats()} == {
+        d: tokens_one[d] for d in range(5)
+    }
+
+
+# ------------------------------------------------------------------- env vars + corrupt clip reporting
+def test_original_env_vars_configure_holitom(env_corrupt: CliRun) -> None:
+    _ok(env_corrupt)
+    out = env_corrupt.output
+    assert "effective HoliTom config (from environment (WRAPPER, RETAIN_RATIO, T, HOLITOM_k, HOLITOM_r))" in out
+    assert "'method': 'holitom', 'retain_ratio': 0.25, 'tau': 0.8, 'merge_layer': 2, 'merge_ratio': 0.5" in out
+    good = env_corrupt.stats()[0]
+    assert good["doc_id"] == 0 and good["error"] is None and good["method"] == "holitom"
+    assert good["inner_tokens"] < good["outer_tokens"] < good["dense_tokens"]
+
+
+def test_corrupt_and_missing_clips_are_reported(env_corrupt: CliRun) -> None:
+    _ok(env_corrupt)
+    assert env_corrupt.results()["n-samples"]["holitom_smoke_corrupt"]["effective"] == 3
+    stats = {r["doc_id"]: r for r in env_corrupt.stats()}
+    assert stats[1]["error"].startswith("VideoDecodeError") and "corrupt.mp4" in stats[1]["error"]
+    assert stats[2]["error"].startswith("VideoDecodeError") and "file not found" in stats[2]["error"]
+    assert stats[1]["outer_tokens"] is None and stats[1]["frames"] is None
+    answers = {s["doc_id"]: s["filtered_resps"] for s in env_corrupt.samples("holitom_smoke_corrupt")}
+    assert answers[1] == "" and answers[2] == ""  # not answered from the text alone
+    summary = env_corrupt.summary()["holitom_smoke_corrupt"]
+    assert (summary["samples"], summary["errors"], summary["error_doc_ids"]) == (3, 2, [1, 2])
+    assert "holitom_smoke_corrupt: 3 samples, 2 video errors" in env_corrupt.output
+    assert "failed doc ids: [1, 2]" in env_corrupt.output
+
+
+# ------------------------------------------------------------------------------------------ bad args
+def test_unknown_model_arg_is_a_clear_error(tmp_path: Path, clips: Path) -> None:
+    run = run_lmms_eval(tmp_path, f"{COMMON},bogus_arg=1", env=cli_env(clips))
+    assert "unknown model_args bogus_arg" in run.output
+    assert "retain_ratio" in run.output  # the valid ones are listed
+    assert run.results() is None  # lmms-eval exits 0 anyway: the missing results file is the signal
+
+
+# ----------------------------------------------------------------------------------------------- demo
+def test_demo(tmp_path: Path, clips: Path) -> None:
+    cmd = [sys.executable, "-m", "lmms_holitom.demo", "--output", str(tmp_path), "--frames", "4"]
+    proc = subprocess.run(cmd, cwd=ROOT, env=cli_env(clips), capture_output=True, text=True, timeout=400,
+                          check=False)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    for label in ("accuracy (random weights: meaningless)", "visual tokens into the LLM (outer)",
+                  "visual tokens after layer K (inner)", "LLM TFLOPs, this method", "wall time of the run (s)"):
+        assert label in proc.stdout
+    assert (tmp_path / "holitom" / "tiny" / "holitom_summary.json").is_file()

@@ -1,0 +1,252 @@
+"""The lmms-eval model class in-process: registration, model_args, env-var precedence, generation, stats.
+
+Real tiny model, real video files, real lmms-eval `Instance` objects; the CLI runs are in
+`test_plugin_cli.py`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from plugin_fixtures import ORIGINAL_ENV, ROOT
+
+from lmms_holitom.config import HoliTomConfig
+from lmms_holitom.lmms_eval_model import MODEL_ARGS, resolve_holitom_config
+from lmms_holitom.stats import discover_output_dir, merge_rank_files, rank_file_name, summarize
+from lmms_holitom.video import VideoDecodeError
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+@pytest.fixture(scope="module")
+def clean_env():
+    with pytest.MonkeyPatch.context() as mp:
+        for var in ORIGINAL_ENV:
+            mp.delenv(var, raising=False)
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        mp.setenv("HF_DATASETS_OFFLINE", "1")
+        yield mp
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> Path:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "holitom_smoke_make_clips_model_test", ROOT / "task_overrides" / "holitom_smoke" / "make_clips.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.ensure_clips(tmp_path_factory.mktemp("clips"))
+
+
+@pytest.fixture(scope="module")
+def lm(clean_env, tmp_path_factory):
+    from lmms_holitom.lmms_eval_model import LlavaOneVisionHoliTom
+
+    stats = tmp_path_factory.mktemp("stats")
+    return LlavaOneVisionHoliTom(
+        pretrained="tiny", device="cpu", max_frames_num="4", method="holitom", retain_ratio="0.25",
+        merge_layer="2", merge_ratio="0.5", stats_path=str(stats),
+    )
+
+
+def _request(context: str, doc_id: int, task: str = "t", padding: bool = False):
+    from lmms_eval.api.instance import Instance
+
+    metadata = {"task": task, "doc_id": doc_id, "repeats": 1}
+    if padding:
+        metadata["__padding_only__"] = True
+    gen_kwargs = {"max_new_tokens": 3, "temperature": 0, "do_sample": False, "until": ["\n\n"]}
+    return Instance(
+        request_type="generate_until",
+        arguments=(context, gen_kwargs, lambda doc: [doc["video"]], doc_id, task, "test"),
+        idx=0,
+        metadata=metadata,
+    )
+
+
+# ---------------------------------------------------------------------------------------- registration
+def test_entry_point_resolves() -> None:
+    from lmms_eval.models import get_model
+
+    from lmms_holitom.lmms_eval_model import LlavaOneVisionHoliTom
+
+    cls = get_model("llava_onevision_holitom")
+    assert cls is LlavaOneVisionHoliTom
+    assert cls.is_simple is True
+
+
+# ------------------------------------------------------------------------------------ env precedence
+FULL_ENV = {"WRAPPER": "holitom", "RETAIN_RATIO": "0.25", "T": "0.8", "HOLITOM_k": "2", "HOLITOM_r": "0.5"}
+
+
+@pytest.mark.parametrize(
+    ("env", "args", "expected", "source"),
+    [
+        ({}, {}, {"method": "holitom", "retain_ratio": 0.10, "merge_layer": 18}, "defaults"),
+        ({}, {"retain_ratio": "0.2"}, {"method": "holitom", "retain_ratio": 0.2}, "model_args"),
+        (FULL_ENV, {}, {"method": "holitom", "retain_ratio": 0.25, "tau": 0.8, "merge_layer": 2,
+                        "merge_ratio": 0.5}, "environment"),
+        # without WRAPPER the other variables are ignored (and named, for a warning)
+        ({"RETAIN_RATIO": "0.25", "K": "3"}, {}, {"method": "holitom", "retain_ratio": 0.10, "knn_k": 7},
+         "defaults; ignored RETAIN_RATIO, K because WRAPPER is not set"),
+        ({"RETAIN_RATIO": "0.3"}, {"tau": "0.7"}, {"method": "holitom", "retain_ratio": 0.10, "tau": 0.7},
+         "model_args; ignored RETAIN_RATIO"),
+        ({"WRAPPER": "holitom", "RETAIN_RATIO": "0.25"}, {}, {"method": "holitom_wo_m", "retain_ratio": 0.25},
+         "environment (WRAPPER, RETAIN_RATIO)"),
+        ({"WRAPPER": "holitom", "RETAIN_RATIO": "0.25"}, {"retain_ratio": "0.5"},
+         {"method": "holitom_wo_m", "retain_ratio": 0.5}, "overridden by model_args"),
+        ({"WRAPPER": "fastv", "FASTV_k": "2", "FASTV_r": "0.25"}, {}, {"method": "fastv", "merge_layer": 2,
+                                                                      "merge_ratio": 0.25}, "environment"),
+        ({"WRAPPER": "dense"}, {"retain_ratio": "0.2"}, {"method": "dense", "retain_ratio": 0.2}, "overridden"),
+        ({**FULL_ENV, "WRAPPER": "holitom"}, {"method": "visionzip"}, {"method": "visionzip", "retain_ratio": 0.25},
+         "overridden"),
+        ({"WRAPPER": "", "T": " "}, {}, {"method": "holitom", "tau": 0.8}, "defaults"),  # empty = unset
+    ],
+)
+def test_env_and_model_args_precedence(env, args, expected, source) -> None:
+    cfg, src = resolve_holitom_config(args, env)
+    assert isinstance(cfg, HoliTomConfig)
+    for name, value in expected.items():
+        assert getattr(cfg, name) == pytest.approx(value) if isinstance(value, float) else getattr(cfg, name) == value
+    assert source in src
+
+
+# -------------------------------------------------------------------------------------------- model_args
+def test_unknown_model_arg_lists_valid_ones(clean_env) -> None:
+    from lmms_eval.models import get_model
+
+    with pytest.raises(ValueError, match="unknown model_args bogus_arg") as info:
+        get_model("llava_onevision_holitom").create_from_arg_string(
+            "pretrained=tiny,bogus_arg=1", {"batch_size": 1, "device": "cpu"}
+        )
+    message = str(info.value)
+    for name in ("pretrained", "max_frames_num", "on_video_error", *HoliTomConfig.field_names()):
+        assert name in message
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"batch_size": "4"}, "batch_size=1 only"),
+        ({"mm_spatial_pool_stride": "4"}, "mm_spatial_pool_stride"),
+        ({"token_strategy": "multiple"}, "token_strategy"),
+        ({"conv_template": "vicuna_v1"}, "conv_template"),
+        ({"on_video_error": "ignore"}, "on_video_error"),
+        ({"video_decode_backend": "opencv"}, "video_decode_backend"),
+        ({"use_cache": "false"}, "use_cache"),
+        ({"retain_ratio": "1.5"}, "retain_ratio"),
+    ],
+)
+def test_invalid_model_args(clean_env, kwargs, match) -> None:
+    from lmms_holitom.lmms_eval_model import LlavaOneVisionHoliTom
+
+    with pytest.raises(ValueError, match=match):
+        LlavaOneVisionHoliTom(pretrained="tiny", device="cpu", **kwargs)
+
+
+def test_model_args_cover_lmms_eval_cli_extras() -> None:
+    """lmms-eval's evaluator passes batch_size/max_batch_size/device on top of --model_args."""
+    assert {"batch_size", "max_batch_size", "device"} <= set(MODEL_ARGS)
+
+
+def test_merge_layer_default_fits_shallow_model_but_explicit_is_strict(clean_env) -> None:
+    from lmms_holitom.lmms_eval_model import LlavaOneVisionHoliTom
+
+    lm_default = LlavaOneVisionHoliTom(pretrained="tiny", device="cpu")
+    assert lm_default.holitom_config.method == "holitom"
+    assert 1 <= lm_default.holitom_config.merge_layer < 4
+    with pytest.raises(ValueError, match="merge_layer"):
+        LlavaOneVisionHoliTom(pretrained="tiny", device="cpu", merge_layer="18")
+
+
+# ---------------------------------------------------------------------------------------- generation
+def test_lmms_eval_interface(lm) -> None:
+    assert lm.rank == 0 and lm.world_size == 1 and lm.batch_size == 1
+    assert str(lm.device) == "cpu"
+    assert lm.accelerator is not None
+    with pytest.raises(NotImplementedError, match="loglikelihood"):
+        lm.loglikelihood([])
+
+
+def test_prompt_matches_lmms_eval_qwen_1_5(lm) -> None:
+    expected = ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n<video>\nQ?"
+                "<|im_end|>\n<|im_start|>assistant\n")
+    assert lm._prompt("Q?", video=True, n_images=0) == expected
+    assert lm._prompt("<image>\nQ?", video=True, n_images=0) == expected
+    lm.conv_template = "chat_template"
+    try:
+        assert lm._prompt("Q?", video=True, n_images=0) == expected  # the tiny template is Qwen-1.5's
+    finally:
+        lm.conv_template = "qwen_1_5"
+
+
+def test_generate_until_records_video_errors(lm, clips: Path) -> None:
+    lm.task_dict = {"t": {"test": [
+        {"video": str(clips / "moving_square.mp4")},
+        {"video": str(clips / "corrupt.mp4")},
+        {"video": str(clips / "does_not_exist.mp4")},
+    ]}}
+    requests = [_request("What moves?", 0), _request("What moves?", 1), _request("What moves?", 2),
+                _request("What moves?", 0, padding=True)]
+    answers = lm.generate_until(requests)
+    assert len(answers) == 4
+    assert answers[1] == "" and answers[2] == "" and answers[3] == ""
+    stats_dir = lm.stats_dir
+    lines = [json.loads(x) for x in (stats_dir / "holitom_stats.jsonl").read_text().splitlines()]
+    assert [r["doc_id"] for r in lines] == [0, 1, 2]  # the padding request left no line
+    good, corrupt, missing = lines
+    assert good["error"] is None and good["frames"] == 4
+    assert good["outer_tokens"] < good["dense_tokens"] == 4 * 196 + 1
+    assert good["inner_tokens"] < good["outer_tokens"]
+    assert good["tflops"] < good["tflops_dense"]
+    assert good["timings_ms"]["ttft"] > 0 and "prefill" in good["timings_ms"]
+    assert corrupt["error"].startswith("VideoDecodeError") and corrupt["outer_tokens"] is None
+    assert "file not found" in missing["error"]
+    summary = json.loads((stats_dir / "holitom_summary.json").read_text())["t"]
+    assert summary["samples"] == 3 and summary["errors"] == 2 and summary["error_doc_ids"] == [1, 2]
+    assert summary["mean_outer_tokens"] == good["outer_tokens"]
+
+
+def test_on_video_error_raise(lm, clips: Path) -> None:
+    lm.task_dict = {"t": {"test": [{"video": str(clips / "corrupt.mp4")}]}}
+    lm.on_video_error = "raise"
+    try:
+        with pytest.raises(VideoDecodeError):
+            lm.generate_until([_request("Q?", 0)])
+    finally:
+        lm.on_video_error = "record"
+
+
+# --------------------------------------------------------------------------------------------- stats
+def test_merge_rank_files_dedupes_sorts_and_ignores_stale_ranks(tmp_path: Path) -> None:
+    def write(rank: int, rows: list[dict]) -> None:
+        (tmp_path / rank_file_name(rank)).write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    write(0, [{"task": "b", "split": "test", "doc_id": 2}, {"task": "a", "split": "test", "doc_id": 0}])
+    write(1, [{"task": "a", "split": "test", "doc_id": 1}, {"task": "a", "split": "test", "doc_id": 0}])
+    write(2, [{"task": "a", "split": "test", "doc_id": 9}])  # a stale file of a wider earlier run
+    merged = merge_rank_files(tmp_path, world_size=2)
+    assert [(r["task"], r["doc_id"]) for r in merged] == [("a", 0), ("a", 1), ("b", 2)]
+    assert (tmp_path / "holitom_stats.jsonl").read_text().count("\n") == 3
+
+
+def test_summarize_counts_errors_and_averages_good_samples() -> None:
+    rows = [
+        {"task": "x", "method": "holitom", "dense_tokens": 100, "outer_tokens": 20, "inner_tokens": 10,
+         "tflops": 1.0, "tflops_dense": 4.0, "timings_ms": {"prefill": 2.0, "ttft": 3.0}, "error": None},
+        {"task": "x", "method": "holitom", "dense_tokens": 100, "outer_tokens": 30, "inner_tokens": 20,
+         "tflops": 2.0, "tflops_dense": 4.0, "timings_ms": {"prefill": 4.0, "ttft": 5.0}, "error": None},
+        {"task": "x", "doc_id": 7, "outer_tokens": None, "timings_ms": {}, "error": "VideoDecodeError: bad"},
+    ]
+    s = summarize(rows)["x"]
+    assert (s["samples"], s["errors"], s["error_doc_ids"]) == (3, 1, [7])
+    assert s["mean_outer_tokens"] == 25 and s["mean_inner_tokens"] == 15 and s["mean_dense_tokens"] == 100
+    assert s["mean_tflops"] == 1.5 and s["mean_prefill_ms"] == 3.0 and s["mean_ttft_ms"] == 4.0
+
+
+def test_output_dir_is_unknown_outside_lmms_eval() -> None:
+    assert discover_output_dir() is None
