@@ -1,0 +1,161 @@
+"""``holitom bench``: measured TTFT, decoding speed, memory and merge overhead, dense vs every method.
+
+Examples::
+
+    holitom bench --shape tiny --device cpu --json out/bench.json          # CI smoke, about a minute
+    holitom bench --shape 7b --frames 32 --json out/7b.json --plot out/7b.png   # on a GPU
+    holitom bench --pretrained tiny --methods dense,holitom --retain-ratios 0.25
+
+The engine is `lmms_holitom.bench`; this module only maps flags onto `BenchOptions`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+HELP = "measure vision/merge/prefill time, TTFT, decoding speed and memory, dense vs methods"
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _methods(text: str) -> tuple[str, ...]:
+    from lmms_holitom.config import METHODS
+
+    names = tuple(x.strip().lower() for x in text.split(",") if x.strip())
+    bad = [n for n in names if n not in METHODS]
+    if bad:
+        raise argparse.ArgumentTypeError(f"unknown method(s) {', '.join(bad)}; known: {', '.join(METHODS)}")
+    return names
+
+
+def _fastv_ratio(text: str) -> float | str:
+    if text.strip().lower() == "match":
+        return "match"
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'match', got {text!r}") from None
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    model = p.add_argument_group("model")
+    src = model.add_mutually_exclusive_group()
+    src.add_argument("--pretrained", default=None, metavar="PATH|tiny",
+                     help="a LLaVA-OneVision checkpoint folder / hub id, or 'tiny' (the built-in tiny model)")
+    src.add_argument("--shape", default=None, metavar="NAME",
+                     help="random weights with a published architecture: tiny, 0.5b, 7b, 72b, or "
+                          "'<preset>-layers=N' (e.g. 72b-layers=8); default tiny when --pretrained is not given")
+    model.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    model.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+                       help="auto = bf16 on CUDA, fp32 on CPU")
+    model.add_argument("--attn-implementation", default="sdpa", help="LLM/vision attention (default sdpa)")
+
+    study = p.add_argument_group("settings")
+    study.add_argument("--methods", type=_methods, default=("dense", "holitom_wo_m", "holitom", "visionzip", "fastv"),
+                       help="comma list (default dense,holitom_wo_m,holitom,visionzip,fastv); dense always runs")
+    study.add_argument("--retain-ratios", type=_floats, default=(0.10, 0.25), help="comma list (default 0.10,0.25)")
+    study.add_argument("--merge-layer", type=int, default=18,
+                       help="HoliTom K (default 18); on a model without layer K: round(K/28 * layers)")
+    study.add_argument("--merge-ratio", type=float, default=0.5, help="HoliTom r (default 0.5)")
+    study.add_argument("--tau", type=float, default=None, help="default: the paper's 0.65 at retain 10%%, else 0.80")
+    study.add_argument("--fastv-layer", type=int, default=2, help="FastV K (default 2, scaled like --merge-layer)")
+    study.add_argument("--fastv-ratio", type=_fastv_ratio, default=0.8,
+                       help="FastV r (default 0.8, the paper's, one run); 'match' = one run per retain ratio "
+                            "with r = 1 - retain")
+
+    inp = p.add_argument_group("input and measurement")
+    inp.add_argument("--frames", type=int, default=32, help="frames of the synthetic video (default 32)")
+    inp.add_argument("--text-tokens", type=int, default=30, help="text tokens around the video (default 30)")
+    inp.add_argument("--scenes", type=int, default=4, help="scenes of the synthetic video (default 4)")
+    inp.add_argument("--new-tokens", type=int, default=32, help="tokens decoded for the speed figure (default 32)")
+    inp.add_argument("--warmup", type=int, default=1, help="warm-up calls per setting (default 1)")
+    inp.add_argument("--repeats", type=int, default=3, help="timed calls per setting (default 3)")
+    inp.add_argument("--stat", choices=("median", "best"), default="median",
+                     help="statistic of the repeats for the table, ratios and targets: median (default) or best "
+                          "(min time / max tok/s: on a shared CPU, noise only adds time); the JSON has both")
+    inp.add_argument("--seed", type=int, default=0)
+    inp.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    inp.add_argument("--no-memory", action="store_true", help="skip the (untimed) peak-memory pass")
+    inp.add_argument("--no-probe", action="store_true", help="skip the vision saliency probe study")
+    inp.add_argument("--no-eager", action="store_true", help="probe study without the eager all-layer tower")
+    inp.add_argument("--probe-chunks", type=_ints, default=(), metavar="C1,C2",
+                     help="extra probe chunk sizes (frames) to show memory O(chunk); the model's own always runs")
+
+    out = p.add_argument_group("output")
+    out.add_argument("--json", default=None, metavar="FILE", help="write the full result as JSON")
+    out.add_argument("--plot", default=None, metavar="FILE.png", help="bar chart of the speedups vs dense")
+    out.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+
+
+def options_from_args(args: argparse.Namespace):
+    """`BenchOptions` from parsed flags."""
+    from lmms_holitom.bench import BenchOptions
+
+    return BenchOptions(
+        pretrained=args.pretrained,
+        shape=None if args.pretrained else (args.shape or "tiny"),
+        frames=args.frames,
+        methods=tuple(args.methods),
+        retain_ratios=tuple(args.retain_ratios),
+        merge_layer=args.merge_layer,
+        merge_ratio=args.merge_ratio,
+        tau=args.tau,
+        fastv_layer=args.fastv_layer,
+        fastv_ratio=args.fastv_ratio,
+        new_tokens=args.new_tokens,
+        warmup=args.warmup,
+        repeats=args.repeats,
+        device=args.device,
+        dtype=args.dtype,
+        seed=args.seed,
+        text_tokens=args.text_tokens,
+        scenes=args.scenes,
+        memory=not args.no_memory,
+        probe=not args.no_probe,
+        probe_chunks=tuple(args.probe_chunks),
+        eager=not args.no_eager,
+        threads=args.threads,
+        attn_implementation=args.attn_implementation,
+        stat=args.stat,
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    from lmms_holitom.bench import format_table, run_bench, write_json, write_plot
+
+    try:
+        opts = options_from_args(args)
+    except ValueError as err:
+        print(f"holitom bench: {err}", file=sys.stderr)
+        return 2
+
+    def log(msg: str) -> None:
+        if not args.quiet:
+            print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+    try:
+        result = run_bench(opts, log=log)
+    except ValueError as err:
+        print(f"holitom bench: {err}", file=sys.stderr)
+        return 2
+    print(format_table(result))
+    if args.json:
+        write_json(result, args.json)
+        log(f"wrote {args.json}")
+    if args.plot:
+        write_plot(result, args.plot)
+        log(f"wrote {args.plot}")
+    return 0

@@ -1,0 +1,232 @@
+"""LLaVA-OneVision models "by shape": the published architectures with random weights, for benchmarks.
+
+``holitom bench --shape 7b`` needs the *architecture* of a checkpoint, not its weights: speed and memory
+depend only on the sizes. This module builds a transformers ``LlavaOnevisionConfig`` with
+
+* the vision tower of the published checkpoints: SigLIP-so400m at 384 px / patch 14 (hidden 1152, MLP 4304,
+  16 heads, 26 layers — the HF checkpoints keep 26 of SigLIP's 27 layers), no pooling head;
+* the Qwen2 decoder of `lmms_holitom.flops.PRESETS` (layers, width, MLP width, heads, key/value heads,
+  vocabulary), RoPE theta 1e6, RMS-norm eps 1e-6, tied embeddings for 0.5B only (as Qwen2-0.5B);
+* the checkpoints' special ids (``<image>`` 151646, ``<video>`` 151647, eos ``<|im_end|>`` 151645);
+
+and instantiates it directly on the target device in the target dtype with initialisation switched off,
+then fills the weights with a fast seeded random init on the device. A 7B model in bf16 is therefore built
+on the GPU in seconds without ever holding the weights in CPU memory (and without the meta-device
+round-trip, which would leave computed buffers such as RoPE's ``inv_freq`` empty).
+
+Shape names (`parse_shape`): ``tiny``, ``0.5b``, ``7b``, ``72b`` (any `flops.PRESETS` name or alias), and
+``<preset>-layers=N`` for the preset's width with only N decoder layers (``72b-layers=8`` fits on one GPU).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+
+from lmms_holitom.flops import ModelShape, get_preset
+
+__all__ = [
+    "SIGLIP_SO400M",
+    "TINY_SHAPE",
+    "BenchShape",
+    "build_config",
+    "build_model",
+    "init_random_weights",
+    "parse_shape",
+    "scale_layer",
+]
+
+#: The vision tower of every LLaVA-OneVision checkpoint (SigLIP-so400m-patch14-384, 26 kept layers).
+SIGLIP_SO400M: dict[str, Any] = {
+    "hidden_size": 1152,
+    "intermediate_size": 4304,
+    "num_hidden_layers": 26,
+    "num_attention_heads": 16,
+    "image_size": 384,
+    "patch_size": 14,
+    "layer_norm_eps": 1e-6,
+    "vision_use_head": False,
+}
+
+#: Special ids of the published Qwen2 checkpoints.
+_QWEN_IDS = {"image": 151646, "video": 151647, "eos": 151645, "pad": 151643}
+
+
+@dataclass(frozen=True)
+class BenchShape:
+    """A model architecture to build with random weights.
+
+    Attributes:
+        name: the shape string it was parsed from (``7b``, ``72b-layers=8``, ``tiny``).
+        llm: decoder sizes (a `flops.ModelShape`; its vision fields describe the tower too).
+        vision: keyword arguments of ``SiglipVisionConfig``.
+        tie_word_embeddings: whether the LM head shares the embedding matrix.
+        image_token_index, video_token_index, eos_token_id, pad_token_id: special ids.
+        rope_theta: RoPE base.
+    """
+
+    name: str
+    llm: ModelShape
+    vision: dict[str, Any]
+    tie_word_embeddings: bool = False
+    image_token_index: int = _QWEN_IDS["image"]
+    video_token_index: int = _QWEN_IDS["video"]
+    eos_token_id: int = _QWEN_IDS["eos"]
+    pad_token_id: int = _QWEN_IDS["pad"]
+    rope_theta: float = 1_000_000.0
+
+
+#: A tiny shape like `lmms_holitom.tiny.TinySpec` (real 384/14 geometry, 729 patches -> 196 tokens per frame).
+TINY_SHAPE = BenchShape(
+    name="tiny",
+    llm=ModelShape("tiny", layers=4, hidden=64, intermediate=128, heads=4, kv_heads=2, vocab=512,
+                   vision_layers=2, vision_hidden=32, vision_intermediate=64),
+    vision={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+            "image_size": 384, "patch_size": 14, "layer_norm_eps": 1e-6, "vision_use_head": False},
+    tie_word_embeddings=False,
+    image_token_index=510,
+    video_token_index=511,
+    eos_token_id=509,
+    pad_token_id=508,
+)
+
+_LAYERS_RE = re.compile(r"^(?P<base>.+?)-layers=(?P<n>\d+)$")
+
+
+def parse_shape(name: str) -> BenchShape:
+    """``tiny`` | a `flops` preset or alias (``0.5b``, ``7b``, ``72b``) | ``<preset>-layers=N``."""
+    text = name.strip().lower()
+    if text == "tiny":
+        return TINY_SHAPE
+    layers: int | None = None
+    match = _LAYERS_RE.match(text)
+    if match:
+        text, layers = match.group("base"), int(match.group("n"))
+        if layers < 1:
+            raise ValueError(f"shape {name!r}: layers must be >= 1")
+    try:
+        llm = get_preset(text)
+    except ValueError as err:
+        raise ValueError(f"unknown shape {name!r}: use tiny, 0.5b, 7b, 72b or '<preset>-layers=N' ({err})") from None
+    if llm.tokens_per_frame != 196:
+        raise ValueError(f"shape {name!r}: only the LLaVA-OneVision geometry (196 tokens per frame) is built")
+    if layers is not None:
+        llm = replace(llm, name=f"{llm.name}-layers={layers}", layers=layers)
+    tie = llm.hidden <= 1024  # Qwen2-0.5B ties its embeddings; 7B and 72B do not
+    return BenchShape(name=name.strip(), llm=llm, vision=dict(SIGLIP_SO400M), tie_word_embeddings=tie)
+
+
+def scale_layer(layer: int, layers: int, reference_layers: int = 28) -> int:
+    """A decoder layer index for a model with ``layers`` layers.
+
+    ``layer`` is used as is when it is a valid inner-merge layer (``1 <= layer < layers``); otherwise
+    (a shallow model, e.g. the tiny one or ``72b-layers=8``) it is scaled from the 28-layer 7B model:
+    ``round(layer / reference_layers * layers)``, clamped to ``[1, layers - 1]``.
+    """
+    if layers < 2:
+        raise ValueError(f"an inner-LLM layer needs a model with >= 2 decoder layers, got {layers}")
+    if 1 <= layer < layers:
+        return layer
+    return min(layers - 1, max(1, round(layer / reference_layers * layers)))
+
+
+def build_config(shape: BenchShape, attn_implementation: str = "sdpa"):
+    """The ``LlavaOnevisionConfig`` of a shape."""
+    from transformers import LlavaOnevisionConfig, Qwen2Config, SiglipVisionConfig
+
+    llm = shape.llm
+    vision = SiglipVisionConfig(**shape.vision)
+    text = Qwen2Config(
+        vocab_size=llm.vocab,
+        hidden_size=llm.hidden,
+        intermediate_size=llm.intermediate,
+        num_hidden_layers=llm.layers,
+        num_attention_heads=llm.heads,
+        num_key_value_heads=llm.kv_heads,
+        max_position_embeddings=32768,
+        rms_norm_eps=1e-6,
+        rope_parameters={"rope_type": "default", "rope_theta": shape.rope_theta},
+        tie_word_embeddings=shape.tie_word_embeddings,
+        eos_token_id=shape.eos_token_id,
+        pad_token_id=shape.pad_token_id,
+    )
+    config = LlavaOnevisionConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_index=shape.image_token_index,
+        video_token_index=shape.video_token_index,
+        vision_feature_layer=-1,
+        vision_feature_select_strategy="full",
+        vision_aspect_ratio="anyres_max_9",
+        tie_word_embeddings=shape.tie_word_embeddings,
+    )
+    config._attn_implementation = attn_implementation
+    return config
+
+
+@torch.no_grad()
+def init_random_weights(model: torch.nn.Module, seed: int = 0, std: float = 0.02) -> None:
+    """Seeded random weights, generated on each parameter's own device (fast on a GPU).
+
+    Norm weights are 1, biases 0, every other parameter N(0, std); the video ``image_newline`` N(0, 1/sqrt(E)).
+    Tied parameters are filled once.
+    """
+    seen: set[int] = set()
+    generators: dict[torch.device, torch.Generator] = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        if id(param) in seen:
+            continue
+        seen.add(id(param))
+        dev = param.device
+        if dev not in generators:
+            generators[dev] = torch.Generator(device=dev).manual_seed(seed)
+        leaf = name.rsplit(".", 1)[-1]
+        if "norm" in name.lower() and leaf == "weight":
+            param.fill_(1.0)
+        elif leaf == "bias":
+            param.zero_()
+        elif name.endswith("image_newline"):
+            param.normal_(0.0, 1.0 / math.sqrt(param.numel()), generator=generators[dev])
+        else:
+            param.normal_(0.0, std, generator=generators[dev])
+
+
+def build_model(
+    shape: BenchShape | str,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    model_cls: type | None = None,
+    seed: int = 0,
+    attn_implementation: str = "sdpa",
+):
+    """Instantiate ``model_cls`` (default: transformers' stock LLaVA-OneVision) for a shape, random weights.
+
+    The model is built inside ``torch.device(device)`` with HF initialisation disabled, so parameters are
+    allocated once, directly on the device, in ``dtype``; then `init_random_weights` fills them.
+    Returns the model in eval mode.
+    """
+    from transformers import LlavaOnevisionForConditionalGeneration
+
+    try:
+        from transformers.initialization import no_init_weights
+    except ImportError:  # older transformers
+        from transformers.modeling_utils import no_init_weights
+
+    shape = parse_shape(shape) if isinstance(shape, str) else shape
+    cls = model_cls or LlavaOnevisionForConditionalGeneration
+    config = build_config(shape, attn_implementation=attn_implementation)
+    with torch.device(device), no_init_weights():
+        model = cls._from_config(config, dtype=dtype)
+    model.tie_weights()  # no_init_weights also skips the tying done by init_weights
+    if torch.device(device).type != "meta":  # on meta (sizes only) there is nothing to fill
+        init_random_weights(model, seed=seed)
+    model.eval()
+    gen = model.generation_config
+    gen.eos_token_id = shape.eos_token_id
+    gen.pad_token_id = shape.pad_token_id
+    return model
