@@ -77,6 +77,8 @@ def loop_dpc_knn(x: Tensor, clusters: int, k: int, beta: float, beta_merge: bool
     dist = torch.cdist(x32.unsqueeze(0), x32.unsqueeze(0))[0] / math.sqrt(E)
     for i in range(n):
         dist[i, i] = 0.0
+        for j in range(i):  # a distance matrix is symmetric (cdist's matmul path is not, bit for bit)
+            dist[i, j] = dist[j, i]
     density = []
     for i in range(n):
         nearest = torch.topk(dist[i], k, largest=False).values

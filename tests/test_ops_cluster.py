@@ -9,6 +9,7 @@ import torch
 from reference_loops import loop_dpc_knn
 
 from lmms_holitom.ops import cluster_merge, dpc_knn_centres, dpc_knn_merge, pairwise_distance
+from lmms_holitom.ops.cluster import dpc_knn_ragged
 
 # Six points on a line (E = 1, so dist = |xi - xj| exactly): a tight group 0,1,2, a pair 50,51 and an
 # outlier 100. With k = 2 the density is exp(-(0 + nn^2) / 2): points 0..4 tie at exp(-1/2) and the
@@ -60,6 +61,34 @@ def test_duplicates_go_to_the_lower_index():
     torch.testing.assert_close(tokens, x[[0, 2]])
     same = torch.ones(5, 3)
     assert dpc_knn_centres(same, 2, 3).tolist() == [0, 1]
+
+
+def test_distance_is_exactly_symmetric():
+    # a plain x @ x.T is not bit-symmetric for some shapes (e.g. small E on CPU), which would turn
+    # exact density ties (mutual nearest neighbours) into rounding-decided ones
+    gen = torch.Generator().manual_seed(0)
+    for n in (2, 5, 9, 17, 31, 50):
+        for E in (3, 6, 8, 33, 128):
+            x = torch.randn(n, E, generator=gen)
+            for dist in (pairwise_distance(x.unsqueeze(0))[0], pairwise_distance(x, [n])[0]):
+                assert torch.equal(dist, dist.T), (n, E)
+
+
+def test_mutual_nearest_neighbours_tie_exactly():
+    # with k = 2 the density is exp(-d_nn^2 / 2): two mutual nearest neighbours tie exactly. Plant the
+    # closest pair of a set at rows 7 and 3: it holds the densest tokens, so with one centre the lower
+    # index of the pair must win, whatever the rounding of the Gram matrix (the distances are exactly
+    # symmetric)
+    for seed in range(30):
+        gen = torch.Generator().manual_seed(seed)
+        x = torch.randn(40, 64, generator=gen) * 30 + 50
+        x[7] = x[3] + 0.05 * torch.randn(64, generator=gen)
+        for dist in (pairwise_distance(x.unsqueeze(0))[0], pairwise_distance(x, [40])[0]):  # bmm, mm
+            assert torch.equal(dist, dist.T)
+        assert dpc_knn_centres(x, 1, 2).tolist() == [3]
+        # the ragged engine (one matmul per set) used by compress_video, with a second set beside it
+        _, rows = dpc_knn_ragged(torch.cat([x, x[:9]]), [40, 9], [1, 2], [2, 2], 0.6, True)
+        assert rows.tolist()[0] == 3
 
 
 def test_equidistant_member_joins_the_lower_index_centre():
@@ -150,13 +179,12 @@ def test_group_sum_paths_agree(monkeypatch, weighted):
     import lmms_holitom.ops.cluster as cluster
 
     gen = torch.Generator().manual_seed(10)
-    values = torch.randn(3, 20, 7, generator=gen)
-    group = torch.randint(0, 5, (3, 20), generator=gen)
-    weight = torch.rand(3, 20, generator=gen) if weighted else None
-    expected = torch.zeros(3, 5, 7)
-    for b in range(3):
-        for j in range(20):
-            expected[b, group[b, j]] += values[b, j] * (1.0 if weight is None else weight[b, j])
+    values = torch.randn(20, 7, generator=gen)
+    group = torch.randint(0, 5, (20,), generator=gen)
+    weight = torch.rand(20, generator=gen) if weighted else None
+    expected = torch.zeros(5, 7)
+    for j in range(20):
+        expected[group[j]] += values[j] * (1.0 if weight is None else weight[j])
     torch.testing.assert_close(cluster.group_sum(values, group, 5, weight), expected, rtol=1e-6, atol=1e-6)
     # the accelerator path (one-hot GEMM instead of index_add_), forced on the CPU
     monkeypatch.setattr(cluster, "_use_index_add", lambda device: False)
@@ -173,3 +201,20 @@ def test_merge_through_the_gemm_path_matches_oracle(monkeypatch):
         ref_centres, ref_tokens = loop_dpc_knn(x[b], 5, 5, 0.6, True)
         assert centres[b].tolist() == ref_centres
         torch.testing.assert_close(tokens[b], ref_tokens, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("beta_merge", [True, False])
+def test_ragged_batch_equals_set_by_set(beta_merge):
+    gen = torch.Generator().manual_seed(16)
+    sizes, clusters, ks = [5, 12, 30, 1, 8], [2, 5, 7, 1, 8], [2, 5, 7, 1, 3]
+    sets = [torch.randn(s, 10, generator=gen) for s in sizes]
+    tokens, rows = dpc_knn_ragged(torch.cat(sets), sizes, clusters, ks, 0.6, beta_merge)
+    assert tokens.shape == (sum(clusters), 10)
+    start = row0 = 0
+    for x, s, c, k in zip(sets, sizes, clusters, ks):
+        ref_tokens, ref_centres = dpc_knn_merge(x, c, k, beta=0.6, beta_merge=beta_merge)
+        assert (rows[start : start + c] - row0).tolist() == ref_centres.tolist()
+        torch.testing.assert_close(tokens[start : start + c], ref_tokens, rtol=1e-6, atol=1e-6)
+        oracle_centres, _ = loop_dpc_knn(x, c, k, 0.6, beta_merge)
+        assert ref_centres.tolist() == oracle_centres
+        start, row0 = start + c, row0 + s

@@ -122,6 +122,38 @@ def test_matches_loop_oracle(F, N, E, scenes, kwargs, seed):
     torch.testing.assert_close(out.tokens, ref["tokens"], rtol=1e-6, atol=1e-6)
 
 
+@settings(max_examples=150, deadline=None)
+@given(
+    frames=st.integers(1, 6),
+    tokens=st.integers(1, 14),
+    scenes=st.integers(1, 3),
+    static_fraction=st.floats(0.0, 1.0),
+    retain=st.floats(0.05, 1.0),
+    contextual=st.sampled_from([0.0, 0.3, 0.5, 1.0]),
+    knn_k=st.integers(1, 8),
+    beta_merge=st.booleans(),
+    mws=st.integers(1, 7),
+    seed=st.integers(0, 10_000),
+)
+def test_matches_loop_oracle_property(
+    frames, tokens, scenes, static_fraction, retain, contextual, knn_k, beta_merge, mws, seed
+):
+    features, attention = synthetic_video(frames, tokens, 6, scenes=scenes, static_fraction=static_fraction, seed=seed)
+    cfg = HoliTomConfig(
+        retain_ratio=retain,
+        tau=0.8,
+        contextual_ratio=contextual,
+        knn_k=knn_k,
+        beta_merge=beta_merge,
+        max_window_size=mws,
+    )
+    out = compress_video(features, attention, cfg)
+    ref = loop_compress_video(features, attention, cfg)
+    assert out.segments == ref["segments"]
+    assert out.positions.tolist() == ref["positions"] and out.frames.tolist() == ref["frames"]
+    torch.testing.assert_close(out.tokens, ref["tokens"], rtol=1e-5, atol=1e-5)
+
+
 def test_oracle_cases_exercise_every_path():
     seen = {"static": False, "context": False, "multi": False}
     for F, N, E, scenes, kwargs in ORACLE_CASES:
@@ -148,7 +180,7 @@ def _expected_count(features: torch.Tensor, segments, tau: float, retain: float)
     return count, reduced
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(
     frames=st.integers(1, 8),
     tokens=st.integers(1, 20),
@@ -377,3 +409,15 @@ def test_cuda_matches_cpu():
     assert out.tokens.is_cuda and out.segments == ref.segments
     assert out.positions.cpu().tolist() == ref.positions.tolist()
     torch.testing.assert_close(out.tokens.cpu(), ref.tokens, rtol=1e-4, atol=1e-4)
+
+
+def test_differentiable_when_grad_is_enabled():
+    features, attention = synthetic_video(4, 12, 6, seed=15)
+    features.requires_grad_(True)
+    cfg = HoliTomConfig(retain_ratio=0.3, tau=0.8, contextual_ratio=0.5)
+    out = compress_video(features, attention, cfg)
+    out.tokens.sum().backward()
+    assert features.grad is not None and features.grad.abs().sum() > 0
+    with torch.no_grad():
+        again = compress_video(features, attention, cfg)
+    torch.testing.assert_close(again.tokens, out.tokens.detach())

@@ -142,7 +142,7 @@ def test_segment_tau_above_one_is_all_single_frames():
     assert segment_video(sim, 1.01, 1024) == ([(0, 0), (1, 1), (2, 2), (3, 3)], 0)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(
     frames=st.integers(1, 10),
     tokens=st.integers(1, 5),

@@ -8,14 +8,22 @@ Public API:
 * `compress_video(features, attention, config, keys=None) -> CompressedVideo` — spec §2–§5, §7;
 * `merge_inner(hidden, attention, start, length, ratio, fidelity, mode) -> (hidden_out, keep)` — §6;
 * DPC-kNN: `dpc_knn_centres(x, clusters, k)`, `cluster_merge(x, centres, beta, beta_merge)`,
-  `dpc_knn_merge(x, clusters, k, beta, beta_merge)` — spec §4c.
+  `dpc_knn_merge(x, clusters, k, beta, beta_merge)`, and the ragged-batch engine
+  `dpc_knn_ragged(rows, sizes, clusters, ks, beta, beta_merge)` — spec §4c;
+* `pairwise_distance(x)` — the fp32 ``cdist / sqrt(E)`` used by DPC-kNN.
 
 Everything is deterministic (ties go to the lower index; no RNG), vectorised (loops only over segments or
 frames), works on any device, keeps the heavy tensors in the input dtype and does similarity and distance
 arithmetic in fp32.
 """
 
-from lmms_holitom.ops.cluster import cluster_merge, dpc_knn_centres, dpc_knn_merge, pairwise_distance
+from lmms_holitom.ops.cluster import (
+    cluster_merge,
+    dpc_knn_centres,
+    dpc_knn_merge,
+    dpc_knn_ragged,
+    pairwise_distance,
+)
 from lmms_holitom.ops.compress import CompressedVideo, compress_video
 from lmms_holitom.ops.inner import merge_inner
 from lmms_holitom.ops.segment import frame_similarity, renormalised_ratio, segment_video
@@ -26,6 +34,7 @@ __all__ = [
     "compress_video",
     "dpc_knn_centres",
     "dpc_knn_merge",
+    "dpc_knn_ragged",
     "frame_similarity",
     "merge_inner",
     "pairwise_distance",

@@ -8,8 +8,9 @@ Flow for ``holitom`` / ``holitom_wo_m`` (identical here; the inner merge is a se
 3. a host-side plan of every count (static clusters per segment, dominant / contextual per frame), all
    evaluated exactly as the spec writes them (``round``, ``math.ceil``);
 4. one (F, N) static mask and one stable sort for the dominant tokens of every frame; one gather;
-5. per segment (loop over segments only): static mean + DPC-kNN merge, contextual clustering of the
-   segment's frames as one batch;
+5. static tokens: the means of all segments in one ``embedding_bag`` (reads only the static rows), then
+   one ragged DPC-kNN batch over all segments; contextual tokens: one ragged DPC-kNN batch over all
+   frames that have some (`cluster.dpc_knn_ragged`: the only loop is one Gram matmul per set);
 6. concatenation in the order of spec §5 (without the newline token).
 """
 
@@ -19,11 +20,13 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from lmms_holitom.config import HoliTomConfig
 from lmms_holitom.ops._checks import check_attention, check_features, check_finite, check_keys
+from lmms_holitom.ops.cluster import dpc_knn_ragged, host_tensor
 from lmms_holitom.ops.segment import (
     Segment,
     optimal_segments,
@@ -35,10 +38,9 @@ from lmms_holitom.ops.segment import (
 )
 from lmms_holitom.ops.spatial import (
     first_true_positions,
-    segment_contextual_tokens,
-    segment_static_tokens,
     select_dominant,
     static_means,
+    take_first,
     visionzip_tokens,
 )
 
@@ -207,6 +209,56 @@ def _plan(segments: list[Segment], counts: Any, N: int, r: float, config: HoliTo
     return plans
 
 
+def _static_tokens(
+    features: Tensor, static_mask: Tensor, plans: list[_SegmentPlan], config: HoliTomConfig
+) -> dict[int, tuple[Tensor, Tensor]]:
+    """Static tokens of the given segments (all with clusters > 0), one DPC-kNN batch for all of them.
+
+    Returns ``{segment start: (tokens (clusters, E), positions (clusters,))}``.
+    """
+    if not plans:
+        return {}
+    starts = [p.start for p in plans]
+    sizes = [p.static for p in plans]
+    clusters = [p.clusters for p in plans]
+    positions = take_first(first_true_positions(static_mask[starts]), sizes)  # (sum S,) static positions
+    means = static_means(features, starts, [p.end for p in plans], positions, sizes)  # (sum S, E)
+    ks = [min(config.knn_k, c) for c in clusters]
+    tokens, rows = dpc_knn_ragged(means, sizes, clusters, ks, config.beta, config.beta_merge)
+    return _by_set(starts, clusters, tokens, positions[rows])
+
+
+def _contextual_tokens(
+    features: Tensor, taken: Tensor, plans: list[_SegmentPlan], config: HoliTomConfig
+) -> dict[int, tuple[Tensor, Tensor]]:
+    """Contextual tokens of every frame that has some (spec §4a, our semantics), one DPC-kNN batch.
+
+    In each such frame the remaining dynamic tokens (neither static nor dominant, ``~taken``) are clustered
+    into the frame's ``contextual`` centres and merged (§4c). Returns ``{frame: (tokens, positions)}``.
+    """
+    N, E = features.shape[1:]
+    frames = [f for p in plans if p.contextual > 0 for f in range(p.start, p.end + 1)]
+    if not frames:
+        return {}
+    by_frame = {f: p for p in plans for f in range(p.start, p.end + 1)}
+    sizes = [N - by_frame[f].static - by_frame[f].dominant for f in frames]
+    clusters = [by_frame[f].contextual for f in frames]
+    positions = take_first(first_true_positions(~taken[frames]), sizes)  # (sum R,) remaining positions
+    frame_ids = host_tensor(np.repeat(frames, sizes), features.device)
+    x = features.reshape(-1, E).index_select(0, frame_ids * N + positions)  # (sum R, E)
+    ks = [min(config.knn_k, c) for c in clusters]
+    tokens, rows = dpc_knn_ragged(x, sizes, clusters, ks, config.beta, config.beta_merge)
+    return _by_set(frames, clusters, tokens, positions[rows])
+
+
+def _by_set(keys: list[int], counts: list[int], tokens: Tensor, positions: Tensor) -> dict:
+    out, start = {}, 0
+    for key, c in zip(keys, counts):
+        out[key] = (tokens[start : start + c], positions[start : start + c])
+        start += c
+    return out
+
+
 def _holitom(features: Tensor, attention: Tensor, config: HoliTomConfig) -> CompressedVideo:
     F, N, E = features.shape
     device = features.device
@@ -224,83 +276,62 @@ def _holitom(features: Tensor, attention: Tensor, config: HoliTomConfig) -> Comp
 
     # per-frame views of the plan (frame -> its segment)
     span = [(p.start, p.end - p.start, p.dominant) for p in plans for _ in range(p.start, p.end + 1)]
-    frame_plan = torch.tensor(span, dtype=torch.long).to(device)
+    frame_plan = host_tensor(span, device)
     start_of, span_of, dominant_of = frame_plan.unbind(1)
     static_mask = (runs[start_of] >= span_of.unsqueeze(1)) & (span_of > 0).unsqueeze(1)  # (F, N)
     dominant_mask = select_dominant(attention, ~static_mask, dominant_of)  # (F, N)
 
     dominant_total = sum(p.dominant * (p.end - p.start + 1) for p in plans)
     flat = first_true_positions(dominant_mask.flatten())[:dominant_total]  # frame-major, position order
-    dom_tokens = features.reshape(F * N, E).index_select(0, flat)
     dom_pos = flat % N
 
-    need_static = [p for p in plans if p.clusters > 0]
-    need_context = any(p.contextual > 0 for p in plans)
-    static_split: list[Tensor] = []
-    if need_static:
-        static_order = first_true_positions(static_mask)
-        windows = [(p.start, p.end, static_order[p.start, : p.static]) for p in need_static]
-        static_split = list(torch.split(static_means(features, windows), [p.static for p in need_static]))
-    remaining_order = first_true_positions(~(static_mask | dominant_mask)) if need_context else None
+    # static tokens of every segment that keeps some, contextual tokens of every frame that has some
+    static_of = _static_tokens(features, static_mask, [p for p in plans if p.clusters > 0], config)
+    context_of = _contextual_tokens(features, static_mask | dominant_mask, plans, config)
 
-    tokens: list[Tensor] = []
+    # assembly (spec §5) straight into the output: the dominant rows are gathered into their place
+    M = sum(p.clusters + (p.end - p.start + 1) * (p.dominant + p.contextual) for p in plans)
+    out = features.new_empty((M, E))
+    rows = features.reshape(F * N, E)
     positions: list[Tensor] = []
-    frame_of: list[int] = []  # host-side run-length code of the output frames: (frame, count) pairs
+    frame_of: list[int] = []  # host-side run-length code of the output frames
     frame_count: list[int] = []
+    o = d = 0  # write offset into out, read offset into the frame-major dominant tokens
+    differentiable = features.requires_grad and torch.is_grad_enabled()  # out= does not record autograd
 
-    def emit(tok: Tensor, pos: Tensor, frames: list[int], counts: list[int]) -> None:
-        tokens.append(tok)
+    def put(tok: Tensor | None, pos: Tensor, n: int, frames: list[int], counts: list[int]) -> None:
+        nonlocal o, d
+        if tok is None and differentiable:
+            out[o : o + n] = rows.index_select(0, flat[d : d + n])
+            d += n
+        elif tok is None:  # dominant tokens: gathered from the features straight into place
+            torch.index_select(rows, 0, flat[d : d + n], out=out[o : o + n])
+            d += n
+        else:
+            out[o : o + n] = tok
         positions.append(pos)
         frame_of.extend(frames)
         frame_count.extend(counts)
+        o += n
 
-    offset = 0  # into the frame-major dominant tokens
     for p in plans:
-        if p.clusters > 0:
-            static, positions_ = static_split.pop(0), windows.pop(0)[2]
-            tok, pos = segment_static_tokens(
-                static,
-                positions_,
-                p.clusters,
-                min(config.knn_k, p.clusters),
-                config.beta,
-                config.beta_merge,
-            )
-            emit(tok, pos, [p.start], [p.clusters])
-        ctx_tok = ctx_pos = None
-        if p.contextual > 0:
-            assert remaining_order is not None
-            remaining = N - p.static - p.dominant
-            ctx_tok, ctx_pos = segment_contextual_tokens(
-                features,
-                p.start,
-                p.end,
-                remaining_order[p.start : p.end + 1, :remaining],
-                p.contextual,
-                min(config.knn_k, p.contextual),
-                config.beta,
-                config.beta_merge,
-            )
         W = p.end - p.start + 1
-        if ctx_tok is None or ctx_pos is None:  # the segment's dominant tokens are one contiguous run
+        if p.clusters > 0:
+            put(*static_of[p.start], p.clusters, [p.start], [p.clusters])
+        if p.contextual == 0:  # the segment's dominant tokens are one contiguous run
             n = W * p.dominant
-            frames = list(range(p.start, p.end + 1))
-            emit(dom_tokens[offset : offset + n], dom_pos[offset : offset + n], frames, [p.dominant] * W)
-            offset += n
+            put(None, dom_pos[d : d + n], n, list(range(p.start, p.end + 1)), [p.dominant] * W)
         else:  # per frame: dominant, then contextual
             for f in range(p.start, p.end + 1):
-                d = p.dominant
-                emit(dom_tokens[offset : offset + d], dom_pos[offset : offset + d], [f], [d])
-                emit(ctx_tok[f - p.start], ctx_pos[f - p.start], [f], [p.contextual])
-                offset += d
+                put(None, dom_pos[d : d + p.dominant], p.dominant, [f], [p.dominant])
+                put(*context_of[f], p.contextual, [f], [p.contextual])
+    assert o == M and d == dominant_total
 
-    out = torch.cat(tokens) if len(tokens) > 1 else tokens[0]
-    M = int(out.shape[0])
-    frames = torch.repeat_interleave(torch.tensor(frame_of), torch.tensor(frame_count), output_size=M)
+    frames = host_tensor(np.repeat(frame_of, frame_count), device)
     return CompressedVideo(
         tokens=out,
-        positions=torch.cat(positions) if len(positions) > 1 else positions[0],
-        frames=frames.to(device),
+        positions=torch.cat(positions),
+        frames=frames,
         segments=segments,
         stats=_stats(
             config,

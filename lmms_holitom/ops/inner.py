@@ -101,7 +101,7 @@ def merge_inner(
     members.scatter_add_(0, group, torch.ones_like(group))  # m per kept token (bincount would sync)
 
     if fidelity == "clean":
-        acc = (h_keep + group_sum(h_merge[None], group[None], n_keep)[0]) / (members + 1).unsqueeze(1)
+        acc = (h_keep + group_sum(h_merge, group, n_keep)) / (members + 1).unsqueeze(1)
     else:
         # rank of every merged token within its group, by increasing original index
         by_group = torch.sort(group, stable=True).indices
@@ -111,7 +111,7 @@ def merge_inner(
         rank = torch.empty_like(rank_sorted).scatter_(0, by_group, rank_sorted)
         weight = torch.exp2(-(members[group] - rank).to(torch.float32))  # 2^-(m - rank), rank from 0
         acc = h_keep * torch.exp2(-members.to(torch.float32)).unsqueeze(1)
-        acc += group_sum(h_merge[None], group[None], n_keep, weight[None])[0]
+        acc += group_sum(h_merge, group, n_keep, weight)
 
     out = hidden.index_select(0, keep)
     out[start : start + n_keep] = acc.to(hidden.dtype)

@@ -53,6 +53,7 @@ def token_norms(x: Tensor) -> Tensor:
     return torch.linalg.vector_norm(x, dim=-1, dtype=torch.float32)
 
 
+@torch.no_grad()  # only discrete decisions (segments, static masks) depend on it
 def similarity_and_norms(features: Tensor) -> tuple[Tensor, Tensor]:
     """Cosine similarity of consecutive frames and the token norms, both fp32.
 
@@ -61,7 +62,7 @@ def similarity_and_norms(features: Tensor) -> tuple[Tensor, Tensor]:
 
     Returns:
         ``(sim, norms)``: sim (F-1, N) fp32 with ``sim[t, n] = cos(features[t, n], features[t+1, n])``;
-        norms (F, N) fp32. Non-finite features show up as non-finite norms.
+        norms (F, N) fp32. Non-finite features show up as non-finite norms. No autograd graph.
 
     Cost: one pass for the norms and one for the dot products, done in frame chunks so that the
     element-wise product stays in cache on CPU; fp16/bf16 chunks are upcast to fp32 chunk by chunk.

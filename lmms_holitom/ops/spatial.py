@@ -1,8 +1,8 @@
 """Spatial merging (spec §3, §4, §7): static / dynamic split, dominant and contextual tokens, VisionZip.
 
 Per-frame work is batched over frames: all frames of a video are ranked by attention in one stable sort
-of an (F, N) matrix, and the contextual clustering runs once per segment on a (W, R, E) batch (all frames
-of a segment have the same number R of remaining tokens). Only the selected tokens are gathered.
+of an (F, N) matrix; the static means of all segments are one ``embedding_bag``; only the selected tokens
+are gathered. (The clustering itself is `cluster.dpc_knn_ragged`, one batch for all sets.)
 
 Ties: attention ties go to the lower spatial index (stable descending sort); key-similarity ties in
 VisionZip go to the lower-index target.
@@ -10,17 +10,17 @@ VisionZip go to the lower-index target.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from lmms_holitom.ops.cluster import _merge, _select, gather_rows
+from lmms_holitom.ops.cluster import gather_rows, host_tensor, ragged_index
 
 __all__ = [
     "first_true_positions",
-    "segment_contextual_tokens",
-    "segment_static_tokens",
     "select_dominant",
     "static_means",
+    "take_first",
     "visionzip_tokens",
 ]
 
@@ -52,83 +52,35 @@ def first_true_positions(mask: Tensor) -> Tensor:
     return torch.argsort((~mask).to(torch.uint8), dim=-1, stable=True)
 
 
-def static_means(features: Tensor, windows: list[tuple[int, int, Tensor]]) -> Tensor:
-    """Mean over its segment's frames of every static position, for all segments in one op.
+def static_means(features: Tensor, starts: list[int], ends: list[int], positions: Tensor, sizes: list[int]) -> Tensor:
+    """Mean over its segment's frames of every static position, all segments in one op.
 
     Args:
         features: (F, N, E).
-        windows: ``(start, end, positions)`` per segment; positions (S_i,) long on the features' device.
+        starts, ends: the B segments [start, end].
+        positions: (sum sizes,) long, the static positions of segment 0, then of segment 1, ...
 
     Returns:
-        (sum S_i, E) in features' dtype, segment by segment, positions in the given order. One
-        ``embedding_bag(mode="mean")`` over the flattened features: it reads only the W_i * S_i rows
-        needed (no gathered copy, no pass over the dynamic positions).
+        (sum sizes, E) in features' dtype, in the order of ``positions``. One
+        ``embedding_bag(mode="mean")`` over the flattened features: a bag per static position holding its
+        W_b rows, so it reads only the rows needed (no gathered copy, no pass over dynamic positions).
     """
     F, N, E = features.shape
     device = features.device
-    index, sizes = [], []
-    for start, end, positions in windows:
-        frames = torch.arange(start, end + 1, device=device)
-        index.append((positions.unsqueeze(1) + frames.unsqueeze(0) * N).flatten())  # bag per position
-        sizes += [end - start + 1] * positions.shape[0]
-    offsets = torch.tensor([0, *sizes[:-1]], dtype=torch.long).cumsum(0).to(device)
-    return torch.nn.functional.embedding_bag(torch.cat(index), features.reshape(F * N, E), offsets, mode="mean")
+    widths = [e - s + 1 for s, e in zip(starts, ends)]
+    per_bag = host_tensor(np.repeat(np.array([widths, starts]), sizes, axis=1), device)  # (2, bags)
+    width, start = per_bag.unbind(0)
+    entries = sum(W * S for W, S in zip(widths, sizes))
+    bag = torch.repeat_interleave(torch.arange(positions.shape[0], device=device), width, output_size=entries)
+    offsets = torch.cumsum(width, 0) - width
+    frame = start[bag] + torch.arange(entries, device=device) - offsets[bag]
+    index = frame * N + positions[bag]
+    return torch.nn.functional.embedding_bag(index, features.reshape(F * N, E), offsets, mode="mean")
 
 
-def segment_static_tokens(
-    static: Tensor,
-    static_positions: Tensor,
-    clusters: int,
-    k: int,
-    beta: float,
-    beta_merge: bool,
-) -> tuple[Tensor, Tensor]:
-    """Static tokens of one segment (spec §4b): DPC-kNN centres of the static means, merged.
-
-    Args:
-        static: (S, E) the segment's static tokens (means over its frames, `static_means`).
-        static_positions: (S,) long, increasing static positions, S >= clusters >= 1.
-        clusters: ``round(S * r')``; k: ``min(knn_k, clusters)``.
-
-    Returns:
-        ``(tokens, positions)``: (clusters, E) in static's dtype, centre-index order; (clusters,) long.
-        Distances and the merge are computed in fp32 and cast once at the end.
-    """
-    xb = static.unsqueeze(0)
-    with torch.no_grad():
-        centres, dist = _select(xb, clusters, k)
-    tokens = _merge(xb, centres, dist, beta, beta_merge)[0]
-    return tokens, static_positions[centres[0]]
-
-
-def segment_contextual_tokens(
-    features: Tensor,
-    start: int,
-    end: int,
-    remaining_positions: Tensor,
-    contextual: int,
-    k: int,
-    beta: float,
-    beta_merge: bool,
-) -> tuple[Tensor, Tensor]:
-    """Contextual tokens of every frame of segment [start, end] (spec §4a, our semantics).
-
-    In every frame, the remaining dynamic tokens (not dominant) are clustered with DPC-kNN into
-    `contextual` centres, merged as in §4c; all W frames of the segment are one batch.
-
-    Args:
-        features: (F, N, E).
-        remaining_positions: (W, R) long, increasing per row, the frames' remaining dynamic positions.
-        contextual: centres per frame, 1 <= contextual <= R; k: ``min(knn_k, contextual)``.
-
-    Returns:
-        ``(tokens, positions)``: (W, contextual, E) in features' dtype; (W, contextual) long.
-    """
-    x = gather_rows(features[start : end + 1], remaining_positions)  # (W, R, E)
-    with torch.no_grad():
-        centres, dist = _select(x, contextual, k)
-    tokens = _merge(x, centres, dist, beta, beta_merge)
-    return tokens, torch.gather(remaining_positions, 1, centres)
+def take_first(order: Tensor, sizes: list[int]) -> Tensor:
+    """Row b's first ``sizes[b]`` entries of ``order`` (B, n), concatenated: (sum sizes,)."""
+    return order.flatten().index_select(0, ragged_index(sizes, order.shape[1], order.device))
 
 
 def visionzip_tokens(
