@@ -227,7 +227,7 @@ def prefill_decoder(
             with stage("inner_merge"):
                 merged, keep = merge_inner(
                     hidden[0], attention_row, inner.visual_start, inner.visual_length, inner.ratio,
-                    fidelity=inner.fidelity, mode=inner.mode,
+                    fidelity=inner.fidelity, mode=inner.mode, check_finite_attention=False,
                 )
                 keep = keep.to(hidden.device)
                 hidden = merged.unsqueeze(0)

@@ -38,6 +38,8 @@ def merge_inner(
     ratio: float,
     fidelity: str = "reference",
     mode: str = "merge",
+    *,
+    check_finite_attention: bool = True,
 ) -> tuple[Tensor, Tensor]:
     """Merge (or drop) the least attended visual tokens of one sequence.
 
@@ -49,6 +51,9 @@ def merge_inner(
         ratio: fraction merged away, in [0, 1); ``keep = round(length * (1 - ratio))``.
         fidelity: ``reference`` (sequential-halving rule) or ``clean`` (mean).
         mode: ``merge`` (HoliTom) or ``drop`` (FastV).
+        check_finite_attention: reject NaN/inf attention (costs one host sync). The model's decoder passes
+            False: its attention row is a softmax it computed itself, and the merge then runs without any
+            device-to-host synchronisation.
 
     Returns:
         ``(hidden_out, keep)``: (L', E) in hidden's dtype with ``L' = L - length + keep``; (L',) long
@@ -65,7 +70,8 @@ def merge_inner(
     check_tensor("attention", attention, 1)
     if attention.shape[0] != length:
         raise ValueError(f"attention must have shape (length,) = ({length},), got {tuple(attention.shape)}")
-    check_finite("attention", attention)
+    if check_finite_attention:
+        check_finite("attention", attention)
     ratio = check_ratio("ratio", ratio, low=0.0, high=1.0, high_open=True)
     if fidelity not in FIDELITIES:
         raise ValueError(f"fidelity must be one of {', '.join(FIDELITIES)}, got {fidelity!r}")
