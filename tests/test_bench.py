@@ -2,7 +2,7 @@
 
 No wall-clock assertions: times on a shared CPU are noise. What is asserted is structural (fields, dense = 1.0,
 positive ratios) or deterministic (visual tokens, FLOPs, KV-cache bytes, and the peak of live tensor bytes that
-aten ops allocate during the call — exact on a CPU, see `lmms_holitom.bench.TrackedMemoryMeter`).
+aten ops allocate during the call — exact on a CPU, see `lmms_holitom.bench.meters.TrackedMemoryMeter`).
 """
 
 from __future__ import annotations
@@ -191,9 +191,9 @@ def test_synthetic_video_has_temporal_redundancy() -> None:
 
 def test_stock_class_fallback_measures_dense(monkeypatch: pytest.MonkeyPatch) -> None:
     """Without the HoliTom class the bench still measures dense on transformers' stock model (forward hooks)."""
-    import lmms_holitom.bench as bench
+    import lmms_holitom.bench.runner as runner
 
-    monkeypatch.setattr(bench, "holitom_model_class", lambda: None)
+    monkeypatch.setattr(runner, "holitom_model_class", lambda: None)
     opts = BenchOptions(shape="tiny", device="cpu", frames=2, new_tokens=2, warmup=0, repeats=1, probe=False)
     result = run_bench(opts)
     assert result["meta"]["model_class"] == "LlavaOnevisionForConditionalGeneration"

@@ -1,0 +1,64 @@
+"""The options of one bench run (`BenchOptions`, which the CLI fills from its flags) and their device/dtype."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from lmms_holitom.bench.settings import DEFAULT_METHODS
+
+__all__ = ["BenchOptions", "resolve_device", "resolve_dtype"]
+
+_DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+           "fp16": torch.float16, "float16": torch.float16}
+
+
+@dataclass
+class BenchOptions:
+    """Everything one bench run needs (the CLI maps its flags onto this)."""
+
+    pretrained: str | None = None
+    shape: str | None = "tiny"
+    frames: int = 32
+    methods: tuple[str, ...] = DEFAULT_METHODS
+    retain_ratios: tuple[float, ...] = (0.10, 0.25)
+    merge_layer: int = 18
+    merge_ratio: float = 0.5
+    tau: float | None = None
+    fastv_layer: int = 2
+    fastv_ratio: float | str = 0.8
+    new_tokens: int = 32
+    warmup: int = 1
+    repeats: int = 3
+    device: str | None = None
+    dtype: str = "auto"
+    seed: int = 0
+    text_tokens: int = 30
+    scenes: int = 4
+    memory: bool = True
+    probe: bool = True
+    probe_chunks: tuple[int, ...] = ()
+    eager: bool = True
+    threads: int | None = None
+    attn_implementation: str = "sdpa"
+    stat: str = "median"
+
+
+def resolve_device(name: str | None) -> torch.device:
+    """``None`` / ``""`` / ``auto``: CUDA when available, else the CPU; a CUDA name without CUDA is an error."""
+    if name in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: CUDA is not available on this machine")
+    return device
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """``auto``: bf16 on CUDA, fp32 otherwise; else one of fp32 / bf16 / fp16 (or their long names)."""
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if name not in _DTYPES:
+        raise ValueError(f"dtype must be auto, fp32, bf16 or fp16, got {name!r}")
+    return _DTYPES[name]

@@ -1,0 +1,94 @@
+"""What one bench run measures: the `Setting` list (dense first, then every method at every retain ratio).
+
+Pure functions of the requested methods, retain ratios and decoder depth: `paper_tau` (the paper's threshold
+rule) and `build_settings` (HoliTom's K and FastV's K scaled to shallow models by `shapes.scale_layer`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from lmms_holitom.config import METHODS, HoliTomConfig
+from lmms_holitom.shapes import scale_layer
+
+__all__ = ["DEFAULT_METHODS", "Setting", "build_settings", "paper_tau"]
+
+DEFAULT_METHODS = ("dense", "holitom_wo_m", "holitom", "visionzip", "fastv")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One measured configuration: a display name, the `HoliTomConfig`, and its nominal retain ratio."""
+
+    name: str
+    config: HoliTomConfig
+    retain_ratio: float | None = None
+
+
+def paper_tau(retain_ratio: float) -> float:
+    """The paper's threshold: T = 0.65 at retain 10 % (and below), 0.80 otherwise."""
+    return 0.65 if retain_ratio <= 0.10 + 1e-9 else 0.80
+
+
+def _fastv_settings(ratios: list[float], k_fastv: int | None, fastv_ratio: float | str) -> list[Setting]:
+    """FastV once at (K, r), or with ``fastv_ratio="match"`` once per retain ratio with r = 1 − retain."""
+    if k_fastv is None:
+        raise ValueError("fastv needs a model with >= 2 decoder layers")
+    if fastv_ratio == "match":
+        return [Setting(f"fastv@{r:.2f}", HoliTomConfig(method="fastv", merge_layer=k_fastv,
+                                                         merge_ratio=round(1 - r, 6)), r) for r in ratios]
+    r_fv = float(fastv_ratio)
+    cfg = HoliTomConfig(method="fastv", merge_layer=k_fastv, merge_ratio=r_fv)
+    return [Setting(f"fastv K{k_fastv} r{r_fv:g}", cfg, None)]
+
+
+def _ratio_config(method: str, r: float, tau: float | None, k: int | None, merge_ratio: float) -> HoliTomConfig:
+    """The config of ``holitom``, ``holitom_wo_m`` or ``visionzip`` at retain ratio ``r``."""
+    t = paper_tau(r) if tau is None else float(tau)
+    if method == "holitom":
+        if k is None:
+            raise ValueError("holitom's inner merge needs a model with >= 2 decoder layers")
+        return HoliTomConfig(method="holitom", retain_ratio=r, tau=t, merge_layer=k, merge_ratio=merge_ratio)
+    if method == "holitom_wo_m":
+        return HoliTomConfig(method="holitom_wo_m", retain_ratio=r, tau=t, merge_layer=None)
+    # visionzip: round(retain * N) tokens per frame (HoliTomConfig.visionzip_tokens)
+    return HoliTomConfig(method="visionzip", retain_ratio=r)
+
+
+def build_settings(
+    methods: Sequence[str],
+    retain_ratios: Sequence[float],
+    layers: int,
+    *,
+    merge_layer: int = 18,
+    merge_ratio: float = 0.5,
+    tau: float | None = None,
+    fastv_layer: int = 2,
+    fastv_ratio: float | str = 0.8,
+) -> list[Setting]:
+    """The settings of one bench run, dense first.
+
+    * ``dense`` once; ``holitom_wo_m``, ``holitom``, ``visionzip`` once per retain ratio;
+    * ``tau=None``: the paper's rule (`paper_tau`); HoliTom's K is ``merge_layer`` (18), scaled to a
+      shallower model by `shapes.scale_layer` (K = round(18/28 · layers) when 18 is not a layer of it);
+    * ``fastv`` once at the paper's LLM-only setting (K = ``fastv_layer`` = 2, r = ``fastv_ratio`` = 0.8), or
+      with ``fastv_ratio="match"`` once per retain ratio with r = 1 − retain (the same visual budget after K).
+    """
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {', '.join(unknown)}; known: {', '.join(METHODS)}")
+    ratios = list(dict.fromkeys(float(r) for r in retain_ratios))
+    if not ratios and any(m in ("holitom", "holitom_wo_m", "visionzip") for m in methods):
+        raise ValueError("--retain-ratios must list at least one ratio for holitom / holitom_wo_m / visionzip")
+    k = scale_layer(merge_layer, layers) if layers >= 2 else None
+    k_fastv = scale_layer(fastv_layer, layers) if layers >= 2 else None
+    settings: list[Setting] = [Setting("dense", HoliTomConfig(method="dense"))]
+    for method in dict.fromkeys(methods):
+        if method == "dense":
+            continue
+        if method == "fastv":
+            settings += _fastv_settings(ratios, k_fastv, fastv_ratio)
+            continue
+        settings += [Setting(f"{method}@{r:.2f}", _ratio_config(method, r, tau, k, merge_ratio), r) for r in ratios]
+    return settings
