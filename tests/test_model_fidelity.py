@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from model_helpers import llm_input_embeds
 
 from lmms_holitom.config import HoliTomConfig
 
@@ -19,18 +20,8 @@ def last_logits(model, inputs, cfg):
 @pytest.fixture(scope="module")
 def llm_input(holitom_model, tiny_video_inputs):
     """The (outer-merged) sequence entering the LLM for BASE's outer settings."""
-    captured = {}
-
-    def capture(module, args):
-        captured.setdefault("embeds", args[0].detach().clone())
-
-    hook = holitom_model.model.language_model.layers[0].register_forward_pre_hook(capture)
-    try:
-        with torch.no_grad():
-            holitom_model(**tiny_video_inputs, holitom=BASE.replace(method="holitom_wo_m"), use_cache=False)
-    finally:
-        hook.remove()
-    return captured["embeds"]
+    return llm_input_embeds(holitom_model, tiny_video_inputs, holitom=BASE.replace(method="holitom_wo_m"),
+                            use_cache=False)
 
 
 def manual_logits(model, embeds, noncausal_layer: int | None) -> torch.Tensor:

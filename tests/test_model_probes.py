@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from model_helpers import llm_input_embeds
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from lmms_holitom.config import HoliTomConfig
@@ -184,20 +185,10 @@ def test_last_token_attention_equals_eager(eager_model, query_index):
 def test_inner_attention_row_is_the_last_prompt_tokens_eager_row(holitom_model, eager_model, tiny_video_inputs):
     """In the model: the row ranking the visual tokens is layer K-1's eager attention of the last prompt token
     over the visual run, on the sequence that entered the LLM."""
-    captured = {}
-
-    def capture(module, args):
-        captured.setdefault("embeds", args[0].detach().clone())
-
-    hook = holitom_model.model.language_model.layers[0].register_forward_pre_hook(capture)
-    try:
-        with torch.no_grad():
-            holitom_model(**tiny_video_inputs, holitom=HOLITOM.replace(fidelity="clean"))
-    finally:
-        hook.remove()
+    embeds = llm_input_embeds(holitom_model, tiny_video_inputs, holitom=HOLITOM.replace(fidelity="clean"))
     debug = holitom_model.holitom_debug
     a, v = debug["visual_start"], debug["visual_length"]
     with torch.no_grad():
-        out = eager_model.model.language_model(inputs_embeds=captured["embeds"], output_attentions=True)
+        out = eager_model.model.language_model(inputs_embeds=embeds, output_attentions=True)
     want = out.attentions[HOLITOM.merge_layer - 1][0, :, -1, a : a + v].mean(dim=0)
     torch.testing.assert_close(debug["inner_attention"], want, atol=1e-5, rtol=0)

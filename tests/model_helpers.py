@@ -1,0 +1,23 @@
+"""Helpers shared by the model tests (imported as a plain module, like `reference_loops`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+
+def llm_input_embeds(model: Any, inputs: dict[str, Any], **forward_kwargs: Any) -> torch.Tensor:
+    """The (outer-merged) sequence entering the decoder's first layer during one forward of ``model``."""
+    captured: dict[str, torch.Tensor] = {}
+
+    def capture(module: Any, args: tuple) -> None:
+        captured.setdefault("embeds", args[0].detach().clone())
+
+    hook = model.model.language_model.layers[0].register_forward_pre_hook(capture)
+    try:
+        with torch.no_grad():
+            model(**inputs, **forward_kwargs)
+    finally:
+        hook.remove()
+    return captured["embeds"]
