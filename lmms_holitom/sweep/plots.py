@@ -151,7 +151,7 @@ def plot_tflops(report: Report, out: Path, plt: Any) -> Path | None:
         ax.set_xscale("log")
         plain = FuncFormatter(lambda v, _pos: f"{v:g}")
         ax.xaxis.set_major_formatter(plain)
-        ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _pos: f"{v:g}" if f"{v:g}"[0] in "2358" else ""))
+        ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _pos: f"{v:g}" if f"{v:g}"[0] in "25" else ""))
     sources = {r.tflops_source for r in rows}
     how = {frozenset({"theoretical"}): " (paper's cost model)", frozenset({"measured"}): " (measured)"}.get(
         frozenset(sources), " (measured where available, else the paper's cost model)")
