@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -21,3 +23,14 @@ def llm_input_embeds(model: Any, inputs: dict[str, Any], **forward_kwargs: Any) 
     finally:
         hook.remove()
     return captured["embeds"]
+
+
+@contextmanager
+def traced(model: Any) -> Iterator[None]:
+    """Record `model.holitom_last_trace` for the prefills inside the block (tracing is off by default)."""
+    before = model.holitom_trace
+    model.holitom_trace = True
+    try:
+        yield
+    finally:
+        model.holitom_trace = before

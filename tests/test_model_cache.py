@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from model_helpers import traced
 
 from lmms_holitom.config import HoliTomConfig
 
@@ -103,13 +104,13 @@ def test_visual_tokens_entering_the_llm_match_the_spec(holitom_model, tiny_video
 
     hook = holitom_model.model.language_model.layers[0].register_forward_pre_hook(record)
     try:
-        with torch.no_grad():
+        with torch.no_grad(), traced(holitom_model):
             holitom_model(**tiny_video_inputs, holitom=cfg, use_cache=False)
             video = holitom_model.model.get_video_features(tiny_video_inputs["pixel_values_videos"])
     finally:
         hook.remove()
     stats = holitom_model.holitom_stats
-    segments = holitom_model.holitom_debug["compressed"].segments
+    segments = list(holitom_model.holitom_last_trace.segments)
     features = video.pooler_output[0, :-1].reshape(6, 196, -1)
     expected = independent_visual_count(features, segments, cfg) + 1  # + image_newline
     assert stats["outer_tokens"] == expected
@@ -154,7 +155,7 @@ def test_hidden_lengths_per_layer_during_prefill(holitom_model, tiny_video_input
         for i, layer in enumerate(holitom_model.model.language_model.layers)
     ]
     try:
-        with torch.no_grad():
+        with torch.no_grad(), traced(holitom_model):
             holitom_model(**tiny_video_inputs, holitom=cfg)
     finally:
         for hook in hooks:
@@ -163,8 +164,8 @@ def test_hidden_lengths_per_layer_during_prefill(holitom_model, tiny_video_input
     dropped = stats["outer_tokens"] - stats["inner_tokens"]
     assert lengths == {0: stats["prompt_tokens"], 1: stats["prompt_tokens"], 2: stats["prompt_tokens"] - dropped,
                        3: stats["prompt_tokens"] - dropped}
-    keep = holitom_model.holitom_debug["inner_keep"]
-    a, v = holitom_model.holitom_debug["visual_start"], holitom_model.holitom_debug["visual_length"]
+    trace = holitom_model.holitom_last_trace
+    keep, a, v = trace.inner_keep, trace.visual_start, trace.visual_length
     # text tokens all kept; visual tokens kept in order, with their original positions (gaps)
     assert torch.equal(keep[:a], torch.arange(a))
     assert torch.equal(keep[a + stats["inner_tokens"]:], torch.arange(a + v, stats["prompt_tokens"]))

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import logging
-
 import pytest
 import torch
 
 from lmms_holitom.config import HoliTomConfig
 from lmms_holitom.models import (
-    LMMS_LAB_TO_HF,
     HoliTomLlavaOnevisionForConditionalGeneration,
     check_checkpoint,
     resolve_model_name,
@@ -79,16 +76,10 @@ def test_weights_load_like_the_stock_model(holitom_model, stock_model):
     assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
 
 
-def test_lmms_lab_names_map_to_their_hf_twins(caplog):
-    with caplog.at_level(logging.WARNING, logger="lmms_holitom.models.names"):
-        assert resolve_model_name("lmms-lab/llava-onevision-qwen2-7b-ov") == "llava-hf/llava-onevision-qwen2-7b-ov-hf"
-    assert "llava-hf/llava-onevision-qwen2-7b-ov-hf" in caplog.text
-    assert resolve_model_name("lmms-lab/LLaVA-Video-7B-Qwen2") == "llava-hf/LLaVA-Video-7B-Qwen2-hf"
-    assert resolve_model_name("lmms-lab/llava-onevision-qwen2-72b-ov") == "llava-hf/llava-onevision-qwen2-72b-ov-hf"
-    hf_name = "llava-hf/llava-onevision-qwen2-0.5b-ov-hf"
-    assert resolve_model_name(hf_name) == hf_name
-    assert resolve_model_name("/some/local/dir") == "/some/local/dir"
-    assert all(v.startswith("llava-hf/") and v.endswith("-hf") for v in LMMS_LAB_TO_HF.values())
+def test_lmms_lab_names_are_loaded_as_they_are():
+    """No checkpoint is swapped for another one: LLaVA-NeXT-format names load natively (tests/test_llava_next.py)."""
+    for name in ("lmms-lab/llava-onevision-qwen2-7b-ov", "lmms-lab/LLaVA-Video-7B-Qwen2", "/some/local/dir"):
+        assert resolve_model_name(name) == name
 
 
 def test_tiny_resolves_to_the_built_model(tiny_model_path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from model_helpers import llm_input_embeds
+from model_helpers import llm_input_embeds, traced
 
 from lmms_holitom.config import HoliTomConfig
 
@@ -12,9 +12,9 @@ BASE = HoliTomConfig(method="holitom", retain_ratio=0.3, tau=0.8, merge_layer=2,
 
 
 def last_logits(model, inputs, cfg):
-    with torch.no_grad():
+    with torch.no_grad(), traced(model):
         logits = model(**inputs, holitom=cfg, use_cache=False).logits[0, -1]
-    return logits, model.holitom_stats, dict(model.holitom_debug)
+    return logits, model.holitom_stats, model.holitom_last_trace
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +45,8 @@ def test_reference_and_clean_rank_with_the_same_row_but_differ(holitom_model, ti
     ref, ref_stats, ref_debug = last_logits(holitom_model, tiny_video_inputs, BASE)
     clean, clean_stats, clean_debug = last_logits(holitom_model, tiny_video_inputs, BASE.replace(fidelity="clean"))
     # the last token's row is unaffected by the quirk (it sees every token either way)
-    torch.testing.assert_close(ref_debug["inner_attention"], clean_debug["inner_attention"], atol=1e-6, rtol=0)
-    assert torch.equal(ref_debug["inner_keep"], clean_debug["inner_keep"])
+    torch.testing.assert_close(ref_debug.inner_attention, clean_debug.inner_attention, atol=1e-6, rtol=0)
+    assert torch.equal(ref_debug.inner_keep, clean_debug.inner_keep)
     assert ref_stats["inner_tokens"] == clean_stats["inner_tokens"] < ref_stats["outer_tokens"]
     # ... but the outputs differ (non-causal layer K-1 and the halving merge rule)
     assert (ref - clean).abs().max() > 1e-3

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from model_helpers import llm_input_embeds
+from model_helpers import llm_input_embeds, traced
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from lmms_holitom.config import HoliTomConfig
-from lmms_holitom.models.probes import VisionSaliencyProbe, feature_attention_module, last_token_attention
+from lmms_holitom.engine.attention import last_token_attention
+from lmms_holitom.models.probes import VisionSaliencyProbe, feature_attention_module
 
 PATCHES = 729
 HOLITOM = HoliTomConfig(method="holitom", retain_ratio=0.3, tau=0.8, merge_layer=2, merge_ratio=0.5)
@@ -55,9 +56,12 @@ def test_vision_saliency_equals_eager_attention(holitom_model, eager_model, tiny
     tower = holitom_model.model.vision_tower
     target = feature_attention_module(tower, holitom_model.config.vision_feature_layer)
     assert tower.config._attn_implementation == "sdpa"
-    with torch.no_grad():
-        holitom_model(**tiny_video_inputs, holitom=HOLITOM)
-    saliency = holitom_model.holitom_debug["saliency"]
+    with torch.no_grad(), traced(holitom_model), holitom_model.holitom_override(HOLITOM):
+        holitom_model(**tiny_video_inputs)
+        video = holitom_model.model.get_video_features(tiny_video_inputs["pixel_values_videos"])
+    saliency = video.holitom_saliency
+    # what ranked the tokens in the forward is this saliency
+    assert torch.equal(holitom_model.holitom_last_trace.saliency, saliency.attention)
     # the tower stayed on SDPA and the probe's hook is gone
     assert tower.config._attn_implementation == "sdpa"
     assert holitom_model.config.vision_config._attn_implementation == "sdpa"
@@ -185,10 +189,11 @@ def test_last_token_attention_equals_eager(eager_model, query_index):
 def test_inner_attention_row_is_the_last_prompt_tokens_eager_row(holitom_model, eager_model, tiny_video_inputs):
     """In the model: the row ranking the visual tokens is layer K-1's eager attention of the last prompt token
     over the visual run, on the sequence that entered the LLM."""
-    embeds = llm_input_embeds(holitom_model, tiny_video_inputs, holitom=HOLITOM.replace(fidelity="clean"))
-    debug = holitom_model.holitom_debug
-    a, v = debug["visual_start"], debug["visual_length"]
+    with traced(holitom_model):
+        embeds = llm_input_embeds(holitom_model, tiny_video_inputs, holitom=HOLITOM.replace(fidelity="clean"))
+    debug = holitom_model.holitom_last_trace
+    a, v = debug.visual_start, debug.visual_length
     with torch.no_grad():
         out = eager_model.model.language_model(inputs_embeds=embeds, output_attentions=True)
     want = out.attentions[HOLITOM.merge_layer - 1][0, :, -1, a : a + v].mean(dim=0)
-    torch.testing.assert_close(debug["inner_attention"], want, atol=1e-5, rtol=0)
+    torch.testing.assert_close(debug.inner_attention, want, atol=1e-5, rtol=0)

@@ -130,7 +130,7 @@ def main(args: argparse.Namespace) -> int:
     with torch.inference_mode():
         output = model.generate(**inputs, max_new_tokens=args.max_new_tokens, do_sample=False)
     answer = processor.batch_decode(output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)[0]
-    stats = model.holitom_stats
+    stats = model.holitom_stats.to_dict()
     if args.json:
         print(json.dumps({"answer": answer, "stats": stats}))
     else:

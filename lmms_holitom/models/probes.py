@@ -1,4 +1,4 @@
-"""Attention probes: the two attention quantities HoliTom needs, without switching any model to eager attention.
+"""The vision saliency probe of LLaVA (SigLIP/CLIP towers), without switching the tower to eager attention.
 
 * `VisionSaliencyProbe` (spec §1): a forward pre-hook on the self-attention module of the ONE vision layer that
   produces ``hidden_states[vision_feature_layer]``. From that module's own ``q_proj``/``k_proj`` it computes
@@ -6,19 +6,18 @@
   ``chunk · heads · T²`` fp32 elements, T = 729 patches), averages over heads and then over queries (the
   attention each patch *receives*), and optionally the head-averaged keys VisionZip needs. The tower itself
   keeps its attention implementation (SDPA / flash) and never returns attention weights.
-* `last_token_attention` (spec §6.1): the attention row of one query token (the last prompt token) at one
-  decoder layer, from that layer's ``q_proj``/``k_proj``, RoPE at the right positions and ``repeat_kv`` for
-  grouped-query heads — O(L) work instead of the O(L²) of an eager layer.
+(The decoder-side probe, the last prompt token's attention row, is `lmms_holitom.engine.attention`.)
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["VisionSaliencyProbe", "feature_attention_module", "last_token_attention", "rotate_half"]
+__all__ = ["VideoSaliency", "VisionSaliencyProbe", "feature_attention_module"]
 
 
 def feature_attention_module(vision_tower: nn.Module, vision_feature_layer: int | list[int]) -> nn.Module:
@@ -129,52 +128,20 @@ class VisionSaliencyProbe:
         return received, keys_out
 
 
-def rotate_half(x: torch.Tensor) -> torch.Tensor:
-    """Rotates half the hidden dims (RoPE), as transformers' Llama/Qwen2."""
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+@dataclass
+class VideoSaliency:
+    """What the vision probe found for one ``get_video_features`` call (attached as ``.holitom_saliency``).
 
-
-def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    # x: (1, heads, n, hd); cos/sin: (1, n, hd)
-    return x * cos.unsqueeze(1) + rotate_half(x) * sin.unsqueeze(1)
-
-
-@torch.no_grad()
-def last_token_attention(
-    layer: nn.Module,
-    hidden_states: torch.Tensor,
-    position_embeddings: tuple[torch.Tensor, torch.Tensor],
-    query_index: int,
-    key_mask: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Attention probabilities of token ``query_index`` over tokens ``0..query_index`` at one decoder layer.
-
-    Causal, so the query sees every token up to and including itself. Equals the eager attention weights of
-    that row (softmax in fp32), averaged over heads.
-
-    Args:
-        layer: a Qwen2/Llama-style decoder layer (``input_layernorm``, ``self_attn.{q,k}_proj``).
-        hidden_states: (1, L, E) the layer's INPUT hidden states.
-        position_embeddings: ``(cos, sin)``, each (1, L, head_dim), of the L tokens.
-        query_index: index of the query token (the last prompt token).
-        key_mask: optional (L,) bool, False for padding tokens to exclude.
-
-    Returns:
-        (query_index + 1,) fp32, sums to 1.
+    Attributes:
+        attention: (B·F, N) fp32, received attention pooled like the features (docs/algorithm.md §1).
+        keys: (B·F, N, head_dim) fp32, head-averaged keys of the same layer, pooled like the features (VisionZip).
+        raw_attention: (B·F, T) fp32 before pooling (T = 729 patches for SigLIP-384/14).
+        peak_elements: elements of the largest score tensor the probe created (chunk · heads · T²).
+        chunk: frames per probe chunk.
     """
-    attn = layer.self_attn
-    n = query_index + 1
-    head_dim = attn.head_dim
-    x = layer.input_layernorm(hidden_states[:, :n])
-    q = attn.q_proj(x[:, -1:]).view(1, 1, -1, head_dim).transpose(1, 2)  # (1, H, 1, hd)
-    k = attn.k_proj(x).view(1, n, -1, head_dim).transpose(1, 2)  # (1, Hkv, n, hd)
-    cos, sin = (t.to(q.device) for t in position_embeddings)
-    q = _rope(q, cos[:, query_index : query_index + 1], sin[:, query_index : query_index + 1])
-    k = _rope(k, cos[:, :n], sin[:, :n])
-    groups = q.shape[1] // k.shape[1]
-    k = k.repeat_interleave(groups, dim=1) if groups > 1 else k  # == transformers' repeat_kv
-    scores = torch.matmul(q.float(), k.float().transpose(-1, -2)) * attn.scaling  # (1, H, 1, n)
-    if key_mask is not None:
-        scores = scores.masked_fill(~key_mask[:n].to(scores.device, torch.bool).view(1, 1, 1, n), float("-inf"))
-    return torch.softmax(scores, dim=-1).mean(dim=1)[0, 0]
+
+    attention: torch.Tensor
+    keys: torch.Tensor
+    raw_attention: torch.Tensor
+    peak_elements: int
+    chunk: int

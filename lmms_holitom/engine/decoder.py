@@ -1,19 +1,25 @@
-"""The language-model forward of HoliTom: an explicit loop over the decoder layers of transformers' `Qwen2Model`.
+"""The language-model forward of HoliTom: an explicit loop over the decoder layers of a transformers decoder.
 
-It runs the stock module's own submodules (``embed_tokens`` is applied by the caller; ``layers``,
+This loop mirrors ``Qwen2Model.forward`` of transformers 5.24 (the same for Llama, Qwen2.5-VL's and Qwen3-VL's text
+models: rotary embedding once, a causal mask, the layers, the final norm); it is the one place in the package that
+mirrors it. It runs the stock module's own submodules (``embed_tokens`` is applied by the caller; ``layers``,
 ``rotary_emb``, ``norm`` here) — nothing is monkeypatched — and adds what the stock forward cannot do:
 
-* **inner-LLM merge at layer K** (spec §6, prefill only): before layer K-1 runs, the attention row of the last
-  prompt token is computed from that layer's q/k (`probes.last_token_attention`); at the input of layer K,
-  `lmms_holitom.ops.merge_inner` merges (HoliTom) or drops (FastV) the least-attended visual tokens. Layers
+* **inner-LLM merge at layer K** (docs/algorithm.md §6, prefill only): before layer K-1 runs, the attention row
+  of the last prompt token is computed from that layer's q/k (`attention.last_token_attention`); at the input
+  of layer K, `lmms_holitom.ops.merge_inner` merges (HoliTom) or drops (FastV) the least-attended visual tokens.
+  Layers
   < K see (and cache) the full sequence, layers >= K a shorter one; kept tokens keep their ORIGINAL position
   ids (RoPE positions with gaps); each layer group gets a causal mask sized to its own cache.
-* **reference quirk** (spec §6.5, ``fidelity: reference``): during prefill layer K-1 runs without the causal
-  mask among the prompt tokens (every prompt token sees every prompt token); ``fidelity: clean`` keeps it
-  causal. Applied to FastV as well (same step, spec §6.6).
+* **reference quirk** (docs/algorithm.md §6.5, ``fidelity: reference``): during prefill layer K-1 runs without
+  the causal mask among the prompt tokens (every prompt token sees every prompt token); ``fidelity: clean`` keeps it
+  causal. Applied to FastV as well (same step, §6.6).
 * **decoding** from a cache whose layers hold different lengths: positions continue from the prefill
   (``next_position + tokens decoded so far``, read from the cache of layer 0), not from ``generate``'s counter
-  (which counts the un-shortened prompt); masks per layer group.
+  (which counts the un-shortened prompt); masks per layer group. Position ids are (1, L) for 1-D RoPE or
+  (3, 1, L) for M-RoPE alike: the rotary embedding turns either into per-token ``(cos, sin)``.
+* **visual residuals** (Qwen3-VL's deepstack): tensors added at the visual rows after given layers, before the
+  inner step.
 
 Prompt vs continuation (uncached recompute). A prefill may carry tokens after the prompt (``prompt_length <
 L``): e.g. prompt + the tokens generated so far, recomputed without a cache. Those tail tokens are causal
@@ -21,8 +27,8 @@ everywhere (also at layer K-1 under ``reference``), are never merged, and the me
 of the LAST PROMPT token (index ``prompt_length - 1``) — so one uncached forward over prompt + generated tokens
 gives the same logits as cached decoding.
 
-Limitations: batch size 1; full-attention layers only (no sliding-window layers, as in LLaVA-OneVision's
-Qwen2); `DynamicCache` only; ``output_hidden_states``/``output_attentions`` are not collected on this path.
+Limitations: batch size 1; full-attention layers only (no sliding-window layers); a `DynamicCache` (the engine's
+`HoliTomCache`); ``output_hidden_states``/``output_attentions`` are not collected on this path.
 """
 
 from __future__ import annotations
@@ -37,12 +43,13 @@ from torch import nn
 from transformers.cache_utils import Cache, DynamicCache
 from transformers.masking_utils import create_bidirectional_mask, create_causal_mask
 
-from lmms_holitom.models.probes import last_token_attention
+from lmms_holitom.engine.attention import last_token_attention
+from lmms_holitom.engine.cache import PrefillState
 
 __all__ = [
     "DecoderOutput",
-    "HoliTomCacheState",
     "InnerMergeSpec",
+    "VisualResidual",
     "check_language_model",
     "decode_decoder",
     "prefill_decoder",
@@ -51,7 +58,7 @@ __all__ = [
 
 @dataclass(frozen=True)
 class InnerMergeSpec:
-    """Where and how the inner-LLM step happens (spec §6).
+    """Where and how the inner-LLM step happens (docs/algorithm.md §6).
 
     Attributes:
         layer: K, the first decoder layer that sees the reduced sequence (1 <= K < num layers).
@@ -90,29 +97,19 @@ class DecoderOutput:
     attention_row: torch.Tensor | None = None
 
 
-@dataclass
-class HoliTomCacheState:
-    """What decoding needs to know about a HoliTom prefill; stored on the cache as ``cache._holitom_state``.
+@dataclass(frozen=True)
+class VisualResidual:
+    """A tensor added to the hidden states at the visual rows after one decoder layer (Qwen3-VL's deepstack).
 
     Attributes:
-        merge_layer: K, or None when all layers hold the same tokens.
-        prompt_length: tokens cached by layers < K after the prefill (the outer-merged prompt, L').
-        prompt_length_high: tokens cached by layers >= K after the prefill.
-        next_position: RoPE position of the first decoded token (last prompt position + 1; L' without padding).
-        mask_low / mask_high: (1, n) 2D padding masks of the cached prompt per layer group; None = no padding.
-        method: the HoliTom method of the prefill.
+        layer: the decoder layer after which it is added (before the inner step's layer K).
+        rows: (M,) long, the sequence rows of the visual tokens.
+        values: (M, E) added to those rows.
     """
 
-    merge_layer: int | None
-    prompt_length: int
-    prompt_length_high: int
-    next_position: int
-    mask_low: torch.Tensor | None
-    mask_high: torch.Tensor | None
-    method: str
-
-    def group_of(self, layer_idx: int) -> str:
-        return "high" if self.merge_layer is not None and layer_idx >= self.merge_layer else "low"
+    layer: int
+    rows: torch.Tensor
+    values: torch.Tensor
 
 
 def check_language_model(language_model: nn.Module, cache: Cache | None) -> None:
@@ -124,7 +121,7 @@ def check_language_model(language_model: nn.Module, cache: Cache | None) -> None
             f"HoliTom's decoder forward supports full-attention layers only; this model has layer types "
             f"{sorted(set(layer_types))}"
         )
-    if cache is not None and type(cache) is not DynamicCache:
+    if cache is not None and not isinstance(cache, DynamicCache):
         raise NotImplementedError(
             f"HoliTom needs a DynamicCache (layers hold different lengths after the inner merge and the prompt "
             f"is shortened inside the model); got {type(cache).__name__}. Do not set cache_implementation."
@@ -174,20 +171,22 @@ def prefill_decoder(
     cache: Cache | None,
     use_cache: bool,
     inner: InnerMergeSpec | None = None,
+    residuals: tuple[VisualResidual, ...] = (),
     timer: Any = None,
 ) -> DecoderOutput:
     """Prefill (or uncached recompute) through the decoder layers, with the optional inner merge.
 
     Args:
-        language_model: transformers' `Qwen2Model` (its ``layers``, ``rotary_emb`` and ``norm`` are used).
+        language_model: a transformers decoder model (its ``layers``, ``rotary_emb``, ``norm`` and ``config``).
         inputs_embeds: (1, L, E) the sequence entering the LLM (already outer-merged).
         attention_mask: (1, L) 2D padding mask, or None (no padding).
-        position_ids: (1, L) RoPE positions (0..L-1 without padding).
+        position_ids: (1, L) RoPE positions, or (3, 1, L) M-RoPE positions (the adapter's policy).
         prompt_length: tokens [0, prompt_length) are the prompt; the rest are continuation tokens (see module
             doc). The last prompt token must lie after the visual run.
         cache: an empty `DynamicCache` (filled here), or None.
         use_cache: write keys/values into ``cache``.
         inner: the inner-LLM step, or None.
+        residuals: visual residuals, each after a layer < ``inner.layer - 1`` when there is an inner step.
         timer: optional `StageTimer`; the inner step is timed as ``inner_merge``.
     """
     from lmms_holitom.ops import merge_inner
@@ -217,6 +216,13 @@ def prefill_decoder(
             )
         if inner.fidelity == "reference":
             noncausal = _noncausal_mask(config, hidden, attention_mask, prompt_length)
+        late = [r.layer for r in residuals if r.layer >= inner.layer - 1]
+        if late:
+            raise ValueError(
+                f"merge_layer {inner.layer} would merge visual tokens before the visual residual of layer "
+                f"{max(late)} is added; choose merge_layer >= {max(late) + 2}"
+            )
+    added = {r.layer: r for r in residuals}
 
     def stage(name: str) -> Any:
         return timer.stage(name) if timer is not None else nullcontext()
@@ -257,17 +263,22 @@ def prefill_decoder(
             position_embeddings=position_embeddings,
             **extra,
         )
+        if layer_idx in added:
+            residual = added[layer_idx]
+            rows = residual.rows.to(hidden.device)
+            hidden = hidden.index_add(1, rows, residual.values.to(hidden.device, hidden.dtype).unsqueeze(0))
     hidden = language_model.norm(hidden)
     return DecoderOutput(last_hidden_state=hidden, keep=keep, attention_row=attention_row)
 
 
 def decode_decoder(
-    language_model: nn.Module, inputs_embeds: torch.Tensor, *, state: HoliTomCacheState, cache: Cache
+    language_model: nn.Module, inputs_embeds: torch.Tensor, *, state: PrefillState, cache: Cache
 ) -> torch.Tensor:
     """One decoding forward (q >= 1 new tokens) on a cache filled by `prefill_decoder`.
 
-    Positions are ``state.next_position + decoded_so_far + arange(q)`` with ``decoded_so_far`` = cache length
-    of layer 0 minus ``state.prompt_length``; each layer group gets a causal mask sized to its own cache.
+    Positions are ``next_position + decoded_so_far + arange(q)`` with ``decoded_so_far`` = cache length of layer 0
+    minus the sequence's ``prompt_length`` (repeated over the 3 M-RoPE axes when ``state.rope_dims == 3``); each
+    layer group gets a causal mask sized to its own cache.
 
     Args:
         inputs_embeds: (1, q, E) embeddings of the new tokens.
@@ -279,21 +290,26 @@ def decode_decoder(
     n_layers = config.num_hidden_layers
     q = inputs_embeds.shape[1]
     device = inputs_embeds.device
-    done = cache.get_seq_length(0) - state.prompt_length
-    position_ids = (state.next_position + done + torch.arange(q, device=device)).unsqueeze(0)
+    if inputs_embeds.shape[0] != len(state.sequences) or len(state.sequences) != 1:
+        raise ValueError(f"HoliTom decoding runs with batch size 1, got {inputs_embeds.shape[0]}")
+    seq = state.sequences[0]
+    done = cache.get_seq_length(0) - seq.prompt_length
+    position_ids = (seq.next_position + done + torch.arange(q, device=device)).unsqueeze(0)
+    if state.rope_dims == 3:
+        position_ids = position_ids.unsqueeze(0).expand(3, 1, q)
     position_embeddings = language_model.rotary_emb(inputs_embeds, position_ids)
 
     def group_mask(layer_idx: int, prompt_mask: torch.Tensor | None) -> Any:
         mask_2d = None
         if prompt_mask is not None:
-            mask_2d = torch.cat([prompt_mask, prompt_mask.new_ones((1, done + q))], dim=1)
+            mask_2d = torch.cat([prompt_mask, prompt_mask.new_ones(done + q)]).unsqueeze(0)
         return create_causal_mask(
             config=config, inputs_embeds=inputs_embeds, attention_mask=mask_2d, cache=cache, position_ids=None,
             layer_idx=layer_idx,
         )
 
-    masks = {"low": group_mask(0, state.mask_low)}
-    masks["high"] = group_mask(state.merge_layer, state.mask_high) if state.merge_layer is not None else masks["low"]
+    masks = {"low": group_mask(0, seq.mask_low)}
+    masks["high"] = group_mask(state.merge_layer, seq.mask_high) if state.merge_layer is not None else masks["low"]
     hidden = inputs_embeds
     for layer_idx, decoder_layer in enumerate(language_model.layers[:n_layers]):
         hidden = decoder_layer(

@@ -1,4 +1,4 @@
-"""Per-prefill statistics and stage timings of the HoliTom model (`docs/CONTRACTS.md`).
+"""Per-prefill statistics (`HoliTomStats`) and stage timings (`StageTimer`) of the HoliTom engine.
 
 Timing policy (no extra host syncs in the hot path):
 
@@ -20,13 +20,14 @@ vision + merges + LLM.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 import torch
 
-__all__ = ["STAGES", "StageTimer", "empty_stats"]
+__all__ = ["STAGES", "HoliTomStats", "StageTimer", "empty_stats"]
 
 STAGES = ("vision", "outer_merge", "inner_merge", "llm", "prefill")
 
@@ -95,20 +96,63 @@ class StageTimer:
         return {name: round(self._ms.get(name, 0.0), 4) for name in STAGES}
 
 
-def empty_stats(method: str, merge_layer: int | None = None) -> dict[str, Any]:
-    """The stats dict of a prefill without a video (text and/or images only)."""
-    return {
-        "method": method,
-        "frames": 0,
-        "tokens_per_frame": 0,
-        "dense_tokens": 0,
-        "outer_tokens": 0,
-        "inner_tokens": 0,
-        "merge_layer": merge_layer,
-        "segments": 0,
-        "static_tokens": 0,
-        "prompt_tokens_dense": 0,
-        "prompt_tokens": 0,
-        "probe_peak_elements": 0,
-        "timings_ms": dict.fromkeys(STAGES, 0.0),
-    }
+@dataclass(frozen=True)
+class HoliTomStats(Mapping):
+    """What one prefill did (read-only; also a Mapping, so ``stats["outer_tokens"]`` and ``dict(stats)`` work).
+
+    Attributes:
+        method: the HoliTom method of the prefill.
+        frames: F, frames of the video (0 without a video).
+        tokens_per_frame: N, visual tokens of one dense frame before newlines.
+        dense_tokens: visual tokens of the dense video, newlines included (what the processor's placeholders
+            count).
+        outer_tokens: visual tokens entering the LLM (after the outer merge), newlines included.
+        inner_tokens: visual tokens in layers >= merge_layer (= outer_tokens without an inner step).
+        merge_layer: K of the inner step, or None.
+        segments: temporal segments (F without temporal merging).
+        static_tokens: static (segment-merged) tokens entering the LLM.
+        prompt_tokens_dense / prompt_tokens: prompt length before / after the outer merge.
+        probe_peak_elements: elements of the largest score tensor the vision probe created.
+        timings_ms: stage -> milliseconds (`STAGES`).
+    """
+
+    method: str
+    frames: int = 0
+    tokens_per_frame: int = 0
+    dense_tokens: int = 0
+    outer_tokens: int = 0
+    inner_tokens: int = 0
+    merge_layer: int | None = None
+    segments: int = 0
+    static_tokens: int = 0
+    prompt_tokens_dense: int = 0
+    prompt_tokens: int = 0
+    probe_peak_elements: int = 0
+    timings_ms: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+
+    def __getitem__(self, key: str) -> object:
+        if key not in self._names():
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+    @classmethod
+    def _names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+    def replace(self, **changes: object) -> HoliTomStats:
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, object]:
+        """A plain dict (JSON-ready) of every field."""
+        return asdict(self)
+
+
+def empty_stats(method: str, merge_layer: int | None = None) -> HoliTomStats:
+    """The stats of a prefill without a video (text and/or images only)."""
+    return HoliTomStats(method=method, merge_layer=merge_layer)

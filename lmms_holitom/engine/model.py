@@ -1,0 +1,212 @@
+"""`HoliTomModelMixin`: what every HoliTom model class shares — configuration, dispatch, cache, stats, trace.
+
+A family's class is ``class HoliTomXForConditionalGeneration(HoliTomModelMixin, XForConditionalGeneration)`` plus
+the `engine.adapter.HoliTomAdapter` methods. Its ``forward`` calls `HoliTomModelMixin.holitom_dispatch`, which
+sends a prompt with a video under a compressed method to `prefill.compressed_prefill`, a decoding step after
+such a prefill to `decoder.decode_decoder`, and everything else (``dense``, text, images) to the stock forward.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from transformers.cache_utils import DynamicCache
+from transformers.modeling_utils import slice_logits_to_keep
+
+from lmms_holitom.config import HoliTomConfig
+from lmms_holitom.engine.cache import HoliTomCache
+from lmms_holitom.engine.decoder import decode_decoder
+from lmms_holitom.engine.prefill import PrefillResult, compressed_prefill
+from lmms_holitom.engine.stats import HoliTomStats, StageTimer
+from lmms_holitom.engine.trace import HoliTomTrace
+
+__all__ = ["HoliTomModelMixin", "default_merge_layer"]
+
+logger = logging.getLogger(__name__)
+_PAPER_MERGE_LAYER, _PAPER_LAYERS = 18, 28
+
+
+def default_merge_layer(num_layers: int) -> int:
+    """``merge_layer`` 18 (the paper's, of 28 layers) when the decoder has more than 18 layers; otherwise the same
+    relative depth, ``round(18 * num_layers / 28)`` clamped to [1, num_layers - 1]."""
+    if num_layers > _PAPER_MERGE_LAYER:
+        return _PAPER_MERGE_LAYER
+    return max(1, min(num_layers - 1, round(_PAPER_MERGE_LAYER * num_layers / _PAPER_LAYERS)))
+
+
+class HoliTomModelMixin:
+    """HoliTom state and dispatch for a transformers model class (see module docstring).
+
+    Attributes:
+        holitom_trace: when True, every following compressed prefill leaves `holitom_last_trace` (default False:
+            no tensors of a prefill are kept alive).
+        holitom_last_trace: the `HoliTomTrace` of the last compressed prefill while tracing, else None.
+        holitom_sync_timings: see `engine.stats.StageTimer`.
+    """
+
+    def holitom_init(self, holitom: HoliTomConfig | Mapping[str, Any] | None, sync_timings: bool) -> None:
+        """Call at the end of the family's ``__init__``."""
+        self._holitom_stats: HoliTomStats | None = None
+        self._holitom_timer: StageTimer | None = None
+        self.holitom_trace = False
+        self.holitom_last_trace: HoliTomTrace | None = None
+        self.holitom_sync_timings = sync_timings
+        self.set_holitom(self._default_holitom() if holitom is None else holitom)
+
+    # ------------------------------------------------------------------ configuration
+    @property
+    def num_decoder_layers(self) -> int:
+        return int(self.config.get_text_config().num_hidden_layers)
+
+    def default_merge_layer(self) -> int:
+        """The paper's merge layer (18 of 28) for this decoder: 18 if it exists, else the same relative depth."""
+        return default_merge_layer(self.num_decoder_layers)
+
+    def _default_holitom(self) -> HoliTomConfig:
+        cfg = HoliTomConfig()
+        n = self.num_decoder_layers
+        if cfg.merge_layer is not None and cfg.merge_layer >= n:
+            layer = default_merge_layer(n)
+            logger.info(
+                "lmms-holitom: default merge_layer %d does not exist in this %d-layer decoder; using %d "
+                "(same relative depth as 18 of 28)", cfg.merge_layer, n, layer,
+            )
+            cfg = cfg.replace(merge_layer=layer)
+        return cfg
+
+    def validate_holitom(self, holitom: HoliTomConfig | Mapping[str, Any]) -> HoliTomConfig:
+        """``holitom`` as a `HoliTomConfig`, checked against this model (merge_layer in [1, layers - 1])."""
+        if isinstance(holitom, Mapping):
+            holitom = HoliTomConfig.from_dict(holitom)
+        if not isinstance(holitom, HoliTomConfig):
+            raise TypeError(f"holitom must be a HoliTomConfig or a mapping, got {type(holitom).__name__}")
+        n = self.num_decoder_layers
+        if holitom.inner_mode is not None and not 1 <= holitom.merge_layer < n:
+            raise ValueError(
+                f"merge_layer must be in [1, {n - 1}] for this model ({n} decoder layers), got "
+                f"{holitom.merge_layer} (method {holitom.method!r})"
+            )
+        self.holitom_check_config(holitom)
+        return holitom
+
+    def holitom_check_config(self, holitom: HoliTomConfig) -> None:
+        """Family-specific checks of a configuration (raise ValueError); none by default."""
+
+    def set_holitom(self, holitom: HoliTomConfig | Mapping[str, Any]) -> HoliTomConfig:
+        """Validate ``holitom`` against this model and make it the active configuration."""
+        cfg = self.validate_holitom(holitom)
+        self._holitom = cfg
+        self.holitom_on_config(cfg)
+        return cfg
+
+    def holitom_on_config(self, cfg: HoliTomConfig) -> None:
+        """Hook: the active configuration changed (e.g. tell the vision side whether to probe)."""
+
+    @property
+    def holitom(self) -> HoliTomConfig:
+        return self._holitom
+
+    @holitom.setter
+    def holitom(self, value: HoliTomConfig | Mapping[str, Any]) -> None:
+        self.set_holitom(value)
+
+    @contextmanager
+    def holitom_override(self, holitom: HoliTomConfig | Mapping[str, Any] | None) -> Iterator[HoliTomConfig]:
+        """Temporarily make ``holitom`` the active configuration (None: keep the current one)."""
+        previous = self._holitom
+        if holitom is None:
+            yield previous
+            return
+        cfg = self.set_holitom(holitom)
+        try:
+            yield cfg
+        finally:
+            self.set_holitom(previous)
+
+    # ------------------------------------------------------------------ stats
+    @property
+    def holitom_stats(self) -> HoliTomStats | None:
+        """Stats of the last prefill; CUDA-event timings are resolved (one sync) on first read."""
+        if self._holitom_stats is not None and self._holitom_timer is not None:
+            self._holitom_stats = self._holitom_stats.replace(timings_ms=self._holitom_timer.resolve())
+            self._holitom_timer = None
+        return self._holitom_stats
+
+    def holitom_record(self, stats: HoliTomStats, timer: StageTimer) -> None:
+        self._holitom_stats, self._holitom_timer = stats, timer
+        if not timer.pending:
+            self._holitom_stats = stats.replace(timings_ms=timer.resolve())
+            self._holitom_timer = None
+
+    # ------------------------------------------------------------------ generate
+    def generate(self, inputs: torch.Tensor | None = None, *args: Any, holitom: Any = None, **kwargs: Any) -> Any:
+        """`GenerationMixin.generate`, plus ``holitom=`` (a per-call configuration, active for this call only).
+
+        It also passes ``holitom_prompt_length`` (the prompt length) to every forward, so that
+        ``use_cache=False`` recomputes each step with the same compression as cached decoding.
+        """
+        ids = inputs if inputs is not None else kwargs.get("input_ids")
+        if ids is None and kwargs.get("inputs_embeds") is not None:
+            ids = kwargs["inputs_embeds"][..., 0]
+        if ids is not None and kwargs.get("holitom_prompt_length") is None:
+            kwargs["holitom_prompt_length"] = int(ids.shape[-1])
+        with self.holitom_override(holitom):
+            return super().generate(inputs, *args, **kwargs)
+
+    def _prepare_cache_for_generation(self, generation_config: Any, model_kwargs: dict, *args: Any, **kw: Any) -> Any:
+        """The stock preparation; a plain `DynamicCache` it creates becomes a `HoliTomCache` (same arguments)."""
+        user_cache = model_kwargs.get("cache") is not None
+        out = super()._prepare_cache_for_generation(generation_config, model_kwargs, *args, **kw)
+        cache = model_kwargs.get("cache")
+        if not user_cache and type(cache) is DynamicCache and cache.get_seq_length() == 0:
+            model_kwargs["cache"] = HoliTomCache(config=self.config.get_text_config(decoder=True))
+        return out
+
+    # ------------------------------------------------------------------ dispatch
+    def holitom_dispatch(
+        self,
+        cfg: HoliTomConfig,
+        *,
+        has_video: bool,
+        stock_forward: Callable[[], Any],
+        output_class: type,
+        input_ids: torch.Tensor | None,
+        inputs_embeds: torch.Tensor | None,
+        attention_mask: torch.Tensor | None,
+        cache: Any,
+        use_cache: bool | None,
+        labels: torch.Tensor | None,
+        logits_to_keep: int | torch.Tensor,
+        media: dict[str, Any],
+        prompt_length: int | None,
+    ) -> Any:
+        """Route one forward (module docstring); ``stock_forward()`` runs the stock path and records its stats."""
+        state = cache.prefill_state if isinstance(cache, HoliTomCache) else None
+        if state is not None:
+            if has_video:
+                raise ValueError("a video cannot be added to a cache that already holds a HoliTom prefill")
+            with torch.no_grad():  # compressed methods are inference-only
+                embeds = self.get_input_embeddings()(input_ids) if inputs_embeds is None else inputs_embeds
+                hidden = decode_decoder(self.holitom_language_model(), embeds, state=state, cache=cache)
+                logits = self.lm_head(slice_logits_to_keep(hidden, logits_to_keep))
+            return output_class(logits=logits, cache=cache)
+        if not has_video or cfg.method == "dense":
+            return stock_forward()
+        if labels is not None:
+            raise NotImplementedError(
+                f"labels (training loss) are not supported with method {cfg.method!r}: the sequence is shortened"
+            )
+        use_cache = self.config.get_text_config().use_cache if use_cache is None else use_cache
+        with torch.no_grad():
+            result: PrefillResult = compressed_prefill(
+                self, cfg, input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+                media=media, cache=cache, use_cache=bool(use_cache), logits_to_keep=logits_to_keep,
+                prompt_length=prompt_length, trace=self.holitom_trace,
+            )
+        self.holitom_last_trace = result.trace
+        self.holitom_record(result.stats, result.timer)
+        return output_class(logits=result.logits, cache=result.cache)

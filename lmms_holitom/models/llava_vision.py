@@ -1,0 +1,138 @@
+"""The vision side of HoliTom's LLaVA adapter: `HoliTomLlavaOnevisionModel` (a `LlavaOnevisionModel` subclass).
+
+``get_video_features`` runs the stock method — with `probes.VisionSaliencyProbe` hooked on ONE of its own vision
+attention modules while the active method needs saliency — in the checkpoint's `VideoLayout`, and attaches to the
+returned output: ``.holitom_saliency`` (`VideoSaliency` or None), ``.holitom_features`` ((B, F, N, E) pooled
+features without newlines) and ``.holitom_timer`` (a `StageTimer` with the ``vision`` stage). transformers 5.x
+``generate`` calls ``get_video_features`` itself before the first forward and hands the result over as
+``mm_encoder_outputs``; this is why the probe lives here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from transformers import LlavaOnevisionModel
+
+from lmms_holitom.config import HoliTomConfig
+from lmms_holitom.engine.stats import StageTimer
+from lmms_holitom.models.layout import VideoLayout
+from lmms_holitom.models.llava_layout import dense_grid, pool_average
+from lmms_holitom.models.probes import VideoSaliency, VisionSaliencyProbe, feature_attention_module
+
+__all__ = ["HoliTomLlavaOnevisionModel"]
+
+
+class HoliTomLlavaOnevisionModel(LlavaOnevisionModel):
+    """The stock LLaVA-OneVision base model in a given video layout, recording HoliTom's vision saliency.
+
+    Attributes:
+        holitom_encode: the configuration the next video encoding serves (set by the outer model); saliency is
+            computed when ``holitom_encode.outer_merge`` (HoliTom, VisionZip).
+        holitom_layout: the `VideoLayout` (bilinear + one newline: LLaVA-OneVision; average + grid: LLaVA-Video).
+        holitom_probe_chunk: frames per chunk of the probe.
+        holitom_sync_timings: see `StageTimer`.
+    """
+
+    def __init__(self, config: Any) -> None:
+        super().__init__(config)
+        self.holitom_encode: HoliTomConfig | None = None
+        self.holitom_layout = VideoLayout()
+        self.holitom_probe_chunk = 8
+        self.holitom_sync_timings = False
+
+    @property
+    def patch_side(self) -> int:
+        """Side of the vision tower's patch map (27 for SigLIP-384/14)."""
+        return self.config.vision_config.image_size // self.config.vision_config.patch_size
+
+    def apply_pooling(self, image_features: torch.Tensor) -> torch.Tensor:
+        """The layout's pooling: stock bilinear (``ceil(side / 2)``) or 2×2 average (``side // 2``)."""
+        if self.holitom_layout.pool_mode == "average":
+            return pool_average(image_features, self.patch_side)
+        return super().apply_pooling(image_features)
+
+    def get_video_features(
+        self,
+        pixel_values_videos: torch.Tensor,
+        vision_feature_layer: int | list[int] | None = None,
+        vision_feature_select_strategy: str | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Stock `get_video_features` (same arguments and output) in this layout, plus the attributes above."""
+        if pixel_values_videos.ndim != 5 or pixel_values_videos.shape[1] == 0:
+            raise ValueError(
+                "the video has 0 frames or a wrong shape: pixel_values_videos must be (batch, frames >= 1, "
+                f"channels, height, width), got {tuple(pixel_values_videos.shape)}"
+            )
+        return_dict = kwargs.pop("return_dict", True)
+        layer = self.config.vision_feature_layer if vision_feature_layer is None else vision_feature_layer
+        strategy = vision_feature_select_strategy or self.config.vision_feature_select_strategy
+        cfg = self.holitom_encode
+        probe = None
+        if cfg is not None and cfg.outer_merge:
+            module = feature_attention_module(self.vision_tower, layer)
+            probe = VisionSaliencyProbe(module, self.holitom_probe_chunk, want_keys=True)
+        timer = StageTimer(pixel_values_videos.device, self.holitom_sync_timings)
+        with timer.stage("vision"):
+            call = dict(vision_feature_layer=layer, vision_feature_select_strategy=strategy, return_dict=True)
+            if probe is None:
+                output = super().get_video_features(pixel_values_videos, **call, **kwargs)
+                saliency = None
+            else:
+                with probe:
+                    output = super().get_video_features(pixel_values_videos, **call, **kwargs)
+                rows = pixel_values_videos.shape[0] * pixel_values_videos.shape[1]
+                saliency = self._pool_saliency(probe, rows, strategy)
+            batch, frames = pixel_values_videos.shape[:2]
+            features = output.pooler_output[:, :-1].reshape(batch, frames, -1, output.pooler_output.shape[-1])
+            if self.holitom_layout.grid:
+                output.pooler_output = dense_grid(features, self.image_newline)
+        output.holitom_features = features
+        output.holitom_saliency = saliency
+        output.holitom_timer = timer
+        return output if return_dict else output.to_tuple()
+
+    def get_image_features(
+        self,
+        pixel_values: torch.Tensor,
+        image_sizes: torch.Tensor,
+        vision_feature_layer: int | list[int] | None = None,
+        vision_feature_select_strategy: str | None = None,
+        vision_aspect_ratio: str | None = None,
+        batch_num_images: torch.LongTensor | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Stock `get_image_features` (same arguments — ``generate`` selects them by name — and output), plus
+        ``.holitom_timer`` (a `StageTimer` with the ``vision`` stage)."""
+        return_dict = kwargs.pop("return_dict", True)
+        timer = StageTimer(pixel_values.device, self.holitom_sync_timings)
+        with timer.stage("vision"):
+            output = super().get_image_features(
+                pixel_values, image_sizes, vision_feature_layer=vision_feature_layer,
+                vision_feature_select_strategy=vision_feature_select_strategy,
+                vision_aspect_ratio=vision_aspect_ratio, batch_num_images=batch_num_images, return_dict=True,
+                **kwargs,
+            )
+        output.holitom_timer = timer
+        return output if return_dict else output.to_tuple()
+
+    def _pool_saliency(self, probe: VisionSaliencyProbe, rows: int, select_strategy: str) -> VideoSaliency:
+        """Probe outputs pooled exactly like the features (`apply_pooling`)."""
+        if probe.attention is None or probe.keys is None or probe.calls != 1 or probe.attention.shape[0] != rows:
+            seen = None if probe.attention is None else tuple(probe.attention.shape)
+            raise RuntimeError(
+                f"the vision attention probe saw {probe.calls} call(s) giving {seen}; expected one call over "
+                f"{rows} frames"
+            )
+        attention, keys = probe.attention, probe.keys
+        if select_strategy == "default":  # the features drop the first token; so does the saliency
+            attention, keys = attention[:, 1:], keys[:, 1:]
+        return VideoSaliency(
+            attention=self.apply_pooling(attention.unsqueeze(-1).contiguous()).squeeze(-1),
+            keys=self.apply_pooling(keys.contiguous()),
+            raw_attention=probe.attention,
+            peak_elements=probe.peak_elements,
+            chunk=probe.chunk,
+        )
