@@ -7,7 +7,8 @@ tokens, and a processor with SigLIP's 0.5/0.5 normalisation. Nothing is download
 
 ``ensure_tiny_model()`` builds it once into a cache folder (``$LMMS_HOLITOM_CACHE`` or
 ``~/.cache/lmms_holitom``) and returns the folder; ``pretrained=tiny`` in the lmms-eval model args and
-``--pretrained tiny`` on the command line resolve to it.
+``--pretrained tiny`` on the command line resolve to it (``tiny-qwen2.5-vl`` and ``tiny-qwen3-vl`` resolve to
+the tiny Qwen models of `lmms_holitom.tiny_qwen`).
 """
 
 from __future__ import annotations
@@ -202,7 +203,12 @@ def ensure_tiny_model(path: str | os.PathLike | None = None) -> Path:
 
 
 def resolve_pretrained(name: str) -> str:
-    """Map ``tiny`` to the built tiny model's folder; anything else is returned unchanged."""
+    """Map ``tiny`` (and ``tiny-qwen2.5-vl`` / ``tiny-qwen3-vl``, see `lmms_holitom.tiny_qwen`) to the built
+    tiny model's folder; anything else is returned unchanged."""
     if name == TINY_NAME:
         return str(ensure_tiny_model())
+    from lmms_holitom.tiny_qwen import TINY_QWEN_NAMES, ensure_tiny_qwen_model
+
+    if name in TINY_QWEN_NAMES:
+        return str(ensure_tiny_qwen_model(name))
     return name
