@@ -65,10 +65,22 @@ PRESETS: dict[str, ModelShape] = {
     "llava-video-7b": ModelShape(
         "llava-video-7b", 28, 3584, 18944, 28, 4, 152064, tokens_per_frame=169, default_frames=64
     ),
+    # Qwen VL: a "frame" is one temporal patch group (2 input frames); the geometry is 448x448 px per frame
+    # (lmms-eval's default min_pixels = 256*28*28), 32 input frames = 16 groups. Qwen2.5-VL-7B: patch 14 ->
+    # 32x32 = 1024 patches -> 256 tokens; Qwen3-VL-8B: patch 16 -> 28x28 = 784 patches -> 196 tokens.
+    # Sizes: the checkpoints' config.json (see `lmms_holitom.shapes.QWEN_SHAPES`).
+    "qwen2.5-vl-7b": ModelShape(
+        "qwen2.5-vl-7b", 28, 3584, 18944, 28, 4, 152064, vision_layers=32, vision_hidden=1280,
+        vision_intermediate=3420, vision_patches=1024, tokens_per_frame=256, default_frames=16,
+    ),
+    "qwen3-vl-8b": ModelShape(
+        "qwen3-vl-8b", 36, 4096, 12288, 32, 8, 151936, vision_layers=27, vision_hidden=1152,
+        vision_intermediate=4304, vision_patches=784, tokens_per_frame=196, default_frames=16,
+    ),
 }
 _ALIASES = {"0.5b": "llava-onevision-0.5b", "7b": "llava-onevision-7b", "72b": "llava-onevision-72b",
             "ov-0.5b": "llava-onevision-0.5b", "ov-7b": "llava-onevision-7b", "ov-72b": "llava-onevision-72b",
-            "video-7b": "llava-video-7b"}
+            "video-7b": "llava-video-7b", "qwen2.5-vl": "qwen2.5-vl-7b", "qwen3-vl": "qwen3-vl-8b"}
 
 
 def get_preset(name: str) -> ModelShape:
@@ -152,7 +164,11 @@ def llm_flops(
 
 
 def vision_flops(frames: int, shape: ModelShape) -> float:
-    """2·MACs of the vision tower (kept layers), patch embedding and projector for ``frames`` frames."""
+    """2·MACs of the vision tower (kept layers), patch embedding and projector for ``frames`` frames.
+
+    For the Qwen VL presets (a frame = one temporal patch group) this is an estimate: every layer is counted
+    as full attention (Qwen2.5-VL's window layers cost less) and the 2x2 merger as the projector.
+    """
     _check_count("frames", frames)
     p, d, m = shape.vision_patches, shape.vision_hidden, shape.vision_intermediate
     per_layer = p * d * 4 * d + 2 * p * p * d + 2 * p * d * m  # MACs: qkvo, scores+values, MLP

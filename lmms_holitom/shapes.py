@@ -16,6 +16,11 @@ round-trip, which would leave computed buffers such as RoPE's ``inv_freq`` empty
 
 Shape names (`parse_shape`): ``tiny``, ``0.5b``, ``7b``, ``72b`` (any `flops.PRESETS` name or alias), and
 ``<preset>-layers=N`` for the preset's width with only N decoder layers (``72b-layers=8`` fits on one GPU).
+
+``qwen2.5-vl-7b`` and ``qwen3-vl-8b`` are the architectures of Qwen/Qwen2.5-VL-7B-Instruct and
+Qwen/Qwen3-VL-8B-Instruct (`QWEN_SHAPES`, sizes from the checkpoints' ``config.json``; Qwen3-VL-8B's MLP width
+12288 is the one consistent with its published 8.77 B parameters), built as ``Qwen2_5_VLConfig`` /
+``Qwen3VLConfig`` (``BenchShape.family``) and, by default, the stock transformers classes.
 """
 
 from __future__ import annotations
@@ -78,6 +83,7 @@ class BenchShape:
     eos_token_id: int = _QWEN_IDS["eos"]
     pad_token_id: int = _QWEN_IDS["pad"]
     rope_theta: float = 1_000_000.0
+    family: str = "llava_onevision"
 
 
 #: A tiny shape like `lmms_holitom.tiny.TinySpec` (real 384/14 geometry, 729 patches -> 196 tokens per frame).
@@ -93,6 +99,32 @@ TINY_SHAPE = BenchShape(
     eos_token_id=509,
     pad_token_id=508,
 )
+
+#: Qwen VL checkpoints: vision config kwargs and the text config's rope / head fields (config.json values).
+QWEN_SHAPES: dict[str, dict[str, Any]] = {
+    "qwen2.5-vl-7b": {
+        "family": "qwen2_5_vl",
+        "vision": {"depth": 32, "hidden_size": 1280, "intermediate_size": 3420, "num_heads": 16,
+                   "out_hidden_size": 3584, "hidden_act": "silu", "patch_size": 14, "temporal_patch_size": 2,
+                   "spatial_merge_size": 2, "window_size": 112, "fullatt_block_indexes": [7, 15, 23, 31],
+                   "tokens_per_second": 2},
+        "text": {"max_position_embeddings": 128000,
+                 "rope_parameters": {"rope_type": "default", "rope_theta": 1_000_000.0, "mrope_section": [16, 24, 24]}},
+    },
+    "qwen3-vl-8b": {
+        "family": "qwen3_vl",
+        "vision": {"depth": 27, "hidden_size": 1152, "intermediate_size": 4304, "num_heads": 16,
+                   "out_hidden_size": 4096, "hidden_act": "gelu_pytorch_tanh", "patch_size": 16,
+                   "temporal_patch_size": 2, "spatial_merge_size": 2, "num_position_embeddings": 2304,
+                   "deepstack_visual_indexes": [8, 16, 24]},
+        "text": {"max_position_embeddings": 262144, "head_dim": 128,
+                 "rope_parameters": {"rope_type": "default", "rope_theta": 5_000_000.0, "mrope_section": [24, 20, 20],
+                                     "mrope_interleaved": True}},
+    },
+}
+#: Special ids of the Qwen VL checkpoints (both families).
+_QWEN_VL_IDS = {"image_token_id": 151655, "video_token_id": 151656, "vision_start_token_id": 151652,
+                "vision_end_token_id": 151653}
 
 _LAYERS_RE = re.compile(r"^(?P<base>.+?)-layers=(?P<n>\d+)$")
 
@@ -112,6 +144,13 @@ def parse_shape(name: str) -> BenchShape:
         llm = get_preset(text)
     except ValueError as err:
         raise ValueError(f"unknown shape {name!r}: use tiny, 0.5b, 7b, 72b or '<preset>-layers=N' ({err})") from None
+    if llm.name in QWEN_SHAPES:
+        if layers is not None:
+            llm = replace(llm, name=f"{llm.name}-layers={layers}", layers=layers)
+        info = QWEN_SHAPES[get_preset(text).name]
+        return BenchShape(name=name.strip(), llm=llm, vision=dict(info["vision"]), family=info["family"],
+                          image_token_index=_QWEN_VL_IDS["image_token_id"],
+                          video_token_index=_QWEN_VL_IDS["video_token_id"])
     if llm.tokens_per_frame != 196:
         raise ValueError(f"shape {name!r}: only the LLaVA-OneVision geometry (196 tokens per frame) is built")
     if layers is not None:
@@ -134,10 +173,28 @@ def scale_layer(layer: int, layers: int, reference_layers: int = 28) -> int:
     return min(layers - 1, max(1, round(layer / reference_layers * layers)))
 
 
+def _build_qwen_config(shape: BenchShape):
+    """``Qwen2_5_VLConfig`` / ``Qwen3VLConfig`` of a Qwen VL shape."""
+    from transformers import Qwen2_5_VLConfig, Qwen3VLConfig
+
+    llm = shape.llm
+    extra = QWEN_SHAPES[llm.name.split("-layers=")[0]]["text"]
+    text = dict(vocab_size=llm.vocab, hidden_size=llm.hidden, intermediate_size=llm.intermediate,
+                num_hidden_layers=llm.layers, num_attention_heads=llm.heads, num_key_value_heads=llm.kv_heads,
+                rms_norm_eps=1e-6, tie_word_embeddings=False, eos_token_id=shape.eos_token_id,
+                pad_token_id=shape.pad_token_id, bos_token_id=151643, **extra)
+    cls = Qwen2_5_VLConfig if shape.family == "qwen2_5_vl" else Qwen3VLConfig
+    return cls(vision_config=dict(shape.vision), text_config=text, tie_word_embeddings=False, **_QWEN_VL_IDS)
+
+
 def build_config(shape: BenchShape, attn_implementation: str = "sdpa"):
-    """The ``LlavaOnevisionConfig`` of a shape."""
+    """The transformers config of a shape (``LlavaOnevisionConfig``, or Qwen VL's for those families)."""
     from transformers import LlavaOnevisionConfig, Qwen2Config, SiglipVisionConfig
 
+    if shape.family != "llava_onevision":
+        config = _build_qwen_config(shape)
+        config._attn_implementation = attn_implementation
+        return config
     llm = shape.llm
     vision = SiglipVisionConfig(**shape.vision)
     text = Qwen2Config(
@@ -172,7 +229,8 @@ def build_config(shape: BenchShape, attn_implementation: str = "sdpa"):
 def init_random_weights(model: torch.nn.Module, seed: int = 0, std: float = 0.02) -> None:
     """Seeded random weights, generated on each parameter's own device (fast on a GPU).
 
-    Norm weights are 1, biases 0, every other parameter N(0, std); the video ``image_newline`` N(0, 1/sqrt(E)).
+    Norm weights (and Qwen2.5-VL's ``ln_q``) are 1, biases 0, every other parameter N(0, std); the video
+    ``image_newline`` N(0, 1/sqrt(E)).
     Tied parameters are filled once.
     """
     seen: set[int] = set()
@@ -185,7 +243,8 @@ def init_random_weights(model: torch.nn.Module, seed: int = 0, std: float = 0.02
         if dev not in generators:
             generators[dev] = torch.Generator(device=dev).manual_seed(seed)
         leaf = name.rsplit(".", 1)[-1]
-        if "norm" in name.lower() and leaf == "weight":
+        owner = name.rsplit(".", 1)[0].rsplit(".", 1)[-1]
+        if ("norm" in name.lower() or owner.startswith("ln_")) and leaf == "weight":
             param.fill_(1.0)
         elif leaf == "bias":
             param.zero_()
@@ -204,13 +263,17 @@ def build_model(
     seed: int = 0,
     attn_implementation: str = "sdpa",
 ):
-    """Instantiate ``model_cls`` (default: transformers' stock LLaVA-OneVision) for a shape, random weights.
+    """Instantiate ``model_cls`` (default: transformers' stock class of the shape's family) for a shape.
 
     The model is built inside ``torch.device(device)`` with HF initialisation disabled, so parameters are
     allocated once, directly on the device, in ``dtype``; then `init_random_weights` fills them.
     Returns the model in eval mode.
     """
-    from transformers import LlavaOnevisionForConditionalGeneration
+    from transformers import (
+        LlavaOnevisionForConditionalGeneration,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen3VLForConditionalGeneration,
+    )
 
     try:
         from transformers.initialization import no_init_weights
@@ -218,7 +281,9 @@ def build_model(
         from transformers.modeling_utils import no_init_weights
 
     shape = parse_shape(shape) if isinstance(shape, str) else shape
-    cls = model_cls or LlavaOnevisionForConditionalGeneration
+    stock = {"llava_onevision": LlavaOnevisionForConditionalGeneration,
+             "qwen2_5_vl": Qwen2_5_VLForConditionalGeneration, "qwen3_vl": Qwen3VLForConditionalGeneration}
+    cls = model_cls or stock[shape.family]
     config = build_config(shape, attn_implementation=attn_implementation)
     with torch.device(device), no_init_weights():
         model = cls._from_config(config, dtype=dtype)
