@@ -186,7 +186,8 @@ def prefill_decoder(
         cache: an empty `DynamicCache` (filled here), or None.
         use_cache: write keys/values into ``cache``.
         inner: the inner-LLM step, or None.
-        residuals: visual residuals, each after a layer < ``inner.layer - 1`` when there is an inner step.
+        residuals: visual residuals, each after a layer < ``inner.layer`` when there is an inner step (the one
+            after layer K-1 is added before the merge at K's input).
         timer: optional `StageTimer`; the inner step is timed as ``inner_merge``.
     """
     from lmms_holitom.ops import merge_inner
@@ -216,11 +217,11 @@ def prefill_decoder(
             )
         if inner.fidelity == "reference":
             noncausal = _noncausal_mask(config, hidden, attention_mask, prompt_length)
-        late = [r.layer for r in residuals if r.layer >= inner.layer - 1]
+        late = [r.layer for r in residuals if r.layer >= inner.layer]  # added after layer K-1: before the merge
         if late:
             raise ValueError(
                 f"merge_layer {inner.layer} would merge visual tokens before the visual residual of layer "
-                f"{max(late)} is added; choose merge_layer >= {max(late) + 2}"
+                f"{max(late)} is added; choose merge_layer >= {max(late) + 1}"
             )
     added = {r.layer: r for r in residuals}
 

@@ -7,7 +7,7 @@ No model-family names here: everything family-specific is a method of the adapte
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -20,7 +20,7 @@ from lmms_holitom.engine.decoder import InnerMergeSpec, VisualResidual, check_la
 from lmms_holitom.engine.splice import Spliced, splice
 from lmms_holitom.engine.stats import HoliTomStats, StageTimer
 from lmms_holitom.engine.trace import HoliTomTrace
-from lmms_holitom.ops import compress_video  # TODO(switch): engine.outer
+from lmms_holitom.engine.outer import compress_video
 
 __all__ = ["PrefillResult", "compressed_prefill"]
 
@@ -140,10 +140,10 @@ def compressed_prefill(
             placeholders = model.holitom_placeholder_mask(input_ids, embeds)
             spliced = splice(embeds, placeholders, model.holitom_dense_runs(video), run, attention_mask)
         prompt_dense, prompt = _prompt_length(spliced, prompt_length, tokens.shape[1])
+        if spliced.attention_mask is not None and bool(spliced.attention_mask.all()):
+            spliced = replace(spliced, attention_mask=None)  # no padding: no mask at all
         positions = model.holitom_positions(spliced, input_ids=input_ids, attention_mask=attention_mask, media=media)
         mask = spliced.attention_mask
-        if mask is not None and bool(mask.all()):
-            mask = None
         inner = _inner_spec(cfg, spliced)
         residuals = tuple(
             VisualResidual(layer=i, rows=spliced.visual_rows, values=values) for i, values in enumerate(run.streams)
@@ -155,8 +155,7 @@ def compressed_prefill(
             )
             logits = model.lm_head(slice_logits_to_keep(result.last_hidden_state, logits_to_keep))
     if use_cache and cache is not None:
-        spliced_for_state = spliced if mask is not None else _without_mask(spliced)
-        cache.prefill_state = _prefill_state(cfg, inner, spliced_for_state, positions, prompt, result.keep)
+        cache.prefill_state = _prefill_state(cfg, inner, spliced, positions, prompt, result.keep)
     v = int(run.tokens.shape[0])
     stats = HoliTomStats(
         method=cfg.method,
@@ -182,12 +181,6 @@ def compressed_prefill(
             saliency=video.saliency, inner_attention=result.attention_row,
         )
     return PrefillResult(logits=logits, cache=cache if use_cache else None, stats=stats, timer=timer, trace=recorded)
-
-
-def _without_mask(spliced: Spliced) -> Spliced:
-    from dataclasses import replace
-
-    return replace(spliced, attention_mask=None)
 
 
 def _visual_mask(spliced: Spliced) -> torch.Tensor:

@@ -322,7 +322,7 @@ class HoliTomLlavaOnevisionForConditionalGeneration(HoliTomModelMixin, LlavaOnev
         media: dict[str, Any],
     ) -> torch.Tensor:
         """Contiguous renumbering of the spliced sequence (padding-aware), as the authors' code does (§10)."""
-        mask = spliced.attention_mask
-        if mask is None or bool(mask.all()):
+        mask = spliced.attention_mask  # None without padding
+        if mask is None:
             return torch.arange(spliced.embeds.shape[1], device=spliced.embeds.device).unsqueeze(0)
         return (mask.long().cumsum(-1) - 1).clamp_min(0)
