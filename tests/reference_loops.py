@@ -70,8 +70,13 @@ def loop_segment_video(similarity: Tensor, tau: float, max_window_size: int) -> 
 
 
 # ------------------------------------------------------------------------------------------- §4c
-def loop_dpc_knn(x: Tensor, clusters: int, k: int, beta: float, beta_merge: bool) -> tuple[list, Tensor]:
-    """DPC-kNN centres + cluster merge of one set x (n, E); returns (centres, merged (clusters, E) fp32)."""
+def loop_dpc_knn(
+    x: Tensor, clusters: int, k: int, beta: float, beta_merge: bool, values: Tensor | None = None
+) -> tuple[list, Tensor]:
+    """DPC-kNN centres + cluster merge of one set x (n, E); returns (centres, merged (clusters, E') fp32).
+
+    The centres and the assignment are decided on x; the merged values are those of ``values`` (n, E'),
+    x itself by default (the same merge applied to an aligned second stream)."""
     n, E = x.shape
     x32 = x.float()
     dist = torch.cdist(x32.unsqueeze(0), x32.unsqueeze(0))[0] / math.sqrt(E)
@@ -99,22 +104,27 @@ def loop_dpc_knn(x: Tensor, clusters: int, k: int, beta: float, beta_merge: bool
             continue
         best = min(centres, key=lambda c: (float(dist[i, c]), c))
         members[best].append(i)
+    v32 = x32 if values is None else values.float()
     merged = []
     for c in centres:
         if not members[c]:
-            merged.append(x32[c])
+            merged.append(v32[c])
         elif beta_merge:
-            merged.append(beta * x32[c] + (1 - beta) * torch.stack([x32[j] for j in members[c]]).mean(0))
+            merged.append(beta * v32[c] + (1 - beta) * torch.stack([v32[j] for j in members[c]]).mean(0))
         else:
-            merged.append(torch.stack([x32[c]] + [x32[j] for j in members[c]]).mean(0))
-    out = torch.stack(merged) if merged else torch.zeros((0, E))
+            merged.append(torch.stack([v32[c]] + [v32[j] for j in members[c]]).mean(0))
+    out = torch.stack(merged) if merged else torch.zeros((0, v32.shape[1]))
     return centres, out
 
 
 # ------------------------------------------------------------------------------------------- §3-§5
-def loop_compress_video(features: Tensor, attention: Tensor, config) -> dict:
-    """HoliTom outer merge, per segment / frame / token. Returns tokens, positions, frames, segments..."""
-    F, N, E = features.shape
+def loop_compress_video(features: Tensor, attention: Tensor, config, stream: Tensor | None = None) -> dict:
+    """HoliTom outer merge, per segment / frame / token. Returns tokens, positions, frames, segments...
+
+    Every decision is taken on ``features``; the tokens are made of ``stream`` (F, N, E'), an aligned
+    second stream, when given (the features themselves by default), in its dtype."""
+    F, N, _ = features.shape
+    values = features if stream is None else stream
     sim = loop_frame_similarity(features)
     segments, reduced = loop_segment_video(sim, config.tau, config.max_window_size)
     total = F * N
@@ -134,13 +144,18 @@ def loop_compress_video(features: Tensor, attention: Tensor, config) -> dict:
         dynamic_pos = [n for n in range(N) if n not in static_set]
         if static_pos:
             static_feat = torch.stack([features[s : e + 1, n].mean(0) for n in static_pos])
+            static_val = None
+            if stream is not None:
+                static_val = torch.stack([stream[s : e + 1, n].float().mean(0) for n in static_pos])
             clusters = round(len(static_pos) * r)
+            if not dynamic_pos:  # the project's rule: an all-static segment keeps at least one token
+                clusters = max(1, clusters)
             if clusters > 0:
                 centres, merged = loop_dpc_knn(
-                    static_feat, clusters, min(config.knn_k, clusters), config.beta, config.beta_merge
+                    static_feat, clusters, min(config.knn_k, clusters), config.beta, config.beta_merge, static_val
                 )
                 for c, tok in zip(centres, merged):
-                    tokens.append(tok.to(features.dtype))
+                    tokens.append(tok.to(values.dtype))
                     positions.append(static_pos[c])
                     frames.append(s)
                 static_total += clusters
@@ -151,21 +166,22 @@ def loop_compress_video(features: Tensor, attention: Tensor, config) -> dict:
             contextual = budget - dominant
             ranked = sorted(dynamic_pos, key=lambda n: (-attn[f][n], n))
             for n in sorted(ranked[:dominant]):
-                tokens.append(features[f, n])
+                tokens.append(values[f, n])
                 positions.append(n)
                 frames.append(f)
             if contextual > 0:
                 rest = sorted(ranked[dominant:])
                 x = torch.stack([features[f, n] for n in rest])
+                v = None if stream is None else torch.stack([stream[f, n] for n in rest])
                 centres, merged = loop_dpc_knn(
-                    x, contextual, min(config.knn_k, contextual), config.beta, config.beta_merge
+                    x, contextual, min(config.knn_k, contextual), config.beta, config.beta_merge, v
                 )
                 for c, tok in zip(centres, merged):
-                    tokens.append(tok.to(features.dtype))
+                    tokens.append(tok.to(values.dtype))
                     positions.append(rest[c])
                     frames.append(f)
     return {
-        "tokens": torch.stack(tokens) if tokens else torch.zeros((0, E), dtype=features.dtype),
+        "tokens": torch.stack(tokens) if tokens else torch.zeros((0, values.shape[2]), dtype=values.dtype),
         "positions": positions,
         "frames": frames,
         "segments": segments,
@@ -176,8 +192,11 @@ def loop_compress_video(features: Tensor, attention: Tensor, config) -> dict:
 
 
 # ------------------------------------------------------------------------------------------- §7
-def loop_visionzip(features: Tensor, attention: Tensor, keys: Tensor, tokens: int, dominant: int) -> dict:
-    """VisionZip video adaptation, one frame at a time."""
+def loop_visionzip(
+    features: Tensor, attention: Tensor, keys: Tensor, tokens: int, dominant: int, stream: Tensor | None = None
+) -> dict:
+    """VisionZip video adaptation, one frame at a time (tokens made of ``stream`` when given)."""
+    features = features if stream is None else stream  # decisions use attention and keys only
     F, N, E = features.shape
     contextual = tokens - dominant
     out: list[Tensor] = []

@@ -15,7 +15,8 @@ from reference_loops import synthetic_video
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from lmms_holitom import HoliTomConfig
-from lmms_holitom.ops import compress_video, merge_inner
+from lmms_holitom.engine.outer import compress_video
+from lmms_holitom.ops import merge_inner
 
 SYNCING = ("aten._local_scalar_dense", "aten.nonzero", "aten.masked_select", "aten.unique")
 
@@ -56,6 +57,30 @@ def test_compress_video_op_count_does_not_grow_with_tokens(contextual_ratio):
     assert max(totals.values()) - min(totals.values()) <= 0.05 * min(totals.values()), totals
     # exactly one device-to-host copy: the small static-count table the dynamic programme reads
     assert all(c.syncs == 1 for c in counts.values()), {k: c.syncs for k, c in counts.items()}
+
+
+@pytest.mark.parametrize("method", ["holitom", "visionzip"])
+def test_plan_building_and_apply_have_no_loop_and_no_host_sync(method):
+    cfg = HoliTomConfig(method=method, retain_ratio=0.25, contextual_ratio=0.5)
+    builds, applies = {}, {}
+    for tokens, dim in [(49, 16), (196, 16), (196, 64)]:
+        features, attention = synthetic_video(8, tokens, dim, scenes=2, seed=1)
+        keys = torch.randn(8, tokens, 4)
+        with OpCounter() as counter:
+            out = compress_video(features, attention, cfg, keys=keys)
+        builds[tokens, dim] = counter
+        stream = torch.randn(8, tokens, 2 * dim)
+        applies[tokens, dim] = _count(out.plan.apply, stream)
+        assert out.plan.num_outputs == out.num_tokens
+    # building the plan is part of compress_video and adds no sync: HoliTom's one, VisionZip's three
+    # finiteness checks (attention, features, keys); still no per-token operators
+    syncs = {"holitom": 1, "visionzip": 3}[method]
+    assert all(c.syncs == syncs for c in builds.values()), {k: c.syncs for k, c in builds.items()}
+    totals = [c.total for c in builds.values()]
+    assert max(totals) - min(totals) <= 0.05 * min(totals), totals
+    # applying it: a fixed handful of operators and no sync at all
+    assert len({c.total for c in applies.values()}) == 1 and all(c.total <= 6 for c in applies.values())
+    assert all(c.syncs == 0 for c in applies.values()), [c.ops for c in applies.values()]
 
 
 def test_compress_video_without_contextual_tokens_is_independent_of_frames():

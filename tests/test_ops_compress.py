@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from reference_loops import loop_compress_video, loop_segment_video, loop_visionzip, synthetic_video
 
 from lmms_holitom.config import HoliTomConfig
-from lmms_holitom.ops import CompressedVideo, compress_video, frame_similarity
+from lmms_holitom.engine.outer import compress_video
+from lmms_holitom.ops import CompressedVideo, frame_similarity
 
 STATS_KEYS = {
     "method",
@@ -176,7 +177,8 @@ def _expected_count(features: torch.Tensor, segments, tau: float, retain: float)
         reduced += S * (e - s)
     r = min(retain / ((F * N - reduced) / (F * N)), 1)
     for (s, e), S in zip(segments, statics):
-        count += round(S * r) + (e - s + 1) * math.ceil((N - S) * r)
+        clusters = round(S * r) if S < N else max(1, round(S * r))  # an all-static segment keeps one
+        count += clusters + (e - s + 1) * math.ceil((N - S) * r)
     return count, reduced
 
 

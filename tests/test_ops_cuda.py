@@ -17,7 +17,8 @@ import pytest
 import torch
 
 from lmms_holitom.config import HoliTomConfig
-from lmms_holitom.ops import compress_video, merge_inner
+from lmms_holitom.engine.outer import compress_video
+from lmms_holitom.ops import merge_inner
 
 CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA device (run benchmarks/gpu_check.sh on a GPU machine)")

@@ -5,7 +5,13 @@ Public API:
 * `frame_similarity(features) -> (F-1, N) fp32` — spec §2.1;
 * `segment_video(similarity, tau, max_window_size) -> (segments, reduced)` — spec §2.2–2.4;
 * `renormalised_ratio(retain_ratio, F, N, reduced) -> r'` — spec §2.5;
-* `compress_video(features, attention, config, keys=None) -> CompressedVideo` — spec §2–§5, §7;
+* outer merges, each with explicit arguments, returning a `CompressedVideo` (tokens + `MergePlan`):
+  `holitom_merge(features, attention, *, retain_ratio, tau, max_window_size, contextual_ratio, knn_k,
+  beta, beta_merge)` — spec §2–§5; `visionzip_merge(features, attention, keys, *, tokens, dominant)` —
+  §7; `identity_merge(features)` (dense / FastV). The method switch over a configuration,
+  ``compress_video(features, attention, config, keys=None)``, lives in ``lmms_holitom.engine.outer``;
+* `MergePlan` — the sparse (M x F·N) matrix of an outer merge: ``plan.apply(x)`` merges any tensor
+  aligned with the features, ``plan.origins()`` gives each output's (frame, spatial index);
 * `merge_inner(hidden, attention, start, length, ratio, fidelity, mode) -> (hidden_out, keep)` — §6;
 * DPC-kNN: `dpc_knn_centres(x, clusters, k)`, `cluster_merge(x, centres, beta, beta_merge)`,
   `dpc_knn_merge(x, clusters, k, beta, beta_merge)`, and the ragged-batch engine
@@ -24,20 +30,25 @@ from lmms_holitom.ops.cluster import (
     dpc_knn_ragged,
     pairwise_distance,
 )
-from lmms_holitom.ops.compress import CompressedVideo, compress_video
+from lmms_holitom.ops.compress import CompressedVideo, identity_merge, visionzip_merge
+from lmms_holitom.ops.holitom import holitom_merge
 from lmms_holitom.ops.inner import merge_inner
+from lmms_holitom.ops.plan import MergePlan
 from lmms_holitom.ops.segment import frame_similarity, renormalised_ratio, segment_video
 
 __all__ = [
     "CompressedVideo",
+    "MergePlan",
     "cluster_merge",
-    "compress_video",
     "dpc_knn_centres",
     "dpc_knn_merge",
     "dpc_knn_ragged",
     "frame_similarity",
+    "holitom_merge",
+    "identity_merge",
     "merge_inner",
     "pairwise_distance",
     "renormalised_ratio",
     "segment_video",
+    "visionzip_merge",
 ]

@@ -26,6 +26,7 @@ The public equal-size helpers (`dpc_knn_centres`, `cluster_merge`,
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -34,6 +35,7 @@ from torch import Tensor
 from lmms_holitom.ops._checks import check_int, check_ratio
 
 __all__ = [
+    "RaggedMerge",
     "cluster_merge",
     "dpc_knn_centres",
     "dpc_knn_merge",
@@ -42,7 +44,25 @@ __all__ = [
     "group_sum",
     "host_tensor",
     "pairwise_distance",
+    "ragged_merge",
 ]
+
+
+@dataclass(frozen=True)
+class RaggedMerge:
+    """A ragged cluster merge and its assignment (so the same merge can be applied to aligned tensors).
+
+    Attributes:
+        tokens: (C, E) merged tokens in x.dtype, C = sum of clusters, set by set in centre-index order.
+        rows: (C,) long rows of x of the centres.
+        slot: (T,) long output slot 0..C-1 of every row of x (a centre: its own slot).
+        weight: (T,) fp32 weight of every row in its slot's token (the weights of a slot sum to 1).
+    """
+
+    tokens: Tensor
+    rows: Tensor
+    slot: Tensor
+    weight: Tensor
 
 
 # ----------------------------------------------------------------------------------- building blocks
@@ -171,14 +191,14 @@ def _merge(
     dist: Tensor,
     beta: float,
     beta_merge: bool,
-) -> tuple[Tensor, Tensor]:
+) -> RaggedMerge:
     """Merge every non-centre row of each set into its nearest centre.
 
     Args:
         x: (T, E) rows of the ragged batch; centres: (B, c_max) local, increasing, padded with n.
 
     Returns:
-        ``(tokens, rows)``: (sum clusters, E) in x.dtype and the centres' rows in x, set by set.
+        `RaggedMerge`: the tokens, the centres' rows in x, and every row's output slot and weight.
     """
     B, n, _ = dist.shape
     c_max = centres.shape[1]
@@ -204,7 +224,25 @@ def _merge(
         merged.mul_(weight).add_(sums.div_(counts.clamp_min(1)).mul_(1 - weight))
     else:  # mean(centre, members)
         merged.add_(sums).div_(counts + 1)
-    return merged.to(x.dtype), rows
+    slot, row_weight = _assignment(group, rows, counts.squeeze(1), beta, beta_merge)
+    return RaggedMerge(merged.to(x.dtype), rows, slot, row_weight)
+
+
+def _assignment(
+    group: Tensor, rows: Tensor, counts: Tensor, beta: float, beta_merge: bool
+) -> tuple[Tensor, Tensor]:
+    """Every row's output slot and weight in the merge, from `_merge`'s own ``group`` (T,), the centre
+    rows (total,) and the member counts (total,): ``token[g] = sum_{slot[j] = g} weight[j] * x[j]``."""
+    total = rows.shape[0]
+    slot = group.index_copy(0, rows, torch.arange(total, device=group.device))
+    members = counts.to(torch.float32)
+    if beta_merge:
+        centre_w = torch.where(counts > 0, beta, 1.0)
+        member_w = (1 - beta) / members.clamp_min(1)
+    else:
+        centre_w = member_w = 1.0 / (members + 1)
+    weight = member_w.index_select(0, slot)
+    return slot, weight.index_copy(0, rows, centre_w)
 
 
 def dpc_knn_ragged(
@@ -226,9 +264,23 @@ def dpc_knn_ragged(
         ``(tokens, rows)``: (sum clusters, E) merged tokens in x.dtype, set by set, each set's in
         centre-index order; (sum clusters,) long rows of x of the centres.
     """
+    merge = ragged_merge(x, sizes, clusters, ks, beta, beta_merge)
+    return merge.tokens, merge.rows
+
+
+def ragged_merge(
+    x: Tensor,
+    sizes: list[int],
+    clusters: list[int],
+    ks: list[int],
+    beta: float,
+    beta_merge: bool,
+) -> RaggedMerge:
+    """`dpc_knn_ragged` with the assignment: which output slot every row of x went to, with what weight."""
     device = x.device
     if clusters == sizes:  # every token is a centre: nothing to compute
-        return x, torch.arange(x.shape[0], device=device)
+        every = torch.arange(x.shape[0], device=device)
+        return RaggedMerge(x, every, every, torch.ones(x.shape[0], dtype=torch.float32, device=device))
     n = max(sizes)
     valid = torch.arange(n, device=device).view(1, n) < _column(sizes, device)
     dist = pairwise_distance(x, sizes)
@@ -340,6 +392,6 @@ def cluster_merge(
         out = xb.new_empty((B, 0, E))
     else:
         d = pairwise_distance(xb) if dist is None else dist.float()
-        flat, _ = _merge(xb.reshape(B * n, E), [n] * B, [c] * B, cb, d, beta, bool(beta_merge))
+        flat = _merge(xb.reshape(B * n, E), [n] * B, [c] * B, cb, d, beta, bool(beta_merge)).tokens
         out = flat.view(B, c, E)
     return out[0] if single else out

@@ -25,6 +25,7 @@ from torch import Tensor
 from lmms_holitom.ops._checks import check_features, check_finite, check_int, check_tensor
 
 __all__ = [
+    "check_tau",
     "frame_similarity",
     "renormalised_ratio",
     "segment_video",
@@ -196,7 +197,7 @@ def segment_video(similarity: Tensor, tau: float, max_window_size: int) -> tuple
     """
     check_tensor("similarity", similarity, 2)
     check_finite("similarity", similarity)
-    tau = _check_tau(tau)
+    tau = check_tau(tau)
     max_window_size = check_int("max_window_size", max_window_size, minimum=1)
     runs = static_runs(similarity.float(), tau)
     counts = static_counts(runs).cpu().numpy()
@@ -209,7 +210,8 @@ def renormalised_ratio(retain_ratio: float, frames: int, tokens_per_frame: int, 
     return float(min(retain_ratio / ((total - reduced) / total), 1))
 
 
-def _check_tau(tau: object) -> float:
+def check_tau(tau: object) -> float:
+    """tau as a float; any finite number (a cosine threshold: > 1 disables temporal merging)."""
     if isinstance(tau, bool) or not isinstance(tau, numbers.Real) or not math.isfinite(float(tau)):
         raise ValueError(f"tau must be a finite number, got {tau!r}")
     return float(tau)

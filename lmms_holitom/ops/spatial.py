@@ -10,6 +10,8 @@ VisionZip go to the lower-index target.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -17,6 +19,7 @@ from torch import Tensor
 from lmms_holitom.ops.cluster import gather_rows, host_tensor, ragged_index
 
 __all__ = [
+    "VisionZipMerge",
     "first_true_positions",
     "select_dominant",
     "static_means",
@@ -52,7 +55,9 @@ def first_true_positions(mask: Tensor) -> Tensor:
     return torch.argsort((~mask).to(torch.uint8), dim=-1, stable=True)
 
 
-def static_means(features: Tensor, starts: list[int], ends: list[int], positions: Tensor, sizes: list[int]) -> Tensor:
+def static_means(
+    features: Tensor, starts: list[int], ends: list[int], positions: Tensor, sizes: list[int]
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Mean over its segment's frames of every static position, all segments in one op.
 
     Args:
@@ -61,7 +66,9 @@ def static_means(features: Tensor, starts: list[int], ends: list[int], positions
         positions: (sum sizes,) long, the static positions of segment 0, then of segment 1, ...
 
     Returns:
-        (sum sizes, E) in features' dtype, in the order of ``positions``. One
+        ``(means, index, bag, width)``: (sum sizes, E) in features' dtype, in the order of
+        ``positions``; the (entries,) flat dense indices ``f * N + n`` read and the (entries,) bag (static
+        position) each belongs to; (sum sizes,) long frames per bag. One
         ``embedding_bag(mode="mean")`` over the flattened features: a bag per static position holding its
         W_b rows, so it reads only the rows needed (no gathered copy, no pass over dynamic positions).
     """
@@ -75,7 +82,8 @@ def static_means(features: Tensor, starts: list[int], ends: list[int], positions
     offsets = torch.cumsum(width, 0) - width
     frame = start[bag] + torch.arange(entries, device=device) - offsets[bag]
     index = frame * N + positions[bag]
-    return torch.nn.functional.embedding_bag(index, features.reshape(F * N, E), offsets, mode="mean")
+    means = torch.nn.functional.embedding_bag(index, features.reshape(F * N, E), offsets, mode="mean")
+    return means, index, bag, width
 
 
 def take_first(order: Tensor, sizes: list[int]) -> Tensor:
@@ -83,9 +91,26 @@ def take_first(order: Tensor, sizes: list[int]) -> Tensor:
     return order.flatten().index_select(0, ragged_index(sizes, order.shape[1], order.device))
 
 
-def visionzip_tokens(
-    features: Tensor, attention: Tensor, keys: Tensor, tokens: int, dominant: int
-) -> tuple[Tensor, Tensor]:
+@dataclass(frozen=True)
+class VisionZipMerge:
+    """VisionZip's tokens and how they were made (F frames, T tokens per frame, D dominant, C = T - D).
+
+    Attributes:
+        tokens: (F, T, E) in features' dtype; per frame D dominant then C contextual tokens.
+        positions: (F, T) long spatial index of each token (contextual: its target's).
+        others: (F, R - C) long positions merged into a target (R = N - D), increasing.
+        assign: (F, R - C) long target 0..C-1 each of ``others`` joined.
+        members: (F, C) fp32 number of members of each target.
+    """
+
+    tokens: Tensor
+    positions: Tensor
+    others: Tensor
+    assign: Tensor
+    members: Tensor
+
+
+def visionzip_tokens(features: Tensor, attention: Tensor, keys: Tensor, tokens: int, dominant: int) -> VisionZipMerge:
     """VisionZip, video adaptation (spec §7), all frames at once.
 
     Per frame: the `dominant` tokens of highest attention (original order), then ``tokens - dominant``
@@ -99,7 +124,7 @@ def visionzip_tokens(
         tokens: tokens per frame (1..N); dominant: 0..tokens.
 
     Returns:
-        ``(tokens, positions)``: (F, tokens, E) in features' dtype; (F, tokens) long.
+        `VisionZipMerge`.
     """
     F, N, _ = features.shape
     device = features.device
@@ -111,7 +136,8 @@ def visionzip_tokens(
     dom_pos, rest_pos = order[:, :dominant], order[:, dominant:]
     dom_tokens = gather_rows(features, dom_pos)
     if contextual == 0:
-        return dom_tokens, dom_pos
+        none = torch.zeros((F, 0), dtype=torch.long, device=device)
+        return VisionZipMerge(dom_tokens, dom_pos, none, none, torch.zeros((F, 0), device=device))
     R = N - dominant
     step = max(1, R // contextual)
     target_idx = torch.arange(0, R, step, device=device)[:contextual]
@@ -128,7 +154,7 @@ def visionzip_tokens(
     onehot = torch.zeros((F, contextual * N), dtype=features.dtype, device=device)
     onehot.scatter_(1, assign * N + other_pos, 1.0)
     sums = torch.bmm(onehot.view(F, contextual, N), features).float()
-    member_counts = onehot.view(F, contextual, N).sum(dim=-1, dtype=torch.float32).unsqueeze(-1)
-    ctx = gather_rows(features, target_pos).float() + sums / member_counts.clamp_min(1)
+    member_counts = onehot.view(F, contextual, N).sum(dim=-1, dtype=torch.float32)
+    ctx = gather_rows(features, target_pos).float() + sums / member_counts.clamp_min(1).unsqueeze(-1)
     out = torch.cat([dom_tokens, ctx.to(features.dtype)], dim=1)
-    return out, torch.cat([dom_pos, target_pos], dim=1)
+    return VisionZipMerge(out, torch.cat([dom_pos, target_pos], dim=1), other_pos, assign, member_counts)
