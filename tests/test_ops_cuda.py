@@ -141,3 +141,23 @@ def test_compress_video_cuda_large_video_matches_cpu() -> None:
     assert gpu.segments == cpu.segments
     assert torch.equal(gpu.positions.cpu(), cpu.positions)
     torch.testing.assert_close(gpu.tokens.cpu(), cpu.tokens, rtol=1e-5, atol=1e-5)
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("name", ["holitom_25", "wo_m_contextual", "clean_no_beta", "visionzip_25"])
+def test_merge_plan_cuda_matches_cpu_and_is_deterministic(name: str, dtype: torch.dtype) -> None:
+    cfg = CONFIGS[name]
+    features, attention, keys = make_video()
+    features, keys = features.to(dtype), keys.to(dtype)
+    stream = torch.randn(features.shape[0], features.shape[1], 40, generator=torch.Generator().manual_seed(4)).to(dtype)
+    cpu = compress_video(features, attention, cfg, keys=keys).plan
+    gpu = compress_video(features.cuda(), attention.cuda(), cfg, keys=keys.cuda()).plan
+    for field in ("target", "source", "offsets", "origin_frame", "origin_position"):
+        assert torch.equal(getattr(gpu, field).cpu(), getattr(cpu, field)), field
+    torch.testing.assert_close(gpu.weight.cpu(), cpu.weight, rtol=1e-6, atol=0)
+    assert gpu.frame_counts == cpu.frame_counts
+    first, again = gpu.apply(stream.cuda()), gpu.apply(stream.cuda())
+    assert torch.equal(first, again)  # one bag per row, summed in order: no atomics
+    rtol, atol = TOLERANCES[dtype]
+    torch.testing.assert_close(first.cpu().float(), cpu.apply(stream).float(), rtol=rtol, atol=atol)
