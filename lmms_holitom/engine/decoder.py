@@ -66,7 +66,10 @@ class InnerMergeSpec:
         mode: ``merge`` (HoliTom) or ``drop`` (FastV).
         fidelity: ``reference`` (non-causal layer K-1 during prefill, sequential-halving merge) or ``clean``.
         visual_start: index a of the first visual token (in the sequence entering the LLM).
-        visual_length: V, visual tokens incl. the trailing ``image_newline``.
+        visual_length: V, visual tokens incl. newlines.
+        rows: (V,) long increasing rows of the visual tokens when they do not form one run [a, a + V) (Qwen3-VL:
+            one run per temporal group, timestamps between), else None.
+        visual_stop: one past the last visual row (with ``rows``).
     """
 
     layer: int
@@ -75,10 +78,44 @@ class InnerMergeSpec:
     fidelity: str
     visual_start: int
     visual_length: int
+    rows: torch.Tensor | None = None
+    visual_stop: int | None = None
 
     @property
     def kept_visual(self) -> int:
         return round(self.visual_length * (1 - self.ratio))
+
+    @property
+    def last_row(self) -> int:
+        """Row of the last visual token."""
+        return self.visual_start + self.visual_length - 1 if self.visual_stop is None else self.visual_stop - 1
+
+
+def merge_rows(
+    hidden: torch.Tensor, attention: torch.Tensor, spec: InnerMergeSpec
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`ops.merge_inner` on visual tokens at arbitrary rows: (L, E) -> (L', E) and the kept rows (L',).
+
+    The visual rows are gathered into one run, merged there, and written back between the untouched text rows;
+    index arithmetic only (no host sync), equal to `merge_inner` when the rows are contiguous.
+    """
+    from lmms_holitom.ops import merge_inner
+
+    rows = spec.rows.to(hidden.device)
+    run, kept = merge_inner(
+        hidden.index_select(0, rows), attention, 0, spec.visual_length, spec.ratio, fidelity=spec.fidelity,
+        mode=spec.mode, check_finite_attention=False,
+    )
+    length = hidden.shape[0]
+    dropped = torch.ones(spec.visual_length, dtype=torch.bool, device=hidden.device).index_fill_(0, kept, False)
+    order = torch.where(
+        torch.zeros(length, dtype=torch.bool, device=hidden.device).index_put_((rows,), dropped),
+        length, torch.arange(length, device=hidden.device),
+    )
+    keep = torch.sort(order).values[: length - spec.visual_length + spec.kept_visual]
+    out = hidden.index_select(0, keep)
+    out.index_copy_(0, torch.searchsorted(keep, rows.index_select(0, kept)), run)
+    return out, keep
 
 
 @dataclass
@@ -199,7 +236,8 @@ def prefill_decoder(
     if not 0 < prompt_length <= length:
         raise ValueError(f"prompt_length must be in [1, {length}], got {prompt_length}")
     position_embeddings = language_model.rotary_emb(hidden, position_ids)
-    layer_position_ids: torch.Tensor | None = position_ids
+    # the layers read position ids only for packed sequences (flash attention); M-RoPE models pass them none
+    layer_position_ids: torch.Tensor | None = position_ids if position_ids.dim() == 2 else None
     mask = create_causal_mask(
         config=config, inputs_embeds=hidden, attention_mask=attention_mask, cache=cache, position_ids=None,
         layer_idx=0,
@@ -207,13 +245,13 @@ def prefill_decoder(
 
     noncausal: tuple[Any, dict[str, Any]] | None = None
     if inner is not None:
-        a, v = inner.visual_start, inner.visual_length
+        a, last = inner.visual_start, inner.last_row
         if not 1 <= inner.layer < n_layers:
             raise ValueError(f"merge_layer must be in [1, {n_layers - 1}], got {inner.layer}")
-        if prompt_length - 1 < a + v:
+        if prompt_length - 1 <= last:
             raise ValueError(
                 "the inner merge needs the last prompt token after the video (its attention ranks the visual "
-                f"tokens); the visual run is [{a}, {a + v}) but the prompt ends at {prompt_length}"
+                f"tokens); the visual run is [{a}, {last + 1}) but the prompt ends at {prompt_length}"
             )
         if inner.fidelity == "reference":
             noncausal = _noncausal_mask(config, hidden, attention_mask, prompt_length)
@@ -232,10 +270,13 @@ def prefill_decoder(
     for layer_idx, decoder_layer in enumerate(language_model.layers[:n_layers]):
         if inner is not None and layer_idx == inner.layer:
             with stage("inner_merge"):
-                merged, keep = merge_inner(
-                    hidden[0], attention_row, inner.visual_start, inner.visual_length, inner.ratio,
-                    fidelity=inner.fidelity, mode=inner.mode, check_finite_attention=False,
-                )
+                if inner.rows is None:
+                    merged, keep = merge_inner(
+                        hidden[0], attention_row, inner.visual_start, inner.visual_length, inner.ratio,
+                        fidelity=inner.fidelity, mode=inner.mode, check_finite_attention=False,
+                    )
+                else:
+                    merged, keep = merge_rows(hidden[0], attention_row, inner)
                 keep = keep.to(hidden.device)
                 hidden = merged.unsqueeze(0)
                 cos, sin = position_embeddings  # (layers may sit on several devices: index on each one's own)
@@ -251,7 +292,10 @@ def prefill_decoder(
             with stage("inner_merge"):
                 key_mask = attention_mask[0] if attention_mask is not None else None
                 row = last_token_attention(decoder_layer, hidden, position_embeddings, prompt_length - 1, key_mask)
-                attention_row = row[inner.visual_start : inner.visual_start + inner.visual_length]
+                if inner.rows is None:
+                    attention_row = row[inner.visual_start : inner.visual_start + inner.visual_length]
+                else:
+                    attention_row = row.index_select(0, inner.rows.to(row.device))
         layer_mask, extra = mask, {}
         if noncausal is not None and layer_idx == inner.layer - 1:
             layer_mask, extra = noncausal
@@ -316,7 +360,7 @@ def decode_decoder(
         hidden = decoder_layer(
             hidden,
             attention_mask=masks[state.group_of(layer_idx)],
-            position_ids=position_ids,
+            position_ids=position_ids if position_ids.dim() == 2 else None,
             cache=cache,
             use_cache=True,
             position_embeddings=position_embeddings,

@@ -17,10 +17,10 @@ from lmms_holitom.config import HoliTomConfig
 from lmms_holitom.engine.adapter import EncodedVideo, HoliTomAdapter
 from lmms_holitom.engine.cache import HoliTomCache, PrefillState, SequenceState
 from lmms_holitom.engine.decoder import InnerMergeSpec, VisualResidual, check_language_model, prefill_decoder
+from lmms_holitom.engine.outer import compress_video
 from lmms_holitom.engine.splice import Spliced, splice
 from lmms_holitom.engine.stats import HoliTomStats, StageTimer
 from lmms_holitom.engine.trace import HoliTomTrace
-from lmms_holitom.engine.outer import compress_video
 
 __all__ = ["PrefillResult", "compressed_prefill"]
 
@@ -78,11 +78,11 @@ def _prompt_length(spliced: Spliced, prompt_length: int | None, dense_length: in
 def _inner_spec(cfg: HoliTomConfig, spliced: Spliced) -> InnerMergeSpec | None:
     if cfg.inner_mode is None:
         return None
-    if not spliced.contiguous:
-        raise NotImplementedError("the inner merge needs the visual tokens to form one run in the sequence")
+    contiguous = spliced.contiguous
     return InnerMergeSpec(
         layer=cfg.merge_layer, ratio=cfg.merge_ratio, mode=cfg.inner_mode, fidelity=cfg.fidelity,
-        visual_start=spliced.visual_start, visual_length=spliced.visual_stop - spliced.visual_start,
+        visual_start=spliced.visual_start, visual_length=int(spliced.visual_rows.shape[0]),
+        rows=None if contiguous else spliced.visual_rows, visual_stop=None if contiguous else spliced.visual_stop,
     )
 
 
@@ -138,6 +138,9 @@ def compressed_prefill(
             compressed = _outer_merge(cfg, video)
             run = model.holitom_layout(video, compressed)
             placeholders = model.holitom_placeholder_mask(input_ids, embeds)
+            if prompt_length is not None:  # generated tokens (uncached recompute) are never placeholders
+                placeholders = placeholders & (torch.arange(placeholders.shape[0], device=placeholders.device)
+                                               < int(prompt_length))
             spliced = splice(embeds, placeholders, model.holitom_dense_runs(video), run, attention_mask)
         prompt_dense, prompt = _prompt_length(spliced, prompt_length, tokens.shape[1])
         if spliced.attention_mask is not None and bool(spliced.attention_mask.all()):

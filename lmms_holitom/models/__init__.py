@@ -2,6 +2,8 @@
 
 * LLaVA-OneVision and LLaVA-Video: `llava_onevision` (+ `llava_vision` the vision side, `llava_layout` the
   layouts, `probes` the SigLIP saliency probe, `checkpoints` / `llava_next` loading, `processing` processors);
+* Qwen2.5-VL and Qwen3-VL: `qwen2_5_vl`, `qwen3_vl` (+ `qwen_common` what they share, `qwen_vision` the
+  saliency probe of their vision encoders);
 * a new family goes in a new module here: a subclass of the transformers class and
   `engine.model.HoliTomModelMixin`, implementing `engine.adapter.HoliTomAdapter`.
 
@@ -16,11 +18,15 @@ from lmms_holitom.models.llava_onevision import HoliTomLlavaOnevisionForConditio
 from lmms_holitom.models.llava_vision import HoliTomLlavaOnevisionModel
 from lmms_holitom.models.names import resolve_model_name
 from lmms_holitom.models.probes import VideoSaliency
+from lmms_holitom.models.qwen2_5_vl import HoliTomQwen2_5_VLForConditionalGeneration
+from lmms_holitom.models.qwen3_vl import HoliTomQwen3VLForConditionalGeneration
 
 __all__ = [
     "SUPPORTED_TEXT_MODELS",
     "HoliTomLlavaOnevisionForConditionalGeneration",
     "HoliTomLlavaOnevisionModel",
+    "HoliTomQwen2_5_VLForConditionalGeneration",
+    "HoliTomQwen3VLForConditionalGeneration",
     "VideoLayout",
     "VideoSaliency",
     "check_checkpoint",

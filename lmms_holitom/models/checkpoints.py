@@ -116,3 +116,43 @@ def load_checkpoint(
         layout = VideoLayout.from_config_dict(model.config.to_dict(), **layout_overrides)
     model.video_layout = layout
     return model, (info if want_info else None)
+
+
+def load_family_checkpoint(
+    cls: type,
+    hf_from_pretrained: Callable[..., Any],
+    model_type: str,
+    name: str | os.PathLike,
+    model_args: tuple,
+    kwargs: dict[str, Any],
+    *,
+    holitom: Any,
+    probe_chunk: int,
+    sync_timings: bool,
+) -> Any:
+    """``from_pretrained`` of a family whose checkpoints are HF format only (Qwen-VL): ``name`` resolved (built-in
+    tiny models), its model_type checked (a ValueError naming the one found), loaded, configured."""
+    from transformers import PretrainedConfig
+
+    from lmms_holitom.tiny import resolve_pretrained
+
+    if isinstance(name, (str, os.PathLike)):
+        name = resolve_pretrained(os.fspath(name))
+        hub_kwargs = {k: kwargs[k] for k in HUB_KWARGS if k in kwargs}
+        try:
+            found = PretrainedConfig.get_config_dict(name, **hub_kwargs)[0].get("model_type")
+        except OSError as err:
+            raise OSError(f"cannot read the config of {str(name)!r}: {err}") from err
+        if found != model_type:
+            raise ValueError(
+                f"{str(name)!r} is not a {model_type} checkpoint: expected model_type {model_type!r}, found {found!r} "
+                f"(use the HoliTom class of that family)"
+            )
+    want_info = bool(kwargs.get("output_loading_info", False))
+    loaded = hf_from_pretrained(name, *model_args, **kwargs)
+    model, info = loaded if want_info else (loaded, None)
+    model.model.holitom_probe_chunk = int(probe_chunk)
+    model.holitom_sync_timings = sync_timings
+    if holitom is not None:
+        model.set_holitom(holitom)
+    return (model, info) if want_info else model

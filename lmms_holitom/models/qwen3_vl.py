@@ -1,0 +1,76 @@
+"""HoliTom's adapter for Qwen3-VL (transformers' `Qwen3VLForConditionalGeneration`), docs/algorithm.md §11.4.
+
+The processor gives every temporal group its own ``<t seconds><|vision_start|> pad×N <|vision_end|>`` run; each
+run is shortened on its own (a static token sits in its segment's first group's run; a run may become empty, its
+timestamp and markers stay). The deepstack streams are compressed with the main features' merge plan and added
+after decoder layers 0..n-1 at the visual rows; a merge layer before the last injection is rejected. Positions are
+the stock M-RoPE positions of each survivor's origin (`qwen_common`); q/k norms are applied by the engine's
+attention probe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from torch import nn
+from transformers import Qwen3VLForConditionalGeneration
+from transformers.models.qwen3_vl import modeling_qwen3_vl as stock
+
+from lmms_holitom.config import HoliTomConfig
+from lmms_holitom.engine.model import HoliTomModelMixin
+from lmms_holitom.models.qwen_common import QwenForwardMixin, QwenVisionMixin
+
+__all__ = ["HoliTomQwen3VLForConditionalGeneration", "HoliTomQwen3VLModel"]
+
+
+
+class HoliTomQwen3VLModel(QwenVisionMixin, stock.Qwen3VLModel):
+    """The stock Qwen3-VL base model; ``get_video_features`` also records HoliTom's saliency."""
+
+
+class HoliTomQwen3VLForConditionalGeneration(
+    QwenForwardMixin, HoliTomModelMixin, Qwen3VLForConditionalGeneration
+):
+    """Qwen3-VL with HoliTom (and VisionZip / FastV / dense) video token reduction.
+
+    Args:
+        config: a `Qwen3VLConfig`.
+        holitom, probe_chunk, sync_timings: as `HoliTomLlavaOnevisionForConditionalGeneration`.
+    """
+
+    output_class = stock.MultimodalCausalLMOutputWithPast
+    per_group_runs = True
+
+    def holitom_check_config(self, holitom: HoliTomConfig) -> None:
+        """A merge layer must come after the last deepstack injection (docs/algorithm.md §11.4)."""
+        streams = len(self.config.vision_config.deepstack_visual_indexes)
+        if holitom.inner_mode is not None and holitom.merge_layer < streams:
+            raise ValueError(
+                f"merge_layer must be >= {streams} for this Qwen3-VL model: its {streams} deepstack streams are "
+                f"added after decoder layers 0..{streams - 1}, before any token may be merged; got "
+                f"{holitom.merge_layer}"
+            )
+
+    def __init__(
+        self, config: Any, holitom: HoliTomConfig | Mapping[str, Any] | None = None, probe_chunk: int = 8,
+        sync_timings: bool = False,
+    ) -> None:
+        # The stock __init__ with the base model replaced by its HoliTom subclass (same modules, same weights).
+        stock.Qwen3VLPreTrainedModel.__init__(self, config)
+        self.model = HoliTomQwen3VLModel(config)
+        self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
+        self.post_init()
+        self.holitom_qwen_init(holitom, probe_chunk, sync_timings)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: Any, *args: Any, holitom: Any = None,
+                        probe_chunk: int = 8, sync_timings: bool = False, **kwargs: Any) -> Any:
+        """Load a Qwen3-VL checkpoint (hub id, local folder, or ``tiny-qwen2.5-vl``); ``holitom`` selects the
+        method, other keyword arguments go to transformers (``output_loading_info`` included)."""
+        from lmms_holitom.models.checkpoints import load_family_checkpoint
+
+        return load_family_checkpoint(
+            cls, super().from_pretrained, "qwen3_vl", pretrained_model_name_or_path, args, kwargs,
+            holitom=holitom, probe_chunk=probe_chunk, sync_timings=sync_timings,
+        )

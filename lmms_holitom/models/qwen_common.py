@@ -1,0 +1,289 @@
+"""What HoliTom's Qwen2.5-VL and Qwen3-VL adapters share (docs/algorithm.md §10, §11.3–§11.4).
+
+* `QwenVisionMixin` (mixed into the family's base model): ``get_video_features`` runs the stock method with
+  `qwen_vision.QwenVisionSaliencyProbe` hooked on the encoder while the active method needs saliency, and attaches
+  ``.holitom_saliency`` (`QwenVideoSaliency`) and ``.holitom_timer``;
+* `QwenAdapterMixin` (mixed into the ForConditionalGeneration class): the engine's adapter methods. A HoliTom frame
+  is one temporal patch group; positions are **preserved**: the stock ``get_rope_index`` runs on the dense prompt,
+  and every surviving row takes the dense position of its origin (a static token: its segment's first group).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from lmms_holitom.config import HoliTomConfig
+from lmms_holitom.engine.adapter import EncodedVideo
+from lmms_holitom.engine.splice import Spliced, VisualRun
+from lmms_holitom.engine.stats import StageTimer, empty_stats
+from lmms_holitom.models.qwen_vision import QwenVisionSaliencyProbe, VideoTokenGrid, video_token_grid
+
+__all__ = ["QwenAdapterMixin", "QwenVideoSaliency", "QwenVisionMixin"]
+
+
+@dataclass(frozen=True)
+class QwenVideoSaliency:
+    """The probe's findings for one ``get_video_features`` call: per video (t, N) saliency and (t, N, Dk) keys."""
+
+    attention: list[torch.Tensor]
+    keys: list[torch.Tensor]
+    grids: list[VideoTokenGrid]
+    peak_elements: int
+
+
+class QwenVisionMixin:
+    """Vision side of the Qwen adapters (see module docstring)."""
+
+    holitom_encode: HoliTomConfig | None = None
+    holitom_probe_chunk: int = 8
+    holitom_sync_timings: bool = False
+
+    def get_video_features(self, pixel_values_videos: torch.Tensor, video_grid_thw: Any = None, **kwargs: Any) -> Any:
+        """Stock ``get_video_features`` (same arguments and output) plus ``.holitom_saliency`` / ``.holitom_timer``."""
+        cfg = self.holitom_encode
+        timer = StageTimer(pixel_values_videos.device, self.holitom_sync_timings)
+        saliency = None
+        with timer.stage("vision"):
+            if cfg is not None and cfg.outer_merge:
+                with QwenVisionSaliencyProbe(self.visual, self.holitom_probe_chunk, want_keys=True) as probe:
+                    output = super().get_video_features(pixel_values_videos, video_grid_thw, **kwargs)
+                saliency = QwenVideoSaliency(probe.saliency(), probe.keys(), probe.grids(), probe.peak_elements)
+            else:
+                output = super().get_video_features(pixel_values_videos, video_grid_thw, **kwargs)
+        output.holitom_saliency = saliency
+        output.holitom_grids = video_token_grid(video_grid_thw, self.visual.spatial_merge_size)
+        output.holitom_timer = timer
+        return output
+
+
+class QwenAdapterMixin:
+    """The engine's adapter methods for Qwen-VL families; a family sets `per_group_runs` and `deepstack`."""
+
+    #: Qwen3-VL: one placeholder run per temporal group (timestamps between); Qwen2.5-VL: one run per video.
+    per_group_runs = False
+
+    # ------------------------------------------------------------------ media
+    def holitom_video_count(self, media: dict[str, Any]) -> int | None:
+        grid = media["video_grid_thw"]
+        return int(grid.shape[0]) if grid is not None else None
+
+    def _encode_media(self, media: dict[str, Any], timer: StageTimer) -> dict[str, Any]:
+        mm = dict(media["mm_encoder_outputs"] or {})
+        for encoded in mm.values():
+            if encoded is not None and getattr(encoded, "holitom_timer", None) is not None:
+                timer.absorb(encoded.holitom_timer, also_as="prefill")
+        if media["pixel_values"] is not None and mm.get("image") is None:
+            mm["image"] = self.model.get_image_features(
+                media["pixel_values"], media["image_grid_thw"], return_dict=True
+            )
+        if media["pixel_values_videos"] is not None and mm.get("video") is None:
+            mm["video"] = self.model.get_video_features(
+                media["pixel_values_videos"], media["video_grid_thw"], return_dict=True
+            )
+            timer.absorb(mm["video"].holitom_timer)
+        return mm
+
+    def holitom_encode(
+        self, input_ids: torch.Tensor | None, inputs_embeds: torch.Tensor | None, media: dict[str, Any],
+        timer: StageTimer,
+    ) -> tuple[torch.Tensor, EncodedVideo]:
+        if input_ids is None:
+            raise ValueError(
+                "a compressed Qwen-VL prefill needs input_ids (its M-RoPE positions are computed from them)"
+            )
+        mm = self._encode_media(media, timer)
+        embeds = self.get_input_embeddings()(input_ids) if inputs_embeds is None else inputs_embeds
+        if mm.get("image") is not None:  # images in the same prompt: exactly as the stock model
+            image = torch.cat(mm["image"].pooler_output, dim=0).to(embeds.device, embeds.dtype)
+            image_mask, _ = self.model.get_placeholder_mask(input_ids, inputs_embeds=embeds, image_features=image)
+            embeds = embeds.masked_scatter(image_mask, image)
+        video = mm["video"]
+        (grid,) = self._video_grids(video, media)
+        features = video.pooler_output[0].view(grid.t, grid.n, -1)
+        saliency = getattr(video, "holitom_saliency", None)
+        streams = tuple(s[0].view(grid.t, grid.n, -1) for s in getattr(video, "deepstack_features", None) or ())
+        return embeds, EncodedVideo(
+            features=features,
+            saliency=saliency.attention[0] if saliency is not None else None,
+            keys=saliency.keys[0] if saliency is not None else None,
+            streams=streams,
+            peak_elements=saliency.peak_elements if saliency is not None else 0,
+        )
+
+    def _video_grids(self, video: Any, media: dict[str, Any]) -> list[VideoTokenGrid]:
+        """The token grids of the encoded videos (``generate`` encodes them before the forward and drops
+        ``video_grid_thw``; our ``get_video_features`` records them)."""
+        grids = getattr(video, "holitom_grids", None)
+        if grids is None:
+            grids = video_token_grid(media["video_grid_thw"], self.model.visual.spatial_merge_size)
+        return grids
+
+    # ------------------------------------------------------------------ layout and positions
+    def holitom_layout(self, video: EncodedVideo, compressed: Any) -> VisualRun:
+        F, N, E = video.features.shape
+        if compressed is None:  # FastV: every token enters the LLM
+            tokens = video.features.reshape(F * N, E)
+            frames = torch.arange(F, device=tokens.device).repeat_interleave(N)
+            positions = torch.arange(N, device=tokens.device).repeat(F)
+            streams = tuple(s.reshape(F * N, -1) for s in video.streams)
+            per_frame = (N,) * F
+        else:
+            tokens, frames, positions = compressed.tokens, compressed.frames, compressed.positions
+            streams = tuple(compressed.plan.apply(s) for s in video.streams)
+            per_frame = tuple(compressed.plan.frame_counts)
+        runs = per_frame if self.per_group_runs else (int(tokens.shape[0]),)
+        return VisualRun(
+            tokens=tokens, origins=torch.stack([frames, positions], dim=1).long(), run_lengths=runs,
+            dense_rows=frames.long() * N + positions.long(), streams=streams,
+        )
+
+    def holitom_dense_runs(self, video: EncodedVideo) -> tuple[int, ...]:
+        F, N = video.frames, video.tokens_per_frame
+        return (N,) * F if self.per_group_runs else (F * N,)
+
+    def holitom_placeholder_mask(self, input_ids: torch.Tensor | None, embeds: torch.Tensor) -> torch.Tensor:
+        return input_ids[0] == self.config.video_token_id
+
+    def holitom_positions(
+        self, spliced: Spliced, *, input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None,
+        media: dict[str, Any],
+    ) -> torch.Tensor:
+        """The stock dense M-RoPE positions, gathered at every row's origin (§10): (3, 1, L').
+
+        The dense positions are the ones ``generate`` computed with the stock ``get_rope_index`` (rows 1..3 of its
+        (4, B, L) tensor), else computed here the same way."""
+        given = media.get("position_ids")
+        if given is not None and given.dim() == 3 and given.shape[-1] == input_ids.shape[-1]:
+            dense = given[-3:]
+        else:
+            dense = self.holitom_dense_positions(input_ids, attention_mask, media)
+        return dense.index_select(2, spliced.source_rows.to(dense.device))
+
+    def holitom_dense_positions(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, media: dict[str, Any]
+    ) -> torch.Tensor:
+        types = media["mm_token_type_ids"]
+        if types is None:
+            types = torch.zeros_like(input_ids, dtype=torch.int)
+            types[input_ids == self.config.image_token_id] = 1
+            types[input_ids == self.config.video_token_id] = 2
+        extra = {"second_per_grid_ts": media["second_per_grid_ts"]} if media["second_per_grid_ts"] is not None else {}
+        positions, _ = self.model.get_rope_index(
+            input_ids, types, image_grid_thw=media["image_grid_thw"], video_grid_thw=media["video_grid_thw"],
+            attention_mask=attention_mask, **extra,
+        )
+        return positions
+
+    def holitom_language_model(self) -> nn.Module:
+        return self.model.language_model
+
+    # ------------------------------------------------------------------ the stock path
+    def holitom_stock_stats(self, cfg: HoliTomConfig, tokens: torch.Tensor, media: dict[str, Any], timer: StageTimer):
+        """Stats of a stock (dense / text / image) prefill."""
+        length = int(tokens.shape[1])
+        stats = empty_stats(cfg.method).replace(prompt_tokens_dense=length, prompt_tokens=length)
+        video = (media["mm_encoder_outputs"] or {}).get("video")
+        if video is not None or media["video_grid_thw"] is not None:
+            grids = self._video_grids(video, media)
+            frames, dense = sum(g.t for g in grids), sum(g.tokens for g in grids)
+            stats = stats.replace(
+                frames=frames, tokens_per_frame=grids[0].n, dense_tokens=dense, outer_tokens=dense,
+                inner_tokens=dense, segments=frames,
+            )
+        return stats
+
+
+class QwenForwardMixin(QwenAdapterMixin):
+    """The ``forward`` / ``__init__`` glue both Qwen-VL classes share (with `engine.model.HoliTomModelMixin`)."""
+
+    #: the family's output class (set by the family module)
+    output_class: type = object
+
+    def holitom_qwen_init(self, holitom: Any, probe_chunk: int, sync_timings: bool) -> None:
+        if int(probe_chunk) < 1:
+            raise ValueError(f"probe_chunk must be an integer >= 1, got {probe_chunk!r}")
+        self.model.holitom_probe_chunk = int(probe_chunk)
+        self.holitom_init(holitom, sync_timings)
+
+    @property
+    def holitom_sync_timings(self) -> bool:
+        return self.model.holitom_sync_timings
+
+    @holitom_sync_timings.setter
+    def holitom_sync_timings(self, value: bool) -> None:
+        self.model.holitom_sync_timings = bool(value)
+
+    def holitom_on_config(self, cfg: HoliTomConfig) -> None:
+        self.model.holitom_encode = cfg
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache: Any = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        pixel_values: torch.Tensor | None = None,
+        pixel_values_videos: torch.Tensor | None = None,
+        image_grid_thw: torch.LongTensor | None = None,
+        video_grid_thw: torch.LongTensor | None = None,
+        mm_token_type_ids: torch.IntTensor | None = None,
+        second_per_grid_ts: torch.Tensor | None = None,
+        mm_encoder_outputs: dict[str, Any] | None = None,
+        holitom: HoliTomConfig | None = None,
+        holitom_prompt_length: int | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """The stock forward plus ``holitom`` (per-call configuration) and ``holitom_prompt_length`` (as
+        LLaVA-OneVision's: tokens after it are continuation tokens of an uncached recompute)."""
+        if "past_key_values" in kwargs:
+            past = kwargs.pop("past_key_values")
+            cache = past if cache is None else cache
+        return_dict = kwargs.pop("return_dict", True)
+        media = {
+            "pixel_values": pixel_values, "pixel_values_videos": pixel_values_videos, "image_grid_thw": image_grid_thw,
+            "video_grid_thw": video_grid_thw, "mm_token_type_ids": mm_token_type_ids,
+            "second_per_grid_ts": second_per_grid_ts, "mm_encoder_outputs": mm_encoder_outputs,
+        }
+        media_args = dict(media)
+        media["position_ids"] = position_ids
+        encoded = media["mm_encoder_outputs"] is not None and media["mm_encoder_outputs"].get("video") is not None
+        has_video = media["pixel_values_videos"] is not None or encoded
+
+        def stock() -> Any:
+            tokens = input_ids if input_ids is not None else inputs_embeds
+            if cache is not None and cache.get_seq_length() > 0:
+                return super(QwenForwardMixin, self).forward(
+                    input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, cache=cache,
+                    inputs_embeds=inputs_embeds, labels=labels, use_cache=use_cache, logits_to_keep=logits_to_keep,
+                    **{k: v for k, v in media_args.items() if v is not None}, **kwargs,
+                )
+            timer = StageTimer(tokens.device, self.holitom_sync_timings)
+            with timer.stage("prefill"):
+                media["mm_encoder_outputs"] = self._encode_media(media, timer) or None
+                passed = {k: v for k, v in media_args.items() if v is not None and not k.startswith("pixel_values")}
+                passed["mm_encoder_outputs"] = media["mm_encoder_outputs"]
+                with timer.stage("llm"):
+                    output = super(QwenForwardMixin, self).forward(
+                        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, cache=cache,
+                        inputs_embeds=inputs_embeds, labels=labels, use_cache=use_cache,
+                        logits_to_keep=logits_to_keep, **passed, **kwargs,
+                    )
+            self.holitom_record(self.holitom_stock_stats(cfg, tokens, media, timer), timer)
+            return output
+
+        with self.holitom_override(holitom) as cfg:
+            output = self.holitom_dispatch(
+                cfg, has_video=has_video, stock_forward=stock, output_class=self.output_class,
+                input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask, cache=cache,
+                use_cache=use_cache, labels=labels, logits_to_keep=logits_to_keep, media=media,
+                prompt_length=holitom_prompt_length,
+            )
+        return output if return_dict else output.to_tuple()
