@@ -241,15 +241,19 @@ def loop_merge_inner(
     ratio: float,
     fidelity: str = "reference",
     mode: str = "merge",
+    values: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """The original's sequential rule ``h[t] = (h[t] + h[j]) / 2`` over j increasing (or mean / drop)."""
+    """The original's sequential rule ``h[t] = (h[t] + h[j]) / 2`` over j increasing (or mean / drop).
+
+    Decided on ``hidden``; the rows merged are those of ``values`` (L, E'), an aligned tensor, when given."""
     L = hidden.shape[0]
+    v = hidden if values is None else values
     keep_n = round(length * (1 - ratio))
     att = attention.float().tolist()
     ranked = sorted(range(length), key=lambda i: (-att[i], i))
     kept = sorted(ranked[:keep_n])
     merged = sorted(ranked[keep_n:])
-    h = hidden.clone()
+    h = v.clone()
     if mode == "merge" and kept and merged:
         run = hidden[start : start + length].float()
         unit = run / run.norm(dim=-1, keepdim=True).clamp_min(1e-8)
@@ -265,8 +269,8 @@ def loop_merge_inner(
                 groups[target[i]].append(j)
             for t, js in groups.items():
                 if js:
-                    rows = [hidden[start + t].float()] + [hidden[start + j].float() for j in js]
-                    h[start + t] = torch.stack(rows).mean(0).to(hidden.dtype)
+                    rows = [v[start + t].float()] + [v[start + j].float() for j in js]
+                    h[start + t] = torch.stack(rows).mean(0).to(v.dtype)
     keep = list(range(start)) + [start + t for t in kept] + list(range(start + length, L))
     keep_t = torch.tensor(keep, dtype=torch.long)
     return h[keep_t], keep_t

@@ -18,7 +18,7 @@ import torch
 
 from lmms_holitom.config import HoliTomConfig
 from lmms_holitom.engine.outer import compress_video
-from lmms_holitom.ops import merge_inner
+from lmms_holitom.ops import merge_inner, merge_inner_plan
 
 CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA device (run benchmarks/gpu_check.sh on a GPU machine)")
@@ -161,3 +161,13 @@ def test_merge_plan_cuda_matches_cpu_and_is_deterministic(name: str, dtype: torc
     assert torch.equal(first, again)  # one bag per row, summed in order: no atomics
     rtol, atol = TOLERANCES[dtype]
     torch.testing.assert_close(first.cpu().float(), cpu.apply(stream).float(), rtol=rtol, atol=atol)
+
+
+@needs_cuda
+@pytest.mark.parametrize("fidelity", ["reference", "clean"])
+def test_inner_plan_cuda_matches_the_merge(fidelity: str) -> None:
+    hidden, attention, start, run = make_sequence()
+    out, _, plan = merge_inner_plan(hidden.cuda(), attention.cuda(), start, run, 0.5, fidelity=fidelity)
+    applied = plan.apply(hidden.cuda())
+    assert torch.equal(applied, plan.apply(hidden.cuda()))  # deterministic (no atomics)
+    torch.testing.assert_close(applied, out, rtol=1e-5, atol=1e-5)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from reference_loops import loop_merge_inner
 
-from lmms_holitom.ops import merge_inner
+from lmms_holitom.ops import merge_inner, merge_inner_plan
 
 TEXT0 = [7.0, 7.0]
 TEXT1 = [-5.0, 1.0]
@@ -155,3 +155,24 @@ def test_gemm_path_matches_sequential_loop(monkeypatch, fidelity):
     ref_out, ref_keep = loop_merge_inner(hidden, attention, 6, 50, 0.7, fidelity)
     assert keep.tolist() == ref_keep.tolist()
     torch.testing.assert_close(out, ref_out, rtol=1e-6, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------------- the inner plan
+@pytest.mark.parametrize(("fidelity", "mode"), [("reference", "merge"), ("clean", "merge"), ("reference", "drop")])
+@pytest.mark.parametrize("ratio", [0.0, 0.5, 0.9])
+def test_inner_plan_applies_the_same_merge_to_an_aligned_tensor(fidelity, mode, ratio):
+    gen = torch.Generator().manual_seed(3)
+    hidden, attention = torch.randn(60, 16, generator=gen), torch.rand(40, generator=gen)
+    out, keep, plan = merge_inner_plan(hidden, attention, 12, 40, ratio, fidelity, mode)
+    assert torch.equal(plan.keep, keep)
+    assert torch.equal(out, merge_inner(hidden, attention, 12, 40, ratio, fidelity, mode)[0])
+    if fidelity == "reference":
+        assert torch.equal(plan.apply(hidden), out)
+    torch.testing.assert_close(plan.apply(hidden), out)
+    stream = torch.randn(60, 5, generator=gen)
+    ref, ref_keep = loop_merge_inner(hidden, attention, 12, 40, ratio, fidelity, mode, values=stream)
+    assert torch.equal(ref_keep, keep)
+    torch.testing.assert_close(plan.apply(stream), ref, rtol=1e-5, atol=1e-5)
+    if mode == "merge" and ratio > 0:  # every merged row is a mean of the tokens it absorbed
+        sums = plan.kept_weight.clone().index_add_(0, plan.group, plan.merged_weight)
+        torch.testing.assert_close(sums, torch.ones_like(sums))

@@ -13,6 +13,7 @@ Public API:
 * `MergePlan` — the sparse (M x F·N) matrix of an outer merge: ``plan.apply(x)`` merges any tensor
   aligned with the features, ``plan.origins()`` gives each output's (frame, spatial index);
 * `merge_inner(hidden, attention, start, length, ratio, fidelity, mode) -> (hidden_out, keep)` — §6;
+  `merge_inner_plan(...) -> (hidden_out, keep, InnerPlan)`: the same merge as a plan for aligned tensors;
 * DPC-kNN: `dpc_knn_centres(x, clusters, k)`, `cluster_merge(x, centres, beta, beta_merge)`,
   `dpc_knn_merge(x, clusters, k, beta, beta_merge)`, and the ragged-batch engine
   `dpc_knn_ragged(rows, sizes, clusters, ks, beta, beta_merge)` — spec §4c;
@@ -32,12 +33,13 @@ from lmms_holitom.ops.cluster import (
 )
 from lmms_holitom.ops.compress import CompressedVideo, identity_merge, visionzip_merge
 from lmms_holitom.ops.holitom import holitom_merge
-from lmms_holitom.ops.inner import merge_inner
-from lmms_holitom.ops.plan import MergePlan
+from lmms_holitom.ops.inner import merge_inner, merge_inner_plan
+from lmms_holitom.ops.plan import InnerPlan, MergePlan
 from lmms_holitom.ops.segment import frame_similarity, renormalised_ratio, segment_video
 
 __all__ = [
     "CompressedVideo",
+    "InnerPlan",
     "MergePlan",
     "cluster_merge",
     "dpc_knn_centres",
@@ -47,6 +49,7 @@ __all__ = [
     "holitom_merge",
     "identity_merge",
     "merge_inner",
+    "merge_inner_plan",
     "pairwise_distance",
     "renormalised_ratio",
     "segment_video",

@@ -14,6 +14,9 @@ ties: lower index) and either merges it into that token or drops it:
 * ``mode="drop"`` (FastV): no merge, the other tokens are just dropped.
 
 Text tokens outside the run are kept unchanged; the result is in the input dtype.
+
+`merge_inner_plan` returns the same merge with its `InnerPlan` (kept / merged tokens, groups and the
+weights above), so the merge decided on the hidden states can be applied to any aligned (L, E') tensor.
 """
 
 from __future__ import annotations
@@ -23,8 +26,9 @@ from torch import Tensor
 
 from lmms_holitom.ops._checks import check_finite, check_int, check_ratio, check_tensor
 from lmms_holitom.ops.cluster import group_sum
+from lmms_holitom.ops.plan import InnerPlan
 
-__all__ = ["merge_inner"]
+__all__ = ["merge_inner", "merge_inner_plan"]
 
 FIDELITIES = ("reference", "clean")
 MODES = ("merge", "drop")
@@ -63,6 +67,25 @@ def merge_inner(
         ValueError: wrong ranks/shapes, run outside ``hidden``, attention length mismatch, non-finite
             attention, ratio outside [0, 1), unknown fidelity/mode.
     """
+    out, keep, _ = merge_inner_plan(
+        hidden, attention, start, length, ratio, fidelity, mode, check_finite_attention=check_finite_attention
+    )
+    return out, keep
+
+
+def merge_inner_plan(
+    hidden: Tensor,
+    attention: Tensor,
+    start: int,
+    length: int,
+    ratio: float,
+    fidelity: str = "reference",
+    mode: str = "merge",
+    *,
+    check_finite_attention: bool = True,
+) -> tuple[Tensor, Tensor, InnerPlan]:
+    """`merge_inner` and its `InnerPlan`: ``(hidden_out, keep, plan)``, ``plan.apply(hidden)`` equal to
+    ``hidden_out`` (bit for bit with ``reference`` fidelity, to rounding with ``clean``)."""
     check_tensor("hidden", hidden, 2)
     L = hidden.shape[0]
     start = check_int("start", start, minimum=0, maximum=L)
@@ -80,8 +103,12 @@ def merge_inner(
 
     device = hidden.device
     n_keep = round(length * (1 - ratio))
+    none = torch.zeros(0, dtype=torch.long, device=device)
     if n_keep == length:
-        return hidden, torch.arange(L, device=device)
+        every = torch.arange(L, device=device)
+        ones = torch.ones(length, dtype=torch.float32, device=device)
+        run_all = torch.arange(length, device=device)
+        return hidden, every, InnerPlan(every, start, run_all, none, none, ones, none.float())
 
     order = torch.sort(attention.to(device).float(), descending=True, stable=True).indices
     kept = torch.sort(order[:n_keep]).values  # (k,) run-relative, increasing
@@ -93,7 +120,8 @@ def merge_inner(
         ]
     )
     if mode == "drop" or n_keep == 0:
-        return hidden.index_select(0, keep), keep
+        ones = torch.ones(n_keep, dtype=torch.float32, device=device)
+        return hidden.index_select(0, keep), keep, InnerPlan(keep, start, kept, none, none, ones, none.float())
 
     merged_away = torch.sort(order[n_keep:]).values  # (m_total,) increasing
     run = hidden[start : start + length]
@@ -108,6 +136,8 @@ def merge_inner(
 
     if fidelity == "clean":
         acc = (h_keep + group_sum(h_merge, group, n_keep)) / (members + 1).unsqueeze(1)
+        kept_weight = 1.0 / (members + 1).to(torch.float32)
+        weight = kept_weight.index_select(0, group)
     else:
         # rank of every merged token within its group, by increasing original index
         by_group = torch.sort(group, stable=True).indices
@@ -116,9 +146,10 @@ def merge_inner(
         rank_sorted = torch.arange(group.shape[0], device=device) - first_in_group[group_sorted]
         rank = torch.empty_like(rank_sorted).scatter_(0, by_group, rank_sorted)
         weight = torch.exp2(-(members[group] - rank).to(torch.float32))  # 2^-(m - rank), rank from 0
-        acc = h_keep * torch.exp2(-members.to(torch.float32)).unsqueeze(1)
+        kept_weight = torch.exp2(-members.to(torch.float32))
+        acc = h_keep * kept_weight.unsqueeze(1)
         acc += group_sum(h_merge, group, n_keep, weight)
 
     out = hidden.index_select(0, keep)
     out[start : start + n_keep] = acc.to(hidden.dtype)
-    return out, keep
+    return out, keep, InnerPlan(keep, start, kept, merged_away, group, kept_weight, weight)

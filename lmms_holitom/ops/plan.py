@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-__all__ = ["MergePlan"]
+from lmms_holitom.ops.cluster import group_sum
+
+__all__ = ["InnerPlan", "MergePlan"]
 
 
 @dataclass(frozen=True)
@@ -157,3 +159,39 @@ class MergePlan:
         total = self.frames * self.tokens_per_frame
         out = torch.zeros((self.num_outputs, total), dtype=torch.float32, device=self.target.device)
         return out.index_put_((self.target, self.source), self.weight, accumulate=True)
+
+
+@dataclass(frozen=True)
+class InnerPlan:
+    """The inner merge of one sequence (`inner.merge_inner_plan`) as a plan for aligned (L, E') tensors.
+
+    Attributes:
+        keep: (L',) long original rows kept, increasing (text, kept visual, text).
+        start: first row of the visual run; ``kept`` lands at rows ``start .. start + k - 1`` of the output.
+        kept: (k,) long run-relative kept visual tokens, increasing.
+        merged: (m,) long run-relative tokens merged away, increasing (empty for ``drop``).
+        group: (m,) long index into ``kept`` of the token each merged token joined.
+        kept_weight: (k,) fp32 weight of each kept token in its own row (1 when nothing is merged).
+        merged_weight: (m,) fp32 weight of each merged token in its group's row. Reference fidelity:
+            ``2^-m`` for the kept token and ``2^-(m - rank)`` for its members (the sequential halving);
+            clean: ``1 / (m + 1)`` for all.
+    """
+
+    keep: Tensor
+    start: int
+    kept: Tensor
+    merged: Tensor
+    group: Tensor
+    kept_weight: Tensor
+    merged_weight: Tensor
+
+    def apply(self, x: Tensor) -> Tensor:
+        """(L, E') aligned with the sequence -> (L', E') in x.dtype, fp32 arithmetic; no host sync."""
+        out = x.index_select(0, self.keep.to(x.device))
+        if self.merged.numel() == 0:
+            return out
+        run = x[self.start :]
+        acc = run.index_select(0, self.kept).float() * self.kept_weight.unsqueeze(1)
+        acc += group_sum(run.index_select(0, self.merged), self.group, acc.shape[0], self.merged_weight)
+        out[self.start : self.start + acc.shape[0]] = acc.to(x.dtype)
+        return out
