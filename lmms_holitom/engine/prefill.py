@@ -138,10 +138,16 @@ def compressed_prefill(
             compressed = _outer_merge(cfg, video)
             run = model.holitom_layout(video, compressed)
             placeholders = model.holitom_placeholder_mask(input_ids, embeds)
+            dense_runs = model.holitom_dense_runs(video)
+            if prompt_length is not None and int(prompt_length) < sum(dense_runs):
+                raise ValueError(
+                    f"holitom_prompt_length must cover the video and not exceed the input: the video has "
+                    f"{sum(dense_runs)} placeholders, got {prompt_length}"
+                )
             if prompt_length is not None:  # generated tokens (uncached recompute) are never placeholders
                 placeholders = placeholders & (torch.arange(placeholders.shape[0], device=placeholders.device)
                                                < int(prompt_length))
-            spliced = splice(embeds, placeholders, model.holitom_dense_runs(video), run, attention_mask)
+            spliced = splice(embeds, placeholders, dense_runs, run, attention_mask)
         prompt_dense, prompt = _prompt_length(spliced, prompt_length, tokens.shape[1])
         if spliced.attention_mask is not None and bool(spliced.attention_mask.all()):
             spliced = replace(spliced, attention_mask=None)  # no padding: no mask at all
