@@ -9,6 +9,8 @@ others move), attention from a skewed random distribution. Timed, with warm-up a
   over segments, frames and clusters (normalised feature copies, per-frame top-k, a masked loop per
   cluster), and (b) the test oracle ``tests/reference_loops.py`` (per-token loops; fewer repeats);
 * ``frame_similarity`` against ``torch.nn.functional.cosine_similarity``;
+* ``MergePlan.apply``: the first setting's plan applied to a second aligned (F, N, E) stream, against a
+  loop over output rows;
 * ``merge_inner`` (650 visual tokens in a 700-token sequence, ratio 0.5) against the original's sequential
   rule as a Python loop (``loop_merge_inner``).
 
@@ -25,6 +27,7 @@ the numbers. On CPU the default run takes well under two minutes.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import platform
@@ -136,6 +139,16 @@ def per_segment_loops(features: torch.Tensor, attention: torch.Tensor, cfg: Holi
     return torch.cat(out)
 
 
+def per_row_apply(plan: Any, x: torch.Tensor) -> torch.Tensor:
+    """A merge plan applied one output row at a time (weighted sum of its dense rows)."""
+    rows = x.reshape(plan.frames * plan.tokens_per_frame, -1).float()
+    bounds = [*plan.offsets.tolist(), plan.target.shape[0]]
+    out = [
+        (rows[plan.source[a:b]] * plan.weight[a:b, None]).sum(0) for a, b in itertools.pairwise(bounds)
+    ]
+    return torch.stack(out).to(x.dtype)
+
+
 # ----------------------------------------------------------------------------------- timing
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
@@ -198,6 +211,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             ref = loop_compress_video(features, attention, cfg)
             oracle_ms = (time.perf_counter() - t0) * 1e3
             add(name, ours, "per-token loops (oracle, 1 run)", oracle_ms, _agree(out.tokens, ref["tokens"]))
+
+    # the plan of the first setting applied to a second aligned stream (e.g. Qwen3-VL's deepstack features)
+    plan = compress_video(features, attention, next(iter(configs.values()))).plan
+    stream = torch.randn(F, N, E, generator=torch.Generator().manual_seed(2)).to(device)
+    ours = median_ms(lambda: plan.apply(stream), args.repeats, device)
+    base = median_ms(lambda: per_row_apply(plan, stream), max(3, args.repeats // 3), device, 1)
+    add("MergePlan.apply (2nd stream)", ours, "per-output-row loop", base,
+        _agree(plan.apply(stream), per_row_apply(plan, stream)))
 
     sim = frame_similarity(features)
     ours = median_ms(lambda: frame_similarity(features), args.repeats, device)
