@@ -1,6 +1,6 @@
 """Straightforward loop formulations of the HoliTom spec (test oracles and benchmark baselines).
 
-Written from /work/shared/HOLITOM_SPEC.md directly, one frame / segment / token at a time, sharing no code
+Written from docs/algorithm.md directly, one frame / segment / token at a time, sharing no code
 with `lmms_holitom.ops`. Importable without pytest (the benchmark uses it). Only the distance matrix of
 DPC-kNN uses ``torch.cdist`` (the spec's own formula) and the inner merge's cosine matrix a matmul (as the
 original code does); everything else is Python loops over frames, positions and tokens.
@@ -40,7 +40,7 @@ def loop_frame_similarity(features: Tensor) -> Tensor:
 
 
 def loop_segment_video(similarity: Tensor, tau: float, max_window_size: int) -> tuple[list, int]:
-    """Gain table by explicit loops over windows and positions, DP exactly as spec §2.3."""
+    """Gain table by explicit loops over windows and positions, DP exactly as algorithm §2.3."""
     rows = similarity.tolist()
     F = len(rows) + 1
     N = similarity.shape[1]

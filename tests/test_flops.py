@@ -1,4 +1,4 @@
-"""The cost model against the paper's published figures (spec §8, PAPER_NUMBERS.md)."""
+"""The cost model against the paper's published figures (algorithm §8; the figures are in lmms_holitom.sweep.paper)."""
 
 from __future__ import annotations
 

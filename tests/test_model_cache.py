@@ -82,7 +82,7 @@ def test_recompute_needs_the_prompt_length(holitom_model, tiny_video_inputs, cac
 
 
 def independent_visual_count(features: torch.Tensor, segments, cfg: HoliTomConfig) -> int:
-    """Spec §2–§5 count from the segments alone (contextual_ratio 0): static clusters + per-frame budgets."""
+    """Algorithm §2–§5 count from the segments alone (contextual_ratio 0): static clusters + per-frame budgets."""
     frames, n, _ = features.shape
     f = features.float()
     sim = torch.nn.functional.cosine_similarity(f[:-1], f[1:], dim=-1)  # (F-1, N)

@@ -1,4 +1,4 @@
-"""DPC-kNN centres and cluster merge (spec §4c)."""
+"""DPC-kNN centres and cluster merge (algorithm §4c)."""
 
 from __future__ import annotations
 

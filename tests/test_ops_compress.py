@@ -1,4 +1,4 @@
-"""compress_video (spec §2–§5, §7): hand cases, the loop oracle, the count invariant, identities."""
+"""compress_video (algorithm §2–§5, §7): hand cases, the loop oracle, the count invariant, identities."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""merge_inner (spec §6): the vectorised merge against the original's sequential rule."""
+"""merge_inner (algorithm §6): the vectorised merge against the original's sequential rule."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""frame_similarity, segment_video, renormalised_ratio (spec §2)."""
+"""frame_similarity, segment_video, renormalised_ratio (algorithm §2)."""
 
 from __future__ import annotations
 

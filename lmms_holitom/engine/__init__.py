@@ -13,6 +13,7 @@ No module here names a model family.
 """
 
 from lmms_holitom.engine.cache import HoliTomCache, PrefillState, SequenceState
+from lmms_holitom.engine.outer import compress_video
 from lmms_holitom.engine.stats import STAGES, HoliTomStats, StageTimer
 from lmms_holitom.engine.trace import NEWLINE_ORIGIN, HoliTomTrace
 
@@ -25,4 +26,5 @@ __all__ = [
     "PrefillState",
     "SequenceState",
     "StageTimer",
+    "compress_video",
 ]

@@ -38,7 +38,7 @@ def compress_video(
 
     Returns:
         `CompressedVideo` (tokens, origins, segments, `MergePlan`, stats with ``method``). Methods:
-        ``holitom`` / ``holitom_wo_m`` (spec §2–§5; every segment keeps at least one token);
+        ``holitom`` / ``holitom_wo_m`` (algorithm §2–§5; every segment keeps at least one token);
         ``visionzip`` (§7, F * ``config.visionzip_tokens(N)`` tokens, segments ``[(f, f)]``, r' reported
         as ``min(retain_ratio, 1)``); ``dense`` / ``fastv`` (identity: tokens =
         ``features.reshape(F*N, E)``, segments ``[(f, f)]``, reduced 0, r' reported as 1.0).

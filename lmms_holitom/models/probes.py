@@ -1,6 +1,6 @@
 """The vision saliency probe of LLaVA (SigLIP/CLIP towers), without switching the tower to eager attention.
 
-* `VisionSaliencyProbe` (spec §1): a forward pre-hook on the self-attention module of the ONE vision layer that
+* `VisionSaliencyProbe` (algorithm §1): a forward pre-hook on the self-attention module of the ONE vision layer that
   produces ``hidden_states[vision_feature_layer]``. From that module's own ``q_proj``/``k_proj`` it computes
   ``softmax(q kᵀ · scale)`` in fp32, ``frames_per_chunk`` frames at a time (peak memory
   ``chunk · heads · T²`` fp32 elements, T = 729 patches), averages over heads and then over queries (the

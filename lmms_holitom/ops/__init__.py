@@ -1,13 +1,15 @@
 """The pure tensor layer of lmms-holitom (no model or transformers imports).
 
+"algorithm §x" everywhere in this package means section x of docs/algorithm.md.
+
 Public API:
 
-* `frame_similarity(features) -> (F-1, N) fp32` — spec §2.1;
-* `segment_video(similarity, tau, max_window_size) -> (segments, reduced)` — spec §2.2–2.4;
-* `renormalised_ratio(retain_ratio, F, N, reduced) -> r'` — spec §2.5;
+* `frame_similarity(features) -> (F-1, N) fp32` — algorithm §2.1;
+* `segment_video(similarity, tau, max_window_size) -> (segments, reduced)` — algorithm §2.2–2.4;
+* `renormalised_ratio(retain_ratio, F, N, reduced) -> r'` — algorithm §2.5;
 * outer merges, each with explicit arguments, returning a `CompressedVideo` (tokens + `MergePlan`):
   `holitom_merge(features, attention, *, retain_ratio, tau, max_window_size, contextual_ratio, knn_k,
-  beta, beta_merge)` — spec §2–§5; `visionzip_merge(features, attention, keys, *, tokens, dominant)` —
+  beta, beta_merge)` — algorithm §2–§5; `visionzip_merge(features, attention, keys, *, tokens, dominant)` —
   §7; `identity_merge(features)` (dense / FastV). The method switch over a configuration,
   ``compress_video(features, attention, config, keys=None)``, lives in ``lmms_holitom.engine.outer``;
 * `MergePlan` — the sparse (M x F·N) matrix of an outer merge: ``plan.apply(x)`` merges any tensor
@@ -16,7 +18,7 @@ Public API:
   `merge_inner_plan(...) -> (hidden_out, keep, InnerPlan)`: the same merge as a plan for aligned tensors;
 * DPC-kNN: `dpc_knn_centres(x, clusters, k)`, `cluster_merge(x, centres, beta, beta_merge)`,
   `dpc_knn_merge(x, clusters, k, beta, beta_merge)`, and the ragged-batch engine
-  `dpc_knn_ragged(rows, sizes, clusters, ks, beta, beta_merge)` — spec §4c;
+  `dpc_knn_ragged(rows, sizes, clusters, ks, beta, beta_merge)` — algorithm §4c;
 * `pairwise_distance(x)` — the fp32 ``cdist / sqrt(E)`` used by DPC-kNN.
 
 Everything is deterministic (ties go to the lower index; no RNG), vectorised (loops only over segments or

@@ -1,4 +1,4 @@
-"""DPC-kNN cluster centres and the cluster merge (spec §4c).
+"""DPC-kNN cluster centres and the cluster merge (algorithm §4c).
 
 The engine, `dpc_knn_ragged`, clusters a batch of sets of *different* sizes at once (the sets' rows one
 after the other, with their sizes), each with its own number of centres and its own k; distances and
@@ -334,7 +334,7 @@ def dpc_knn_merge(
 
 
 def dpc_knn_centres(x: Tensor, clusters: int, k: int) -> Tensor:
-    """DPC-kNN cluster centres (spec §4c) of one set (n, E) or equally sized sets (B, n, E).
+    """DPC-kNN cluster centres (algorithm §4c) of one set (n, E) or equally sized sets (B, n, E).
 
     Returns:
         (clusters,) or (B, clusters) long indices into the n tokens, increasing.
@@ -357,7 +357,7 @@ def cluster_merge(
     beta_merge: bool = True,
     dist: Tensor | None = None,
 ) -> Tensor:
-    """Merge every non-centre token into its nearest centre (spec §4c).
+    """Merge every non-centre token into its nearest centre (algorithm §4c).
 
     Args:
         x: (n, E) or (B, n, E) tokens.

@@ -2,7 +2,7 @@
 
 * `identity_merge(features)` — dense / FastV: every token, no temporal merging;
 * `visionzip_merge(features, attention, keys, tokens=, dominant=)` — VisionZip's video adaptation
-  (spec §7), frame by frame;
+  (algorithm §7), frame by frame;
 * HoliTom's merge is `holitom.holitom_merge`.
 
 Each takes explicit arguments (no configuration object) and returns the tokens with their `MergePlan`.
@@ -31,7 +31,7 @@ class CompressedVideo:
     """The visual tokens of one video after outer-LLM compression.
 
     Attributes:
-        tokens: (M, E), dtype/device of the input features, in the order of spec §5 (segments in
+        tokens: (M, E), dtype/device of the input features, in the order of algorithm §5 (segments in
             temporal order; per segment its static tokens, then per frame its dominant then contextual
             tokens), without the ``image_newline`` token. For ``dense``/``fastv`` a view of the features.
         positions: (M,) long, spatial index 0..N-1 each token is anchored at (cluster tokens: their
@@ -120,7 +120,7 @@ def identity_merge(features: Tensor, attention: Tensor | None = None) -> Compres
 def visionzip_merge(
     features: Tensor, attention: Tensor, keys: Tensor, *, tokens: int, dominant: int
 ) -> CompressedVideo:
-    """VisionZip, video adaptation (spec §7): ``tokens`` per frame, ``dominant`` of them by attention.
+    """VisionZip, video adaptation (algorithm §7): ``tokens`` per frame, ``dominant`` of them by attention.
 
     Args:
         features: (F, N, E); attention: (F, N) finite; keys: (F, N, Dk) finite.

@@ -1,4 +1,4 @@
-"""HoliTom's outer merge of one video (spec §2–§5): `holitom_merge` -> `CompressedVideo` with its plan.
+"""HoliTom's outer merge of one video (algorithm §2–§5): `holitom_merge` -> `CompressedVideo` with its plan.
 
 Flow (the same for ``holitom`` and ``holitom_wo_m``; the inner merge is a separate step):
 
@@ -14,7 +14,7 @@ Flow (the same for ``holitom`` and ``holitom_wo_m``; the inner merge is a separa
 5. static tokens: the means of all segments in one ``embedding_bag`` (reads only the static rows), then
    one ragged DPC-kNN batch over all segments; contextual tokens: one ragged DPC-kNN batch over all
    frames that have some (`cluster.ragged_merge`: the only loop is one Gram matmul per set);
-6. concatenation in the order of spec §5 (without the newline token), and the `MergePlan` from the
+6. concatenation in the order of algorithm §5 (without the newline token), and the `MergePlan` from the
    clusterings' own assignments (no recomputation, no host sync).
 """
 
@@ -160,7 +160,7 @@ def _static_tokens(
 def _contextual_tokens(
     features: Tensor, taken: Tensor, plans: list[_SegmentPlan], args: _Args
 ) -> tuple[dict[int, tuple[Tensor, Tensor]], Entries | None]:
-    """Contextual tokens of every frame that has some (spec §4a, our semantics), one DPC-kNN batch.
+    """Contextual tokens of every frame that has some (algorithm §4a, our semantics), one DPC-kNN batch.
 
     In each such frame the remaining dynamic tokens (neither static nor dominant, ``~taken``) are clustered
     into the frame's ``contextual`` centres and merged (§4c). Returns ``{frame: (tokens, positions)}`` and
@@ -226,7 +226,7 @@ def _holitom(features: Tensor, attention: Tensor, args: _Args) -> CompressedVide
     static_of, static_entries = _static_tokens(features, static_mask, [p for p in plans if p.clusters > 0], args)
     context_of, context_entries = _contextual_tokens(features, static_mask | dominant_mask, plans, args)
 
-    # assembly (spec §5) straight into the output: the dominant rows are gathered into their place
+    # assembly (algorithm §5) straight into the output: the dominant rows are gathered into their place
     M = sum(p.clusters + (p.end - p.start + 1) * (p.dominant + p.contextual) for p in plans)
     out = features.new_empty((M, E))
     rows = features.reshape(F * N, E)

@@ -1,4 +1,4 @@
-"""Inner-LLM merge of one sequence at layer K (spec §6.2–§6.4, §6.6).
+"""Inner-LLM merge of one sequence at layer K (algorithm §6.2–§6.4, §6.6).
 
 ``merge_inner`` keeps the ``round(length * (1 - ratio))`` visual tokens of the run [start, start+length)
 with the highest attention of the last prompt token (ties: lower index), assigns every other visual token

@@ -1,4 +1,4 @@
-"""Global temporal segmentation (spec §2): frame similarity, static runs, gain table, DP.
+"""Global temporal segmentation (algorithm §2): frame similarity, static runs, gain table, DP.
 
 Shapes: ``F`` frames, ``N`` tokens per frame, ``E`` embedding width.
 
@@ -85,7 +85,7 @@ def similarity_and_norms(features: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def frame_similarity(features: Tensor) -> Tensor:
-    """Cosine similarity of each token position between consecutive frames (spec §2.1).
+    """Cosine similarity of each token position between consecutive frames (algorithm §2.1).
 
     Args:
         features: (F, N, E) floating tensor, any device/dtype.
@@ -143,7 +143,7 @@ def static_counts(runs: Tensor) -> Tensor:
 
 
 def optimal_segments(counts: np.ndarray, max_window_size: int) -> tuple[list[Segment], int]:
-    """The dynamic programme of spec §2.3 on the CPU.
+    """The dynamic programme of algorithm §2.3 on the CPU.
 
     ``dp[i] = max(dp[i-1], max_{w=2..min(i+1, W)} dp[i-w] + gain(i-w+1, i))`` with
     ``gain(s, e) = counts[s, e-s] * (e-s)``. Ties keep the earlier candidate in the order single frame,
@@ -181,7 +181,7 @@ def optimal_segments(counts: np.ndarray, max_window_size: int) -> tuple[list[Seg
 
 
 def segment_video(similarity: Tensor, tau: float, max_window_size: int) -> tuple[list[Segment], int]:
-    """Partition the frames into segments maximising the temporally merged tokens (spec §2).
+    """Partition the frames into segments maximising the temporally merged tokens (algorithm §2).
 
     Args:
         similarity: (F-1, N) cosine of consecutive frames (`frame_similarity`); F = rows + 1.
@@ -205,7 +205,7 @@ def segment_video(similarity: Tensor, tau: float, max_window_size: int) -> tuple
 
 
 def renormalised_ratio(retain_ratio: float, frames: int, tokens_per_frame: int, reduced: int) -> float:
-    """r' of spec §2.5: ``min(retain_ratio / ((F*N - reduced) / (F*N)), 1)``, in exactly that order."""
+    """r' of algorithm §2.5: ``min(retain_ratio / ((F*N - reduced) / (F*N)), 1)``, in exactly that order."""
     total = frames * tokens_per_frame
     return float(min(retain_ratio / ((total - reduced) / total), 1))
 

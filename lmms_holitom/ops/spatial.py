@@ -1,4 +1,4 @@
-"""Spatial merging (spec §3, §4, §7): static / dynamic split, dominant and contextual tokens, VisionZip.
+"""Spatial merging (algorithm §3, §4, §7): static / dynamic split, dominant and contextual tokens, VisionZip.
 
 Per-frame work is batched over frames: all frames of a video are ranked by attention in one stable sort
 of an (F, N) matrix; the static means of all segments are one ``embedding_bag``; only the selected tokens
@@ -111,7 +111,7 @@ class VisionZipMerge:
 
 
 def visionzip_tokens(features: Tensor, attention: Tensor, keys: Tensor, tokens: int, dominant: int) -> VisionZipMerge:
-    """VisionZip, video adaptation (spec §7), all frames at once.
+    """VisionZip, video adaptation (algorithm §7), all frames at once.
 
     Per frame: the `dominant` tokens of highest attention (original order), then ``tokens - dominant``
     contextual tokens: the remaining R = N - dominant tokens (increasing position) provide evenly spaced
