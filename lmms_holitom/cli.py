@@ -2,6 +2,12 @@
 
 Each command module exposes ``HELP`` (one line), ``add_arguments(parser)`` and ``main(args) -> int``;
 modules are imported only for the sub-command that runs, so ``holitom flops`` never imports torch models.
+
+Errors: a user error (a bad value, a missing file, an unwritable folder) is one line
+``holitom <command>: error: <what, the value, what is allowed>`` and exit status 2, with no traceback.
+Commands report them by raising `UsageError` (or the `ValueError` a validated object such as
+`HoliTomConfig` raises, or an `OSError` with a file name); this module is the one place that turns them into
+that line. ``holitom --debug <command> ...`` shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -9,6 +15,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+
+from lmms_holitom.commands import UsageError
+
+__all__ = ["COMMANDS", "UsageError", "build_parser", "main"]
 
 #: sub-command -> module under lmms_holitom.commands
 COMMANDS: dict[str, str] = {
@@ -37,12 +47,19 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     from lmms_holitom import __version__
 
     parser.add_argument("--version", action="version", version=f"lmms-holitom {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module in COMMANDS.items():
         p = sub.add_parser(name, help=_HELP[name], description=_HELP[name])
         if name == command:  # only import the module that will run
             importlib.import_module(f"lmms_holitom.commands.{module}").add_arguments(p)
     return parser
+
+
+def _one_line(err: BaseException) -> str:
+    if isinstance(err, OSError) and err.filename is not None:
+        return f"{err.filename}: {err.strerror or err}"
+    return " ".join(str(err).split()) or type(err).__name__
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,8 +70,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    module = importlib.import_module(f"lmms_holitom.commands.{COMMANDS[args.command]}")
-    return int(module.main(args) or 0)
+    try:
+        module = importlib.import_module(f"lmms_holitom.commands.{COMMANDS[args.command]}")
+        return int(module.main(args) or 0)
+    except (ValueError, OSError) as err:  # UsageError, a validated object's ValueError, a file error
+        if args.debug:
+            raise
+        print(f"holitom {args.command}: error: {_one_line(err)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print(f"holitom {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -46,10 +46,12 @@ ENV_VARS: dict[str, str] = {
 }
 
 _TRUE = {"1", "true", "yes", "on", "y", "t"}
-_FALSE = {"0", "false", "no", "off", "n", "f", ""}
+_FALSE = {"0", "false", "no", "off", "n", "f"}
 
 
 def _parse_bool(name: str, value: Any) -> bool:
+    """``true/false``, ``1/0``, ``yes/no``, ``on/off``; an empty string is an error, not False (for
+    ``beta_merge=`` in lmms-eval ``model_args`` silently meaning "off" would invert the default)."""
     if isinstance(value, bool):
         return value
     if isinstance(value, (int, float)) and value in (0, 1):
@@ -91,6 +93,70 @@ def _parse_float(name: str, value: Any) -> float:
         except ValueError:
             pass
     raise ValueError(f"{name} must be a number, got {value!r}")
+
+
+def _parse_name(name: str, value: Any) -> str:
+    return str(value).strip().lower()
+
+
+#: field -> coercion (raises ValueError naming the field)
+_COERCE: dict[str, Any] = {
+    "method": _parse_name,
+    "retain_ratio": _parse_float,
+    "tau": _parse_float,
+    "merge_layer": _parse_optional_int,
+    "merge_ratio": _parse_float,
+    "beta": _parse_float,
+    "contextual_ratio": _parse_float,
+    "knn_k": _parse_int,
+    "max_window_size": _parse_int,
+    "beta_merge": _parse_bool,
+    "fidelity": _parse_name,
+    "spatial_tokens": _parse_optional_int,
+    "dominant_ratio": _parse_float,
+}
+_FINITE = ("retain_ratio", "tau", "merge_ratio", "beta", "contextual_ratio", "dominant_ratio")
+_UNIT = "in [0, 1]"
+#: field -> (is the coerced value allowed, what is allowed); the one source of the ranges
+_RULES: dict[str, tuple[Any, str]] = {
+    "method": (lambda v: v in METHODS, "one of " + ", ".join(METHODS)),
+    "fidelity": (lambda v: v in FIDELITIES, "one of " + ", ".join(FIDELITIES)),
+    "retain_ratio": (lambda v: 0.0 < v <= 1.0, "in (0, 1]"),
+    "tau": (lambda v: v >= -1.0, "in [-1, inf) (a cosine threshold; > 1 disables temporal merging)"),
+    "merge_ratio": (lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
+    "merge_layer": (lambda v: v is None or v >= 1, "an integer >= 1 (a decoder layer index) or None"),
+    "beta": (lambda v: 0.0 <= v <= 1.0, _UNIT),
+    "contextual_ratio": (lambda v: 0.0 <= v <= 1.0, _UNIT),
+    "knn_k": (lambda v: v >= 1, "an integer >= 1"),
+    "max_window_size": (lambda v: v >= 1, "an integer >= 1"),
+    "spatial_tokens": (lambda v: v is None or v >= 1, "an integer >= 1 or None"),
+    "dominant_ratio": (lambda v: 0.0 <= v <= 1.0, _UNIT),
+}
+
+
+def _unknown_message(unknown: list[str], valid: tuple[str, ...]) -> str:
+    return f"unknown HoliTom parameter(s) {', '.join(unknown)}; valid: {', '.join(valid)}"
+
+
+def _coerce(values: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """Coerce and check every field of ``values`` (all fields present); return (coerced, problems)."""
+    out: dict[str, Any] = {}
+    problems: list[str] = []
+    for name, parse in _COERCE.items():
+        try:
+            out[name] = parse(name, values[name])
+        except ValueError as e:
+            problems.append(str(e))
+    for name, (ok, allowed) in _RULES.items():
+        if name not in out:
+            continue
+        if name in _FINITE and not math.isfinite(out[name]):
+            problems.append(f"{name} must be a finite number, got {out[name]!r}")
+        elif not ok(out[name]):
+            problems.append(f"{name} must be {allowed}, got {out[name]!r}")
+    if out.get("method") == "fastv" and "merge_layer" in out and out["merge_layer"] is None:
+        problems.append("merge_layer must be set (an integer >= 1) for method 'fastv', got None")
+    return out, problems
 
 
 @dataclass(frozen=True)
@@ -136,59 +202,25 @@ class HoliTomConfig:
 
     # ------------------------------------------------------------------ validation
     def __post_init__(self) -> None:
-        coerce = {
-            "method": lambda n, v: str(v).strip().lower(),
-            "retain_ratio": _parse_float,
-            "tau": _parse_float,
-            "merge_layer": _parse_optional_int,
-            "merge_ratio": _parse_float,
-            "beta": _parse_float,
-            "contextual_ratio": _parse_float,
-            "knn_k": _parse_int,
-            "max_window_size": _parse_int,
-            "beta_merge": _parse_bool,
-            "fidelity": lambda n, v: str(v).strip().lower(),
-            "spatial_tokens": _parse_optional_int,
-            "dominant_ratio": _parse_float,
-        }
-        for name, fn in coerce.items():
-            object.__setattr__(self, name, fn(name, getattr(self, name)))
+        values = {name: getattr(self, name) for name in _COERCE}
+        coerced, problems = _coerce(values)
+        if problems:
+            raise ValueError("; ".join(problems))
+        for name, value in coerced.items():
+            object.__setattr__(self, name, value)
 
-        def bad(name: str, allowed: str) -> ValueError:
-            return ValueError(f"{name} must be {allowed}, got {getattr(self, name)!r}")
+    @classmethod
+    def problems(cls, values: Mapping[str, Any]) -> list[str]:
+        """Every problem of a mapping of field values, one line each (``[]``: ``from_dict`` accepts it).
 
-        def finite(name: str) -> None:
-            if not math.isfinite(getattr(self, name)):
-                raise bad(name, "a finite number")
-
-        if self.method not in METHODS:
-            raise bad("method", "one of " + ", ".join(METHODS))
-        if self.fidelity not in FIDELITIES:
-            raise bad("fidelity", "one of " + ", ".join(FIDELITIES))
-        for name in ("retain_ratio", "tau", "merge_ratio", "beta", "contextual_ratio", "dominant_ratio"):
-            finite(name)
-        if not 0.0 < self.retain_ratio <= 1.0:
-            raise bad("retain_ratio", "in (0, 1]")
-        if self.tau < -1.0:
-            raise bad("tau", "in [-1, inf) (a cosine threshold; > 1 disables temporal merging)")
-        if not 0.0 <= self.merge_ratio < 1.0:
-            raise bad("merge_ratio", "in [0, 1)")
-        if self.merge_layer is not None and self.merge_layer < 1:
-            raise bad("merge_layer", "an integer >= 1 (a decoder layer index) or None")
-        if self.method == "fastv" and self.merge_layer is None:
-            raise ValueError("merge_layer must be set (an integer >= 1) for method 'fastv', got None")
-        if not 0.0 <= self.beta <= 1.0:
-            raise bad("beta", "in [0, 1]")
-        if not 0.0 <= self.contextual_ratio <= 1.0:
-            raise bad("contextual_ratio", "in [0, 1]")
-        if self.knn_k < 1:
-            raise bad("knn_k", "an integer >= 1")
-        if self.max_window_size < 1:
-            raise bad("max_window_size", "an integer >= 1")
-        if self.spatial_tokens is not None and self.spatial_tokens < 1:
-            raise bad("spatial_tokens", "an integer >= 1 or None")
-        if not 0.0 <= self.dominant_ratio <= 1.0:
-            raise bad("dominant_ratio", "in [0, 1]")
+        Unlike the constructor, which raises on the first invalid configuration, this lists all of them:
+        unknown keys, values of the wrong type and values out of range (the study validator uses it).
+        """
+        known = set(cls.field_names())
+        problems = [_unknown_message(sorted(set(values) - known), cls.field_names())] if set(values) - known else []
+        defaults = {f.name: f.default for f in fields(cls)}
+        _, found = _coerce({**defaults, **{k: v for k, v in values.items() if k in known}})
+        return problems + found
 
     # ------------------------------------------------------------------ derived views
     @property
@@ -226,12 +258,9 @@ class HoliTomConfig:
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> HoliTomConfig:
         """Build from a mapping; unknown keys raise a ValueError listing the valid ones."""
-        known = set(cls.field_names())
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(
-                f"unknown HoliTom parameter(s) {', '.join(unknown)}; valid: {', '.join(cls.field_names())}"
-            )
+        problems = cls.problems(values)
+        if problems:
+            raise ValueError("; ".join(problems))
         return cls(**dict(values))
 
     @classmethod
@@ -240,34 +269,52 @@ class HoliTomConfig:
 
         ``WRAPPER`` selects the method as in the authors' lmms-eval fork: ``holitom`` is full HoliTom
         when both ``HOLITOM_k`` and ``HOLITOM_r`` are set and HoliTom w/o M otherwise (exactly the
-        original's rule); ``visionzip`` and ``fastv`` select those baselines (FastV reads ``FASTV_k`` /
-        ``FASTV_r``); unset or empty means ``dense``. ``NO_BETA=1`` means ``beta_merge=False``.
+        original's rule; a lone ``HOLITOM_k`` or ``HOLITOM_r`` is still checked, and an invalid one is an
+        error); ``holitom_wo_m`` and ``visionzip`` select those methods, ``fastv`` FastV (which reads
+        ``FASTV_k`` / ``FASTV_r``); unset, empty, ``none`` or ``dense`` mean ``dense``.
+        ``NO_BETA=1`` means ``beta_merge=False``. A variable set to the empty string counts as unset
+        (the default), as in the original shell scripts. Errors name the variable, e.g.
+        ``HOLITOM_k (merge_layer): merge_layer must be an integer >= 1 ..., got -1``.
         """
         env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        wrapper = env.get("WRAPPER", "").strip().lower()
-        for var, name in ENV_VARS.items():
-            if var in env and env[var].strip() != "":
-                values[name] = env[var]
+        given = {var: env[var] for var in (*ENV_VARS, "FASTV_k", "FASTV_r") if env.get(var, "").strip() != ""}
+        values = {ENV_VARS[var]: value for var, value in given.items() if var in ENV_VARS}
         if "beta_merge" in values:  # NO_BETA=1 -> plain mean
             values["beta_merge"] = not _parse_bool("NO_BETA", values["beta_merge"])
+        wrapper = env.get("WRAPPER", "").strip().lower()
         if wrapper in ("", "none", "dense"):
             values["method"] = "dense"
         elif wrapper == "holitom":
-            full = env.get("HOLITOM_k", "").strip() != "" and env.get("HOLITOM_r", "").strip() != ""
+            full = "HOLITOM_k" in given and "HOLITOM_r" in given
             values["method"] = "holitom" if full else "holitom_wo_m"
-            if not full:
-                values.pop("merge_layer", None)
-                values.pop("merge_ratio", None)
+            if not full:  # the original ignores a lone K or r, but not an invalid one
+                _raise_env_problems(cls.problems({k: values.pop(k) for k in ("merge_layer", "merge_ratio")
+                                                  if k in values}))
         elif wrapper == "fastv":
             values["method"] = "fastv"
-            if env.get("FASTV_k", "").strip():
-                values["merge_layer"] = env["FASTV_k"]
-            if env.get("FASTV_r", "").strip():
-                values["merge_ratio"] = env["FASTV_r"]
+            values.update({name: given[var] for var, name in (("FASTV_k", "merge_layer"), ("FASTV_r", "merge_ratio"))
+                           if var in given})
         elif wrapper in METHODS:
             values["method"] = wrapper
         else:
-            raise ValueError(f"WRAPPER must be one of holitom, visionzip, fastv, dense, got {wrapper!r}")
+            allowed = ", ".join((*METHODS, "none"))
+            raise ValueError(f"WRAPPER must be one of {allowed} (or unset), got {env.get('WRAPPER')!r}")
+        _raise_env_problems(cls.problems({k: v for k, v in values.items() if k not in overrides}),
+                            fastv=values["method"] == "fastv")
         values.update(overrides)
         return cls.from_dict(values)
+
+
+def _raise_env_problems(problems: list[str], fastv: bool = False) -> None:
+    """Raise one ValueError naming the environment variable of each problem (``HOLITOM_k (merge_layer): ...``)."""
+    if not problems:
+        return
+    names = {name: var for var, name in ENV_VARS.items()}
+    if fastv:
+        names.update(merge_layer="FASTV_k", merge_ratio="FASTV_r")
+    lines = []
+    for problem in problems:
+        field_name = problem.split(" ", 1)[0]
+        var = names.get(field_name)
+        lines.append(f"{var} ({field_name}): {problem}" if var else problem)
+    raise ValueError("; ".join(lines))

@@ -133,9 +133,27 @@ def options_from_args(args: argparse.Namespace):
     )
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """The counts and the device, before any model is built; raises `UsageError` (settings: ValueError)."""
+    from lmms_holitom.commands import at_least, check_device
+    from lmms_holitom.config import HoliTomConfig
+
+    for flag, minimum in (("frames", 1), ("text_tokens", 0), ("scenes", 1), ("new_tokens", 1), ("warmup", 0),
+                          ("repeats", 1), ("threads", 1), ("merge_layer", 1), ("fastv_layer", 1)):
+        at_least("--" + flag.replace("_", "-"), getattr(args, flag), minimum)
+    for chunk in args.probe_chunks:
+        at_least("--probe-chunks", chunk, 1)
+    for ratio in args.retain_ratios:
+        HoliTomConfig(retain_ratio=ratio, merge_ratio=args.merge_ratio)  # ranges, named in the ValueError
+    if args.tau is not None:
+        HoliTomConfig(tau=args.tau)
+    check_device("--device", args.device)
+
+
 def main(args: argparse.Namespace) -> int:
     from lmms_holitom.bench import format_table, run_bench, write_json, write_plot
 
+    check_args(args)
     try:
         opts = options_from_args(args)
     except ValueError as err:

@@ -1,4 +1,8 @@
-"""``holitom flops``: theoretical LLM TFLOPs of a setting, or the paper's whole table (``--table``)."""
+"""``holitom flops``: theoretical LLM TFLOPs of a setting, or the paper's whole table (``--table``).
+
+Bad values (``--frames 0``, ``--retain-ratio 2``, ``--merge-layer`` beyond the preset's layers, an unknown
+``--preset``) raise `UsageError`/ValueError, which ``holitom`` reports as one line (exit 2).
+"""
 
 from __future__ import annotations
 
@@ -80,9 +84,13 @@ def _ceil_tokens(ratio: float, n: int) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
+    from lmms_holitom.commands import at_least
     from lmms_holitom.flops import get_preset, paper_visual_tokens, setting_flops
 
-    shape = get_preset(args.preset)
+    at_least("--frames", args.frames, 1)
+    at_least("--visual-tokens", args.visual_tokens, 0)
+    at_least("--text-tokens", args.text_tokens, 0)
+    shape = get_preset(args.preset)  # ValueError naming the known presets
     frames = shape.default_frames if args.frames is None else args.frames
     if args.table:
         rows = table_rows(args.preset, frames, args.convention)

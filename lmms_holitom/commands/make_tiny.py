@@ -20,13 +20,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from lmms_holitom.commands import UsageError
     from lmms_holitom.tiny import ensure_tiny_model, tiny_cache_dir
 
     target = Path(args.path) if args.path is not None else tiny_cache_dir()
+    if target.exists() and not target.is_dir():
+        raise UsageError(f"--path {target} is a file; give a folder for the tiny model")
     if args.force and target.exists():
         if not (target / "lmms_holitom_tiny.json").exists() and any(target.iterdir()):
-            print(f"refusing to delete {target}: it is not a tiny-model folder (no lmms_holitom_tiny.json)")
-            return 2
+            raise UsageError(f"--force refuses to delete {target}: it is not a tiny-model folder "
+                             "(no lmms_holitom_tiny.json)")
         shutil.rmtree(target)
     print(ensure_tiny_model(target))
     return 0

@@ -88,12 +88,21 @@ def format_stats(stats: dict[str, Any]) -> str:
     return f"{line}\ntimings (ms): {timings}"
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """Every argument that can be checked before the video and model load; raises `UsageError`/ValueError."""
+    from lmms_holitom.commands import at_least, check_device
+
+    at_least("--max-frames", args.max_frames, 1)
+    at_least("--max-new-tokens", args.max_new_tokens, 1)
+    at_least("--probe-chunk", args.probe_chunk, 1)
+    check_device("--device", args.device)
+    _holitom_config(args, default_layer=18)  # the settings' ranges; K is checked again against the model
+
+
 def main(args: argparse.Namespace) -> int:
     from lmms_holitom.video import VideoDecodeError, load_video_frames
 
-    if args.max_frames < 1:
-        print(f"holitom run: error: --max-frames must be >= 1, got {args.max_frames}", file=sys.stderr)
-        return 2
+    check_args(args)
     try:
         frames = load_video_frames(args.video, args.max_frames, backend="pyav")
     except VideoDecodeError as exc:

@@ -34,12 +34,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from lmms_holitom.commands import UsageError, at_least
     from lmms_holitom.sweep.config import ConfigError, load_config
+    from lmms_holitom.sweep.lock import SweepLocked
     from lmms_holitom.sweep.runner import SweepRunner, default_output_dir, select_runs
 
-    if args.limit is not None and args.limit < 1:
-        print("holitom sweep: --limit must be an integer >= 1", file=sys.stderr)
-        return 2
+    at_least("--limit", args.limit, 1)
+    if not args.heartbeat > 0:
+        raise UsageError(f"--heartbeat must be a number of seconds > 0, got {args.heartbeat!r}")
     check = None
     if not args.no_task_check:
         from lmms_holitom.sweep.tasks import check_tasks
@@ -50,6 +52,8 @@ def main(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(f"holitom sweep: invalid study file\n{e}", file=sys.stderr)
         return 2
+    for notice in cfg.notices:  # said before any GPU time is spent
+        print(f"holitom sweep: note: {notice}", file=sys.stderr)
     runs, unmatched = select_runs(cfg.runs, args.only)
     if unmatched:
         names = "\n  ".join(r.name for r in cfg.runs)
@@ -95,4 +99,10 @@ def main(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("holitom sweep: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+    except SweepLocked as e:
+        print(f"holitom sweep: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # before any run started: the output folder itself
+        raise UsageError(f"--output {runner.output_dir} cannot be written: {e.strerror or e}"
+                         + (f" ({e.filename})" if e.filename else "")) from e
     return outcome.exit_code

@@ -55,6 +55,7 @@ from typing import Any
 import yaml
 
 from lmms_holitom.config import HoliTomConfig
+from lmms_holitom.sweep.scoring import remote_scoring_notice
 
 __all__ = [
     "ConfigError",
@@ -182,6 +183,7 @@ class SweepConfig:
     include_path: Path | None = None
     lmms_eval_args: tuple[str, ...] = ()
     description: str = ""
+    notices: tuple[str, ...] = ()  # not errors, said before anything runs (e.g. remote-scored tasks)
 
     def run(self, name: str) -> RunSpec:
         for r in self.runs:
@@ -489,13 +491,11 @@ def _build_run(problems: _Problems, point: _Point, model: Mapping[str, Any]) -> 
     overrides = {k: v for k, v in values.items() if k in RUN_MODEL_KEYS}
     before = len(problems)
     _check_model_values(problems, point.where, overrides)
-    try:
-        cfg = HoliTomConfig.from_dict(holitom_values)
-    except (ValueError, TypeError) as e:
-        problems.add(f"{point.where}: {e}")
-        return None
+    for problem in HoliTomConfig.problems(holitom_values):  # every bad value, not only the first
+        problems.add(f"{point.where}: {problem}")
     if len(problems) > before:
         return None
+    cfg = HoliTomConfig.from_dict(holitom_values)
     dropped = IRRELEVANT[cfg.method]
     params: dict[str, Any] = {"method": cfg.method}
     for key in HEADLINE[cfg.method]:
@@ -614,6 +614,7 @@ def parse_config(
         include_path=include_path,
         lmms_eval_args=tuple(str(a) for a in eval_args),
         description=description,
+        notices=tuple(n for n in (remote_scoring_notice(tasks),) if n),
     )
 
 

@@ -1,41 +1,22 @@
-"""Run manifests: atomic JSON files, the versions a run used, and the git state of the checkout."""
+"""Run manifests: JSON files (written atomically by `lmms_holitom.io`), the versions a run used, and the git
+state of the checkout."""
 
 from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
 import subprocess
-import tempfile
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from lmms_holitom.io import write_json_atomic, write_text_atomic
+
 __all__ = ["git_state", "now_iso", "read_json", "versions", "write_json_atomic", "write_text_atomic"]
 
 MANIFEST = "run.json"
 PACKAGES = ("lmms-holitom", "lmms-eval", "transformers", "torch", "accelerate")
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write via a temporary file in the same folder and ``os.replace``: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 
 
 def read_json(path: Path) -> dict[str, Any] | None:

@@ -13,6 +13,12 @@ For every run folder (``<run>/run.json`` and/or ``<run>/lmms_eval/**/*_results.j
 
 The settings of a run are read from the model_args lmms-eval recorded in its results (what really ran),
 else from the run manifest.
+
+Every run is validated exactly as the sweep validates it (`lmms_holitom.sweep.results.check_recorded_run`):
+a manifest saying ``done`` over a truncated or incomplete results file gives status ``invalid`` and no
+scores; a remote-scored task with saved answers gives ``pending-scoring``. The video errors the plugin
+counted (``holitom_summary.json``) are shown per benchmark beside the scores, and a run with any is marked
+``not comparable``: each task scores an unanswered (empty) answer its own way.
 """
 
 from __future__ import annotations
@@ -28,7 +34,13 @@ from typing import Any
 from lmms_holitom.config import HoliTomConfig
 from lmms_holitom.sweep.manifest import MANIFEST, read_json, write_text_atomic
 from lmms_holitom.sweep.paper import BENCHMARK_COLUMNS, PaperRow, match_paper, model_key
-from lmms_holitom.sweep.results import find_results_file, load_summary, parse_model_args, summary_errors
+from lmms_holitom.sweep.results import (
+    check_recorded_run,
+    find_results_file,
+    load_summary,
+    parse_model_args,
+    summary_errors,
+)
 
 __all__ = ["Report", "Row", "benchmark_scores", "build_report", "extra_metrics", "to_csv", "to_markdown",
            "write_report"]
@@ -59,6 +71,7 @@ class Row:
     frames: int | None = None
     pretrained: str | None = None
     scores: dict[str, float] = field(default_factory=dict)
+    video_errors: dict[str, int] | None = None  # score column -> samples with a video error (None: unknown)
     avg: float | None = None
     pct_dense: float | None = None
     tflops: float | None = None
@@ -77,6 +90,11 @@ class Row:
     @property
     def model(self) -> str | None:
         return model_key(self.pretrained)
+
+    @property
+    def comparable(self) -> bool:
+        """False when some sample had a video error (answered with an empty string)."""
+        return not any((self.video_errors or {}).values())
 
 
 @dataclass
@@ -218,12 +236,13 @@ def read_run(run_dir: Path) -> Row:
     row.pretrained = args.get("pretrained")
     frames = args.get("max_frames_num")
     row.frames = int(frames) if frames not in (None, "") and str(frames).isdigit() else None
-    status = manifest.get("status")
-    row.status = status or ("done" if data else "missing")
-    if status == "failed" and manifest.get("reason"):
-        row.notes.append(f"{row.name}: failed — {manifest['reason']}")
+    check = check_recorded_run(run_dir, manifest)
+    row.status = _status(check, manifest, results_path is not None)
+    if row.status in ("failed", "invalid", "pending-scoring"):
+        reason = manifest.get("reason") if row.status == "failed" and manifest.get("reason") else check.reason
+        row.notes.append(f"{row.name}: {row.status} — {reason}")
     row.flags = list(manifest.get("flags") or [])
-    if data is not None and results_path is not None:
+    if check.done and data is not None and results_path is not None:
         row.results_file = str(results_path.relative_to(run_dir.parent))
         scores, extras, notes = benchmark_scores(data)
         row.scores = {**scores, **extras}
@@ -237,6 +256,7 @@ def read_run(run_dir: Path) -> Row:
             measured = _weighted(summary, "mean_tflops")
             if measured is not None:
                 row.tflops, row.tflops_source = measured, "measured"
+            row.video_errors = _video_errors(summary)
             errors = summary_errors(summary)
             if errors and not any("error" in f for f in row.flags):
                 row.flags.append(f"model reported {errors} error(s)")
@@ -249,6 +269,34 @@ def read_run(run_dir: Path) -> Row:
                     "visionzip_tokens": row.visionzip_tokens}
         row.paper = match_paper(row.model, row.method, row.retain_ratio, row.frames, settings)
     return row
+
+
+def _status(check: Any, manifest: dict[str, Any], has_results: bool) -> str:
+    """done / pending-scoring from the validation; else the manifest's own state, ``invalid`` when the
+    manifest claims a finished run the results do not support, ``missing`` without either."""
+    if check.state != "incomplete":
+        return check.state
+    status = manifest.get("status")
+    if status in (None, "done", "pending-scoring"):
+        return "invalid" if (status or has_results) else "missing"
+    return str(status)
+
+
+def column_of(task: str) -> str:
+    """The report column a leaf task's score goes to (``mvbench_*`` -> MVB, ...; other tasks: their name)."""
+    if task.startswith("mvbench"):
+        return "MVB"
+    if task in ("egoschema", "egoschema_subset"):
+        return "Ego"
+    return {"longvideobench_val_v": "LVB", "videomme": "VMME"}.get(task, task)
+
+
+def _video_errors(summary: Mapping[str, Any]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for task, entry in summary.items():
+        if isinstance(entry, Mapping) and isinstance(entry.get("errors"), (int, float)):
+            out[column_of(task)] = out.get(column_of(task), 0) + int(entry["errors"])
+    return out
 
 
 def paper_row(p: PaperRow, ours: Row) -> Row:
@@ -303,6 +351,14 @@ def build_report(root: Path) -> Report:
         metrics = {c: next((r.extra_metrics[c] for r in rows if c in r.extra_metrics), "?") for c in extras}
         notes.append("Other tasks, as lmms-eval reports them (not rescaled): "
                      + ", ".join(f"{c} = `{m}`" for c, m in metrics.items()) + ".")
+    if any(not r.comparable for r in rows):
+        notes.append("not comparable: some samples had a video error (missing or undecodable file) and were "
+                     "answered with an empty string, which each task scores its own way (MVBench skips them, "
+                     "EgoSchema and LongVideoBench turn them into a random choice); the `video errors` column "
+                     "counts them per benchmark.")
+    if any(r.status == "pending-scoring" for r in rows):
+        notes.append("pending-scoring: the answers were saved but the task is scored by a remote server that "
+                     "was not reached (egoschema); submit the saved answers file to score it.")
     for r in rows:
         notes.extend(r.notes)
         notes.extend(f"{r.name}: flagged — {f}" for f in r.flags)
@@ -336,7 +392,18 @@ def _tokens_cell(row: Row) -> str:
 def _status_cell(row: Row) -> str:
     if row.source == "paper":
         return "published"
-    return row.status + (" ⚑" if row.flags else "")
+    return row.status + (" ⚑" if row.flags else "") + ("" if row.comparable else " not comparable")
+
+
+def _errors_cell(row: Row, columns: list[str]) -> str:
+    """``0``, or the benchmarks with video errors (``MVB 2, VMME 1``); blank when unknown."""
+    if row.video_errors is None:
+        return ""
+    bad = [f"{c} {row.video_errors[c]}" for c in columns if row.video_errors.get(c)]
+    others = sum(n for c, n in row.video_errors.items() if c not in columns)
+    if others:
+        bad.append(f"other {others}")
+    return ", ".join(bad) or "0"
 
 
 def _retain_cell(row: Row) -> str:
@@ -357,6 +424,7 @@ def _columns(report: Report) -> list[tuple[str, Any]]:
         ("frames", lambda r: "" if r.frames is None else str(r.frames)),
     ]
     cols += [(c, lambda r, c=c: _f(r.scores.get(c))) for c in report.score_columns]
+    cols.append(("video errors", lambda r: _errors_cell(r, report.score_columns)))
     cols += [
         ("Avg", lambda r: _f(r.avg)),
         ("% of dense", lambda r: _f(r.pct_dense)),
@@ -406,11 +474,13 @@ def _csv_value(value: Any) -> str:
 def to_csv(report: Report) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow([*CSV_FIELDS, *report.score_columns, *CSV_TAIL])
+    errors = [f"{c}_video_errors" for c in report.score_columns]
+    writer.writerow([*CSV_FIELDS, *report.score_columns, *errors, *CSV_TAIL])
     for r in report.table_rows():
         head = [r.source, r.name, r.method, r.retain_ratio, r.tau, r.merge_layer, r.merge_ratio, r.frames,
                 r.pretrained]
         scores = [r.scores.get(c) for c in report.score_columns]
+        scores += [None if r.video_errors is None else r.video_errors.get(c, 0) for c in report.score_columns]
         tail = [r.avg, r.pct_dense, r.tflops, r.tflops_source, r.visual_tokens, r.visual_tokens_after_merge,
                 r.ttft_ms, r.status, "; ".join(r.flags), r.results_file]
         writer.writerow([_csv_value(v) for v in (*head, *scores, *tail)])

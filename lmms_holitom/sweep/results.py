@@ -9,7 +9,11 @@ parts of ``pretrained`` joined by ``__``) and exits 0 even when the evaluation f
 * was produced with the run's model_args (``config.model_args``), so an edited study reruns the run.
 
 The plugin's ``holitom_summary.json`` (beside the results file) is read for its error count: a run with
-model errors stays done but is flagged.
+model errors stays done but is flagged. A remote-scored task (``egoschema``, `lmms_holitom.sweep.scoring`)
+whose answers were saved but never scored makes the run ``pending-scoring`` instead of failed.
+
+`check_run` is the one validation: the sweep calls it with the study's expectations, and ``holitom report``
+through `check_recorded_run` with the expectations recorded in the run's manifest.
 """
 
 from __future__ import annotations
@@ -20,7 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RunCheck", "check_run", "find_results_file", "leaf_tasks", "load_summary", "parse_model_args"]
+from lmms_holitom.sweep.scoring import REMOTE_SCORED, answers_file
+
+__all__ = ["RunCheck", "check_recorded_run", "check_run", "find_results_file", "leaf_tasks", "load_summary",
+           "parse_model_args", "summary_errors"]
 
 SUMMARY_FILE = "holitom_summary.json"
 
@@ -35,6 +42,19 @@ class RunCheck:
     n_samples: dict[str, Any] = field(default_factory=dict)
     summary: dict[str, Any] | None = None
     model_errors: int | None = None
+    pending_scoring: dict[str, str] = field(default_factory=dict)  # remote-scored task -> its answers file
+
+    @property
+    def state(self) -> str:
+        """``done``, ``pending-scoring`` (only remote scoring is missing) or ``incomplete``."""
+        if self.done:
+            return "done"
+        return "pending-scoring" if self.pending_scoring else "incomplete"
+
+    @property
+    def finished(self) -> bool:
+        """Nothing left to run: done, or waiting for a remote score (rerunning would not score it either)."""
+        return self.state != "incomplete"
 
 
 def find_results_file(lmms_dir: Path) -> Path | None:
@@ -119,7 +139,7 @@ def check_run(
     lmms_dir = Path(run_dir) / results_subdir
     path = find_results_file(lmms_dir)
     if path is None:
-        return RunCheck(False, f"no lmms-eval results file (*_results.json) under {lmms_dir}")
+        return _no_results(lmms_dir, tasks)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         if not isinstance(data, dict):
@@ -129,12 +149,16 @@ def check_run(
     results = data.get("results") or {}
     n_samples = data.get("n-samples") or {}
     problems: list[str] = []
+    pending: dict[str, str] = {}
     leaves = {t: leaf_tasks(t, data, groups) for t in tasks}
     for task, members in leaves.items():
         for leaf in members:
             label = leaf if leaf == task else f"{leaf} (of {task})"
             entry = results.get(leaf)
             if not isinstance(entry, Mapping) or not any("," in k for k in entry):
+                if (answers := answers_file(lmms_dir, leaf)) is not None:
+                    pending[leaf] = str(answers.relative_to(run_dir))
+                    continue
                 problems.append(f"task {label} has no metrics in results")
                 continue
             counts = n_samples.get(leaf)
@@ -159,6 +183,10 @@ def check_run(
                     for k in keys if want_args.get(k) != got_args.get(k)]
             problems.append("results were produced with other model_args: " + "; ".join(diff))
     summary = load_summary(path)
+    if pending and not problems:
+        problems.append(_pending_reason(pending))
+    else:
+        pending = {}
     check = RunCheck(
         done=not problems,
         reason="; ".join(problems) or None,
@@ -168,5 +196,53 @@ def check_run(
         n_samples={leaf: n_samples.get(leaf) for ms in leaves.values() for leaf in ms},
         summary=summary,
         model_errors=summary_errors(summary),
+        pending_scoring=pending,
     )
     return check
+
+
+def _pending_reason(pending: Mapping[str, str]) -> str:
+    return ("answers saved, remote scoring pending (no network?): "
+            + ", ".join(f"{t} -> {f}" for t, f in pending.items()))
+
+
+def _no_results(lmms_dir: Path, tasks: tuple[str, ...] | list[str]) -> RunCheck:
+    """No results file: pending-scoring when every task is remote-scored and saved its answers."""
+    reason = f"no lmms-eval results file (*_results.json) under {lmms_dir}"
+    saved = {t: answers_file(lmms_dir, t) for t in tasks if t in REMOTE_SCORED}
+    saved = {t: f for t, f in saved.items() if f is not None}
+    if not saved:
+        return RunCheck(False, reason)
+    files = {t: str(f.relative_to(lmms_dir.parent)) for t, f in saved.items()}
+    if len(saved) == len(tasks):
+        return RunCheck(False, _pending_reason(files), pending_scoring=files)
+    lost = ", ".join(t for t in tasks if t not in saved)
+    return RunCheck(False, f"{reason}: the remote scoring of {', '.join(saved)} failed (answers saved in "
+                           f"{', '.join(files.values())}), which stops lmms-eval from writing the results of "
+                           f"{lost} too")
+
+
+def check_recorded_run(run_dir: Path, manifest: Mapping[str, Any] | None, results_subdir: str = "lmms_eval") \
+        -> RunCheck:
+    """`check_run` with the expectations a sweep recorded in the run's manifest (tasks, limit, model_args,
+    leaf tasks); without a manifest, the tasks named in the results file itself."""
+    manifest = manifest or {}
+    tasks = manifest.get("tasks")
+    groups = manifest.get("expected_tasks") if isinstance(manifest.get("expected_tasks"), Mapping) else None
+    if not isinstance(tasks, list) or not tasks:
+        path = find_results_file(Path(run_dir) / results_subdir)
+        tasks = _tasks_in(path) if path else []
+    return check_run(run_dir, tasks, limit=manifest.get("limit"), model_args=manifest.get("model_args"),
+                     groups=groups, results_subdir=results_subdir)
+
+
+def _tasks_in(path: Path) -> list[str]:
+    """The top-level tasks of a results file (those not listed as another group's subtask)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    if not isinstance(data, dict) or not isinstance(data.get("results"), Mapping):
+        return []
+    children = {m for ms in (data.get("group_subtasks") or {}).values() for m in (ms or [])}
+    return [t for t in data["results"] if t not in children]

@@ -19,6 +19,12 @@ manifest is repaired if the sweep died between lmms-eval finishing and the manif
 other run folder content (a crash, a failure, results of an edited setting) is moved aside into
 ``attempt-N/`` — never deleted — and the run starts afresh. Ctrl-C or SIGTERM stops the running
 lmms-eval, marks the run ``interrupted`` and stops the sweep; everything finished stays finished.
+
+A run whose only missing results are remote-scored tasks with saved answers (``egoschema`` offline,
+`lmms_holitom.sweep.scoring`) is ``pending-scoring``: finished, not failed, never rerun. Every run a sweep
+will touch is locked first (`lmms_holitom.sweep.lock`), so a second sweep on the same folder refuses. A
+run folder that cannot be written (read-only, full disk) marks the run ``failed`` with the reason when the
+manifest can still be written, and stops the sweep (`SweepIOError`).
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from typing import IO, Any, TextIO
 
 from lmms_holitom.sweep.command import ORIGINAL_ENV_VARS, RESULTS_SUBDIR, Invocation, build_invocation, child_env
 from lmms_holitom.sweep.config import RunSpec, SweepConfig
+from lmms_holitom.sweep.lock import hold_runs
 from lmms_holitom.sweep.manifest import (
     MANIFEST,
     git_state,
@@ -53,6 +60,7 @@ from lmms_holitom.sweep.results import RunCheck, check_run
 
 __all__ = [
     "RunOutcome",
+    "SweepIOError",
     "SweepInterrupted",
     "SweepOutcome",
     "SweepRunner",
@@ -70,10 +78,14 @@ class SweepInterrupted(Exception):
     """Ctrl-C or SIGTERM while a sweep was running."""
 
 
+class SweepIOError(OSError):
+    """A run folder could not be written; the message names the run and the OS error."""
+
+
 @dataclass
 class RunOutcome:
     name: str
-    status: str  # done | skipped (already done) | failed | interrupted
+    status: str  # done | skipped (already finished) | pending-scoring | failed | interrupted
     reason: str | None = None
     duration_s: float | None = None
     flags: list[str] = field(default_factory=list)
@@ -231,18 +243,19 @@ class SweepRunner:
             "expected_tasks": check.leaves,
             "n_samples": check.n_samples,
             "model_errors": check.model_errors,
+            "pending_scoring": check.pending_scoring,
             "flags": flags,
         }
 
     def _repair_done_manifest(self, run: RunSpec, check: RunCheck) -> None:
         run_dir = self.run_dir(run)
         manifest = read_json(run_dir / MANIFEST)
-        if manifest and manifest.get("status") == "done" and manifest.get("model_args") == run.model_args:
+        if manifest and manifest.get("status") == check.state and manifest.get("model_args") == run.model_args:
             return
         fresh = self._base_manifest(run, self.invocation(run))
         merged = {**fresh, **(manifest or {})}
-        merged.update(status="done", reason=None, recovered=True, recovered_at=now_iso(),
-                      model_args=run.model_args, **self._finish_fields(check, run_dir))
+        merged.update(status=check.state, reason=None if check.done else check.reason, recovered=True,
+                      recovered_at=now_iso(), model_args=run.model_args, **self._finish_fields(check, run_dir))
         write_json_atomic(run_dir / MANIFEST, merged)
 
     def _write_plan(self) -> None:
@@ -284,10 +297,16 @@ class SweepRunner:
         return out
 
     def run(self, runs: list[RunSpec]) -> SweepOutcome:
+        """Run ``runs`` in order. Raises `SweepLocked` (another sweep holds one of them) or OSError (the
+        output folder cannot be created or written) before any run starts."""
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        self._write_plan()
+        with hold_runs(self.output_dir, [r.name for r in runs]):
+            self._write_plan()
+            return self._loop(runs)
+
+    def _loop(self, runs: list[RunSpec]) -> SweepOutcome:
         outcome = SweepOutcome()
-        pending = {r.name for r in runs if not self.check(r).done}
+        pending = {r.name for r in runs if not self.check(r).finished}
         durations = self._known_durations(runs)
         total = len(runs)
         self._say(f"sweep {self.cfg.name}: {total} run(s), {total - len(pending)} already done, "
@@ -296,11 +315,11 @@ class SweepRunner:
             for i, run in enumerate(runs, 1):
                 tag = f"[{i}/{total}] {run.name}"
                 check = self.check(run)
-                if check.done:
+                if check.finished:
                     self._repair_done_manifest(run, check)
                     pending.discard(run.name)
-                    outcome.outcomes.append(RunOutcome(run.name, "skipped", flags=self._flags(check)))
-                    self._say(f"{tag}: done, skipped")
+                    outcome.outcomes.append(RunOutcome(run.name, "skipped", check.reason, flags=self._flags(check)))
+                    self._say(f"{tag}: {check.state}, skipped")
                     continue
                 eta = statistics.fmean(durations) * len(pending) if durations else None
                 self._say(f"{tag}: running · {len(pending)} left · ETA {format_duration(eta)}")
@@ -311,20 +330,28 @@ class SweepRunner:
                     outcome.outcomes.append(RunOutcome(run.name, "interrupted", str(e)))
                     self._say(f"{tag}: interrupted ({e}); rerun the same command to resume")
                     break
+                except SweepIOError as e:
+                    outcome.outcomes.append(RunOutcome(run.name, "failed", str(e)))
+                    self._say(f"{tag}: FAILED: {e}; stopping (the output folder cannot be written)")
+                    break
                 pending.discard(run.name)
                 outcome.outcomes.append(result)
-                if result.status == "done":
-                    durations.append(result.duration_s or 0.0)
-                    flag = f" [flagged: {'; '.join(result.flags)}]" if result.flags else ""
-                    self._say(f"{tag}: done in {format_duration(result.duration_s)}{flag}")
-                else:
-                    self._say(f"{tag}: FAILED after {format_duration(result.duration_s)}: {result.reason} "
-                              f"(log: {result.log})")
-                    if self.fail_fast:
-                        self._say("stopping at the first failure (--fail-fast)")
-                        break
+                self._report_result(tag, result, durations)
+                if result.status == "failed" and self.fail_fast:
+                    self._say("stopping at the first failure (--fail-fast)")
+                    break
         self._say(self.summary(outcome, total))
         return outcome
+
+    def _report_result(self, tag: str, result: RunOutcome, durations: list[float]) -> None:
+        if result.status == "failed":
+            self._say(f"{tag}: FAILED after {format_duration(result.duration_s)}: {result.reason} "
+                      f"(log: {result.log})")
+            return
+        durations.append(result.duration_s or 0.0)
+        flag = f" [flagged: {'; '.join(result.flags)}]" if result.flags else ""
+        state = "done" if result.status == "done" else f"{result.status} ({result.reason})"
+        self._say(f"{tag}: {state} in {format_duration(result.duration_s)}{flag}")
 
     @staticmethod
     def _flags(check: RunCheck) -> list[str]:
@@ -334,8 +361,12 @@ class SweepRunner:
         counts: dict[str, int] = {}
         for o in outcome.outcomes:
             counts[o.status] = counts.get(o.status, 0) + 1
-        done = counts.get("done", 0) + counts.get("skipped", 0)
+        waiting = [o for o in outcome.outcomes if o.status == "pending-scoring"
+                   or (o.status == "skipped" and o.reason)]
+        done = counts.get("done", 0) + counts.get("skipped", 0) - sum(o.status == "skipped" for o in waiting)
         parts = [f"{done}/{total} done ({counts.get('skipped', 0)} were already done)"]
+        if waiting:
+            parts.append(f"{len(waiting)} pending-scoring")
         if outcome.failed:
             parts.append(f"{len(outcome.failed)} failed/interrupted")
         flagged = [o for o in outcome.outcomes if o.flags]
@@ -347,6 +378,8 @@ class SweepRunner:
         lines = [f"sweep {self.cfg.name}: " + ", ".join(parts)]
         for o in outcome.failed:
             lines.append(f"  {o.status.upper()} {o.name}: {o.reason}" + (f" (log: {o.log})" if o.log else ""))
+        for o in waiting:
+            lines.append(f"  PENDING-SCORING {o.name}: {o.reason}")
         for o in flagged:
             lines.append(f"  FLAGGED {o.name}: {'; '.join(o.flags)}")
         lines.append(f"report: holitom report {self.output_dir}")
@@ -354,18 +387,35 @@ class SweepRunner:
 
     # ------------------------------------------------------------------ one run
     def _execute(self, run: RunSpec, previous: RunCheck, tag: str) -> RunOutcome:
+        """One attempt of ``run``; an OSError writing its folder marks it failed and raises `SweepIOError`."""
         run_dir = self.run_dir(run)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        moved = self.move_aside(run_dir)
-        attempts = sorted((p.name for p in run_dir.iterdir() if _ATTEMPT_RE.match(p.name)),
-                          key=lambda n: int(n.split("-")[1]))
-        inv = self.invocation(run)
-        manifest = self._base_manifest(run, inv)
-        manifest.update(status="running", reason=None, attempt=len(attempts) + 1, previous_attempts=attempts,
-                        previous_reason=previous.reason if moved else None, started_at=now_iso())
-        write_json_atomic(run_dir / MANIFEST, manifest)
-        log = run_dir / LOG_FILE
+        manifest: dict[str, Any] = {}
         start = time.monotonic()
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            moved = self.move_aside(run_dir)
+            attempts = sorted((p.name for p in run_dir.iterdir() if _ATTEMPT_RE.match(p.name)),
+                              key=lambda n: int(n.split("-")[1]))
+            inv = self.invocation(run)
+            manifest = self._base_manifest(run, inv)
+            manifest.update(status="running", reason=None, attempt=len(attempts) + 1,
+                            previous_attempts=attempts, previous_reason=previous.reason if moved else None,
+                            started_at=now_iso())
+            write_json_atomic(run_dir / MANIFEST, manifest)
+            return self._attempt(run, inv, manifest, tag, start)
+        except OSError as e:
+            reason = f"cannot write the run folder {run_dir}: {e}"
+            if manifest:
+                manifest.update(status="failed", reason=reason, ended_at=now_iso(),
+                                duration_s=round(time.monotonic() - start, 3))
+                with contextlib.suppress(OSError):
+                    write_json_atomic(run_dir / MANIFEST, manifest)
+            raise SweepIOError(reason) from e
+
+    def _attempt(self, run: RunSpec, inv: Invocation, manifest: dict[str, Any], tag: str, start: float) \
+            -> RunOutcome:
+        run_dir = self.run_dir(run)
+        log = run_dir / LOG_FILE
         try:
             code = self._spawn(inv, log, tag)
         except SweepInterrupted as e:
@@ -377,7 +427,7 @@ class SweepRunner:
         check = self.check(run)
         fields = self._finish_fields(check, run_dir)
         reason = check.reason
-        if not check.done:
+        if not check.finished:
             details = [f"exit status {code}"] if code else []
             details.append(reason or "results incomplete")
             last = _last_error_line(log)
@@ -386,24 +436,29 @@ class SweepRunner:
             reason = "; ".join(details)
         elif code:
             fields["flags"].append(f"lmms-eval exited with status {code} after writing complete results")
-        manifest.update(status="done" if check.done else "failed", reason=reason if not check.done else None,
-                        exit_code=code, ended_at=now_iso(), duration_s=round(duration, 3), **fields)
+        status = "failed" if not check.finished else check.state
+        manifest.update(status=status, reason=None if check.done else reason, exit_code=code,
+                        ended_at=now_iso(), duration_s=round(duration, 3), **fields)
         write_json_atomic(run_dir / MANIFEST, manifest)
-        return RunOutcome(run.name, "done" if check.done else "failed", None if check.done else reason,
-                          duration, fields["flags"], log)
+        return RunOutcome(run.name, status, None if check.done else reason, duration, fields["flags"], log)
 
     def _spawn(self, inv: Invocation, log: Path, tag: str) -> int:
         env, removed = child_env(inv)
+        write_errors: list[OSError] = []
         with open(log, "ab") as sink:
             sink.write(f"# {now_iso()} $ {inv.shell()}\n".encode())
             if removed:
                 sink.write(f"# removed from the environment: {', '.join(removed)}\n".encode())
             sink.flush()
-            proc = subprocess.Popen(
-                list(inv.argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
-                preexec_fn=_pdeathsig if sys.platform.startswith("linux") else None,
-            )
-            pump = threading.Thread(target=self._pump, args=(proc.stdout, sink), daemon=True)
+            try:
+                proc = subprocess.Popen(
+                    list(inv.argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+                    preexec_fn=_pdeathsig if sys.platform.startswith("linux") else None,
+                )
+            except OSError as e:  # the launcher itself is missing: a failed run, not an unwritable folder
+                sink.write(f"# error: cannot start {inv.argv[0]}: {e.strerror or e}\n".encode())
+                return 127
+            pump = threading.Thread(target=self._pump, args=(proc.stdout, sink, write_errors), daemon=True)
             pump.start()
             start = time.monotonic()
             try:
@@ -419,14 +474,21 @@ class SweepRunner:
                 pump.join(timeout=5)
                 raise SweepInterrupted(str(e) or "interrupted (Ctrl-C)") from None
             pump.join(timeout=30)
+        if write_errors:
+            raise write_errors[0]
         return code
 
-    def _pump(self, stream: IO[bytes] | None, sink: IO[bytes]) -> None:
+    def _pump(self, stream: IO[bytes] | None, sink: IO[bytes], errors: list[OSError]) -> None:
+        """Copy lmms-eval's output into the log; after a write error, keep draining (never block the child)."""
         if stream is None:
             return
         for chunk in iter(lambda: stream.readline(), b""):
-            sink.write(chunk)
-            sink.flush()
+            if not errors:
+                try:
+                    sink.write(chunk)
+                    sink.flush()
+                except OSError as e:
+                    errors.append(OSError(e.errno, f"writing {Path(sink.name).name}: {e.strerror}"))
             if self.verbose:
                 self.out.write(chunk.decode("utf-8", "replace"))
                 self.out.flush()
