@@ -37,3 +37,29 @@ def calls(path: Path) -> list[str]:
     if not path.exists():
         return []
     return [json.loads(line)["run"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def write_module(folder: Path, name: str, body: str) -> Path:
+    """A small stand-in launcher module ``folder/name.py`` (point ``launcher.module`` at it)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.py"
+    path.write_text(body, encoding="utf-8")
+    return path
+
+
+#: Behaves as lmms-eval 0.7.3's ``egoschema`` offline: the answers are saved under
+#: ``<output_path>/submissions/``, the remote scoring fails, no results file is written, exit 0.
+EGOSCHEMA_OFFLINE = '''
+import json, sys
+from pathlib import Path
+out = Path(sys.argv[sys.argv.index("--output_path") + 1])
+(out / "submissions").mkdir(parents=True, exist_ok=True)
+(out / "submissions" / "inference_results_egoschema_MC_2026-01-01-00-00-00.json").write_text(json.dumps({"v1": 2}))
+print("RuntimeError: EgoSchema validation-server scoring failed after 8 attempts")
+'''
+
+#: Prints about 1 MB (to fill a log file), writes no results.
+CHATTY = '''
+for i in range(20000):
+    print("x" * 50)
+'''

@@ -92,3 +92,37 @@ def test_from_env_other_wrappers_and_overrides():
 def test_visionzip_tokens_default_from_retain_ratio():
     assert HoliTomConfig(method="visionzip", retain_ratio=0.25).visionzip_tokens(196) == 49
     assert HoliTomConfig(method="visionzip", spatial_tokens=500).visionzip_tokens(196) == 196
+
+
+def test_problems_lists_every_bad_field():
+    assert HoliTomConfig.problems({"retain_ratio": 1.5, "tau": float("nan"), "merge_layer": -1}) == [
+        "retain_ratio must be in (0, 1], got 1.5",
+        "tau must be a finite number, got nan",
+        "merge_layer must be an integer >= 1 (a decoder layer index) or None, got -1",
+    ]
+    assert HoliTomConfig.problems({"retain_ratio": "0.2"}) == []
+    with pytest.raises(ValueError, match=r"retain_ratio must be in \(0, 1\], got 1.5; tau must be a finite"):
+        HoliTomConfig(retain_ratio=1.5, tau=float("nan"))
+
+
+def test_empty_beta_merge_is_an_error_not_false():
+    with pytest.raises(ValueError, match="beta_merge must be a boolean \\(true/false\\), got ''"):
+        HoliTomConfig.from_dict({"beta_merge": ""})
+    assert HoliTomConfig.from_env({"WRAPPER": "holitom", "NO_BETA": ""}).beta_merge is True  # empty env = unset
+
+
+def test_lone_invalid_holitom_k_is_rejected_naming_the_variable():
+    with pytest.raises(ValueError, match=r"HOLITOM_k \(merge_layer\): merge_layer must be an integer >= 1"):
+        HoliTomConfig.from_env({"WRAPPER": "holitom", "HOLITOM_k": "-1"})
+    with pytest.raises(ValueError, match=r"HOLITOM_r \(merge_ratio\): merge_ratio must be in \[0, 1\), got 2.0"):
+        HoliTomConfig.from_env({"WRAPPER": "holitom", "HOLITOM_r": "2"})
+    with pytest.raises(ValueError, match=r"FASTV_k \(merge_layer\)"):
+        HoliTomConfig.from_env({"WRAPPER": "fastv", "FASTV_k": "0"})
+
+
+def test_wrapper_error_lists_every_method():
+    with pytest.raises(ValueError) as info:
+        HoliTomConfig.from_env({"WRAPPER": "prunevid"})
+    assert str(info.value) == ("WRAPPER must be one of holitom, holitom_wo_m, visionzip, fastv, dense, none "
+                               "(or unset), got 'prunevid'")
+    assert HoliTomConfig.from_env({"WRAPPER": "holitom_wo_m"}).method == "holitom_wo_m"

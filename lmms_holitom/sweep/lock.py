@@ -20,12 +20,11 @@ import json
 import os
 import socket
 import sys
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from lmms_holitom.io import default_file_mode
+from lmms_holitom.io import create_exclusive
 from lmms_holitom.sweep.manifest import now_iso
 
 __all__ = ["LOCK_DIR", "SweepLocked", "hold_runs", "lock_holder", "proc_start"]
@@ -85,17 +84,7 @@ def _stale(holder: dict[str, Any] | None) -> bool:
 
 def _create(path: Path, me: dict[str, Any]) -> bool:
     """Create the lock file with ``me`` in it; False when it already exists."""
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(me, f)
-        os.chmod(tmp, default_file_mode())
-        os.link(tmp, path)
-        return True
-    except FileExistsError:
-        return False
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    return create_exclusive(path, json.dumps(me))
 
 
 @contextlib.contextmanager

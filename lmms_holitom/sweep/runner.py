@@ -445,7 +445,7 @@ class SweepRunner:
     def _spawn(self, inv: Invocation, log: Path, tag: str) -> int:
         env, removed = child_env(inv)
         write_errors: list[OSError] = []
-        with open(log, "ab") as sink:
+        with open(log, "ab", buffering=0) as sink:  # unbuffered: a write error surfaces in the pump
             sink.write(f"# {now_iso()} $ {inv.shell()}\n".encode())
             if removed:
                 sink.write(f"# removed from the environment: {', '.join(removed)}\n".encode())
