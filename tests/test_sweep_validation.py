@@ -120,3 +120,14 @@ def test_video_errors_beside_the_scores_and_not_comparable(tmp_path: Path):
     header = csv_text.splitlines()[0].split(",")
     broken = next(line for line in csv_text.splitlines() if ",broken," in line).split(",")
     assert broken[header.index("VMME_video_errors")] == "3" and broken[header.index("faketask_video_errors")] == "0"
+
+
+def test_llava_video_study_asks_for_its_layout():
+    from sweep_helpers import REPO
+
+    cfg = load_config(REPO / "configs" / "llava_video7b.yaml")
+    args = cfg.run("dense").model_args_dict()
+    assert args["pretrained"] == "lmms-lab/LLaVA-Video-7B-Qwen2" and args["max_frames_num"] == 64
+    assert (args["mm_spatial_pool_mode"], args["mm_newline_position"]) == ("average", "grid")
+    for study in sorted((REPO / "configs").glob("*.yaml")):  # every shipped study is scored offline
+        assert "egoschema" not in load_config(study).tasks, study
