@@ -71,7 +71,7 @@ class LayoutLlavaOnevisionProcessor(LlavaOnevisionProcessor):
     def _get_num_multimodal_tokens(self, image_sizes=None, video_sizes=None, **kwargs: Any):
         data = super()._get_num_multimodal_tokens(image_sizes=image_sizes, video_sizes=video_sizes, **kwargs)
         if video_sizes is not None:
-            data["num_video_tokens"] = [self._video_tokens(int(frames)) for frames, _, _ in video_sizes]
+            data.num_video_tokens = [self._video_tokens(int(frames)) for frames, _, _ in video_sizes]
         return data
 
 
