@@ -272,3 +272,17 @@ def test_hf_format_and_tiny_processors_delegate_to_auto_processor(ov):
     hf_grid = load_processor("tiny", layout=VideoLayout(pool_mode="average", newline="grid"))
     ids = hf_grid(text="<video>", videos=[_frames(2)], return_tensors="pt")["input_ids"]
     assert int((ids == hf_grid.video_token_id).sum()) == 2 * 182
+
+
+def test_a_subclass_from_pretrained_can_delegate_without_recursion(ov):
+    class Sub(STOCK):
+        @classmethod
+        def from_pretrained(cls, name, *args, **kwargs):
+            model, layout, _ = load_llava_next(cls, name, **kwargs)
+            model.video_layout = layout
+            return model
+
+    model = Sub.from_pretrained(ov.path, dtype=torch.float32)
+    assert type(model) is Sub and model.video_layout == VideoLayout()
+    bound, _, info = load_llava_next(Sub, ov.path, hf_from_pretrained=STOCK.from_pretrained.__func__.__get__(Sub))
+    assert type(bound) is Sub and not info["missing_keys"]

@@ -23,7 +23,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -333,8 +333,14 @@ def _fit_embeddings(model: Any, needed: int) -> None:
         model.resize_token_embeddings(needed, mean_resizing=False)
 
 
-def load_llava_next(cls: type, path_or_name: str | os.PathLike, *, layout_overrides: Mapping[str, Any] | None = None,
-                    **hf_kwargs: Any) -> tuple[Any, VideoLayout, dict[str, Any]]:
+def load_llava_next(
+    cls: type,
+    path_or_name: str | os.PathLike,
+    *,
+    layout_overrides: Mapping[str, Any] | None = None,
+    hf_from_pretrained: Callable[..., Any] | None = None,
+    **hf_kwargs: Any,
+) -> tuple[Any, VideoLayout, dict[str, Any]]:
     """Load a LLaVA-NeXT checkpoint into ``cls`` (a LlavaOnevisionForConditionalGeneration subclass).
 
     Builds the config (`llava_next_config`), renames the weights with `KEY_MAPPING` while transformers streams the
@@ -342,8 +348,9 @@ def load_llava_next(cls: type, path_or_name: str | os.PathLike, *, layout_overri
     the ``<image>``/``<video>`` ids. ``layout_overrides``: ``mm_spatial_pool_mode`` / ``mm_spatial_pool_stride`` /
     ``mm_newline_position`` (None = keep the checkpoint's). ``hf_kwargs`` go to transformers' ``from_pretrained``
     (dtype, device_map, attn_implementation, cache_dir, local_files_only, revision, ...); ``config`` and
-    ``key_mapping`` cannot be given. The stock ``PreTrainedModel.from_pretrained`` is called on ``cls`` (an override
-    of it in ``cls`` is not re-entered). The video layout is also written onto ``model.config`` under its LLaVA-NeXT
+    ``key_mapping`` cannot be given. ``hf_from_pretrained``: transformers' ``from_pretrained`` bound to ``cls``
+    (default: the stock ``PreTrainedModel.from_pretrained`` on ``cls``, so that an override of it in ``cls`` is not
+    re-entered). The video layout is also written onto ``model.config`` under its LLaVA-NeXT
     names.
 
     Returns ``(model, layout, loading_info)``; ``loading_info`` is transformers' dict (missing_keys, ...).
@@ -365,8 +372,10 @@ def load_llava_next(cls: type, path_or_name: str | os.PathLike, *, layout_overri
     )
     for key, value in layout.to_config_dict().items():
         setattr(config, key, value)
-    model, info = PreTrainedModel.from_pretrained.__func__(
-        cls, path_or_name, config=config, key_mapping=KEY_MAPPING, output_loading_info=True, **hf_kwargs
+    if hf_from_pretrained is None:
+        hf_from_pretrained = PreTrainedModel.from_pretrained.__func__.__get__(cls)
+    model, info = hf_from_pretrained(
+        path_or_name, config=config, key_mapping=KEY_MAPPING, output_loading_info=True, **hf_kwargs
     )
     _check_loading(info, str(path_or_name))
     _fit_embeddings(model, max(image_id, video_id) + 1)
