@@ -33,16 +33,13 @@ import contextlib
 import fnmatch
 import os
 import re
-import signal
 import statistics
-import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, TextIO
+from typing import Any, TextIO
 
 from lmms_holitom.sweep.command import ORIGINAL_ENV_VARS, RESULTS_SUBDIR, Invocation, build_invocation, child_env
 from lmms_holitom.sweep.config import RunSpec, SweepConfig
@@ -55,6 +52,13 @@ from lmms_holitom.sweep.manifest import (
     versions,
     write_json_atomic,
     write_text_atomic,
+)
+from lmms_holitom.sweep.process import (
+    SweepInterrupted,
+    format_duration,
+    last_error_line,
+    run_logged,
+    sigterm_as_interrupt,
 )
 from lmms_holitom.sweep.results import RunCheck, check_run
 
@@ -72,10 +76,6 @@ __all__ = [
 LOG_FILE = "log.txt"
 PLAN_FILE = "sweep.json"
 _ATTEMPT_RE = re.compile(r"^attempt-(\d+)$")
-
-
-class SweepInterrupted(Exception):
-    """Ctrl-C or SIGTERM while a sweep was running."""
 
 
 class SweepIOError(OSError):
@@ -121,35 +121,6 @@ def select_runs(runs: Iterable[RunSpec], patterns: list[str] | None) -> tuple[li
     chosen = [r for r in runs if any(fnmatch.fnmatchcase(r.name, p) for p in patterns)]
     unmatched = [p for p in patterns if not any(fnmatch.fnmatchcase(r.name, p) for r in runs)]
     return chosen, unmatched
-
-
-def format_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "--:--:--"
-    seconds = round(seconds)
-    return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
-
-
-def _pdeathsig() -> None:  # pragma: no cover - runs in the child
-    """Linux: the lmms-eval process gets SIGTERM if the sweep dies (even by SIGKILL)."""
-    with contextlib.suppress(Exception):
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-def _last_error_line(log: Path, max_bytes: int = 65536) -> str | None:
-    try:
-        with open(log, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - max_bytes))
-            lines = f.read().decode("utf-8", "replace").splitlines()
-    except OSError:
-        return None
-    for line in reversed(lines):
-        if re.search(r"(Error|Exception|Traceback|Killed|error:)", line):
-            return line.strip()[:300]
-    return None
 
 
 class SweepRunner:
@@ -311,7 +282,7 @@ class SweepRunner:
         total = len(runs)
         self._say(f"sweep {self.cfg.name}: {total} run(s), {total - len(pending)} already done, "
                   f"{len(pending)} to run -> {self.output_dir}")
-        with self._sigterm_as_interrupt():
+        with sigterm_as_interrupt():
             for i, run in enumerate(runs, 1):
                 tag = f"[{i}/{total}] {run.name}"
                 check = self.check(run)
@@ -417,7 +388,9 @@ class SweepRunner:
         run_dir = self.run_dir(run)
         log = run_dir / LOG_FILE
         try:
-            code = self._spawn(inv, log, tag)
+            code = run_logged(inv, log, say=lambda text: self._say(f"{tag}: {text}"),
+                              heartbeat_s=self.heartbeat_s, kill_grace_s=self.kill_grace_s,
+                              echo=self.out if self.verbose else None)
         except SweepInterrupted as e:
             manifest.update(status="interrupted", reason=str(e), ended_at=now_iso(),
                             duration_s=round(time.monotonic() - start, 3))
@@ -430,7 +403,7 @@ class SweepRunner:
         if not check.finished:
             details = [f"exit status {code}"] if code else []
             details.append(reason or "results incomplete")
-            last = _last_error_line(log)
+            last = last_error_line(log)
             if last:
                 details.append(f"last error in log: {last}")
             reason = "; ".join(details)
@@ -441,85 +414,3 @@ class SweepRunner:
                         ended_at=now_iso(), duration_s=round(duration, 3), **fields)
         write_json_atomic(run_dir / MANIFEST, manifest)
         return RunOutcome(run.name, status, None if check.done else reason, duration, fields["flags"], log)
-
-    def _spawn(self, inv: Invocation, log: Path, tag: str) -> int:
-        env, removed = child_env(inv)
-        write_errors: list[OSError] = []
-        with open(log, "ab", buffering=0) as sink:  # unbuffered: a write error surfaces in the pump
-            sink.write(f"# {now_iso()} $ {inv.shell()}\n".encode())
-            if removed:
-                sink.write(f"# removed from the environment: {', '.join(removed)}\n".encode())
-            sink.flush()
-            try:
-                proc = subprocess.Popen(
-                    list(inv.argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
-                    preexec_fn=_pdeathsig if sys.platform.startswith("linux") else None,
-                )
-            except OSError as e:  # the launcher itself is missing: a failed run, not an unwritable folder
-                sink.write(f"# error: cannot start {inv.argv[0]}: {e.strerror or e}\n".encode())
-                return 127
-            pump = threading.Thread(target=self._pump, args=(proc.stdout, sink, write_errors), daemon=True)
-            pump.start()
-            start = time.monotonic()
-            try:
-                while True:
-                    try:
-                        code = proc.wait(timeout=self.heartbeat_s)
-                        break
-                    except subprocess.TimeoutExpired:
-                        self._say(f"{tag}: still running, {format_duration(time.monotonic() - start)} "
-                                  f"(log: {log})")
-            except (KeyboardInterrupt, SweepInterrupted) as e:
-                self._stop(proc)
-                pump.join(timeout=5)
-                raise SweepInterrupted(str(e) or "interrupted (Ctrl-C)") from None
-            pump.join(timeout=30)
-        if write_errors:
-            raise write_errors[0]
-        return code
-
-    def _pump(self, stream: IO[bytes] | None, sink: IO[bytes], errors: list[OSError]) -> None:
-        """Copy lmms-eval's output into the log; after a write error, keep draining (never block the child)."""
-        if stream is None:
-            return
-        for chunk in iter(lambda: stream.readline(), b""):
-            if not errors:
-                try:
-                    sink.write(chunk)
-                    sink.flush()
-                except OSError as e:
-                    errors.append(OSError(e.errno, f"writing {Path(sink.name).name}: {e.strerror}"))
-            if self.verbose:
-                self.out.write(chunk.decode("utf-8", "replace"))
-                self.out.flush()
-
-    def _stop(self, proc: subprocess.Popen) -> None:
-        """Stop lmms-eval: SIGINT (as Ctrl-C), then SIGTERM, then SIGKILL."""
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            if proc.poll() is not None:
-                return
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(sig)
-            try:
-                proc.wait(timeout=self.kill_grace_s / 2)
-                return
-            except subprocess.TimeoutExpired:
-                continue
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        proc.wait()
-
-    @contextlib.contextmanager
-    def _sigterm_as_interrupt(self) -> Iterator[None]:
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-
-        def handler(signum: int, frame: Any) -> None:
-            raise SweepInterrupted(f"received signal {signal.Signals(signum).name}")
-
-        previous = signal.signal(signal.SIGTERM, handler)
-        try:
-            yield
-        finally:
-            signal.signal(signal.SIGTERM, previous)
