@@ -66,6 +66,8 @@ def test_offline_egoschema_run_is_pending_scoring_not_failed(tmp_path: Path):
     assert [o.status for o in again.outcomes] == ["skipped"] and not (out / "dense" / "attempt-1").exists()
     row = build_report(out).rows[0]
     assert row.status == "pending-scoring" and row.scores == {}
+    listing = SweepRunner(cfg, out, out=io.StringIO()).describe(list(cfg.runs))
+    assert "# [1/1] dense: pending-scoring (would be skipped)" in listing
     text = to_markdown(build_report(out))
     assert "| pending-scoring |" in text and "dense: pending-scoring — answers saved" in text
 

@@ -89,7 +89,7 @@ def main(args: argparse.Namespace) -> int:
     if args.list:
         for i, run in enumerate(runs, 1):
             state = runner.check(run)
-            print(f"[{i}/{len(runs)}] {run.name:<40} {'done' if state.done else 'pending'}  {run.model_args}")
+            print(f"[{i}/{len(runs)}] {run.name:<40} {state.state if state.finished else 'pending'}  {run.model_args}")
         return 0
     if args.dry_run:
         print(runner.describe(runs))

@@ -171,7 +171,7 @@ class SweepRunner:
                  "plus the variables shown before its command"]
         for i, run in enumerate(runs, 1):
             check = self.check(run)
-            state = "done (would be skipped)" if check.done else "pending"
+            state = f"{check.state} (would be skipped)" if check.finished else "pending"
             lines.append(f"# [{i}/{len(runs)}] {run.name}: {state}")
             lines.append(self.invocation(run).shell())
         return "\n".join(lines)
