@@ -73,10 +73,8 @@ def check_checkpoint(pretrained: str | os.PathLike, config: Any = None, **hub_kw
 def _is_llava_next(name: Any, hub_kwargs: Mapping[str, Any]) -> bool:
     if not isinstance(name, (str, os.PathLike)):
         return False
-    try:  # TODO(switch): remove once llava_next lands
-        from lmms_holitom.models.llava_next import is_llava_next_checkpoint
-    except ImportError:
-        return False
+    from lmms_holitom.models.llava_next import is_llava_next_checkpoint
+
     return is_llava_next_checkpoint(os.fspath(name), **hub_kwargs)
 
 
