@@ -26,6 +26,15 @@ from loguru import logger
 from tqdm import tqdm
 
 from lmms_holitom.config import ENV_VARS, HoliTomConfig
+from lmms_holitom.lmms_eval.settings import (
+    none_if_empty,
+    parse_bool,
+    parse_choice,
+    parse_int,
+    parse_layout_args,
+    parse_on_video_error,
+)
+from lmms_holitom.lmms_eval.visuals import FAILED_ANSWER, VisualError, Visuals, call_doc_to_visual, load_visuals
 from lmms_holitom.stats import (
     StatsWriter,
     discover_output_dir,
@@ -34,7 +43,7 @@ from lmms_holitom.stats import (
     summarize,
     write_summary,
 )
-from lmms_holitom.video import VideoDecodeError, check_backend, load_video_frames
+from lmms_holitom.video import VideoDecodeError, check_backend
 
 __all__ = ["MODEL_ARGS", "LlavaOneVisionHoliTom", "ORIGINAL_ENV_VARS", "resolve_holitom_config"]
 
@@ -43,7 +52,6 @@ ORIGINAL_ENV_VARS: tuple[str, ...] = ("WRAPPER", *ENV_VARS, "FASTV_k", "FASTV_r"
 
 SYSTEM_PROMPT = "You are a helpful assistant."
 CONV_TEMPLATES = ("qwen_1_5", "chat_template", "none")
-ON_VIDEO_ERROR = ("record", "raise")
 
 #: Model args besides the HoliTomConfig fields (name -> default), see the class docstring.
 MODEL_ARGS: dict[str, Any] = {
@@ -62,8 +70,10 @@ MODEL_ARGS: dict[str, Any] = {
     "stats_path": None,
     # accepted for command-line compatibility with lmms-eval's `llava_onevision`; only its defaults work
     "model_name": None,
-    "mm_spatial_pool_stride": 2,
-    "mm_spatial_pool_mode": "bilinear",
+    # video layout, passed to from_pretrained only when given (the checkpoint's own otherwise)
+    "mm_spatial_pool_stride": None,
+    "mm_spatial_pool_mode": None,
+    "mm_newline_position": None,
     "token_strategy": "single",
     "use_cache": True,
     "truncation": True,
@@ -110,27 +120,23 @@ def _model_class():
     return HoliTomLlavaOnevisionForConditionalGeneration
 
 
-def _resolve_checkpoint(name: str) -> str:
-    from lmms_holitom.models.names import resolve_model_name
+def _load_processor(name: str):
+    """The processor of a checkpoint: `lmms_holitom.models.processing.load_processor` (either checkpoint
+    format) when the model layer has it, else transformers' ``AutoProcessor``."""
+    from lmms_holitom.tiny import resolve_pretrained
 
-    return resolve_model_name(name)
+    path = resolve_pretrained(name)
+    try:
+        from lmms_holitom.models.processing import load_processor
+    except ImportError:
+        from transformers import AutoProcessor
 
-
-def _parse_bool(name: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in {"1", "true", "yes", "on"}:
-        return True
-    if text in {"0", "false", "no", "off"}:
-        return False
-    raise ValueError(f"{name} must be true or false, got {value!r}")
-
-
-def _none_if_empty(value: Any) -> Any:
-    if value is None or (isinstance(value, str) and value.strip().lower() in {"", "none", "null"}):
-        return None
-    return value
+        try:
+            from lmms_holitom.models.names import resolve_model_name
+        except ImportError:
+            return AutoProcessor.from_pretrained(path)
+        return AutoProcessor.from_pretrained(resolve_model_name(path))
+    return load_processor(path)
 
 
 def _process_layout(accelerator: Any) -> tuple[int, int, int]:
@@ -193,18 +199,21 @@ class LlavaOneVisionHoliTom(lmms):
       loads one copy on its own device, like lmms-eval's class).
     * ``batch_size`` (1; nothing else is supported), ``max_new_tokens`` (1024; used when the task's
       ``generation_kwargs`` do not set it).
-    * ``on_video_error`` (``record``): a video that cannot be decoded is answered with ``""``, counted, and
-      recorded with its error in the stats files and the end-of-run summary — never answered from the text
-      alone; ``raise`` fails the run instead.
+    * ``on_video_error`` (``record``): a sample whose video is missing or cannot be decoded — whatever the
+      task's ``doc_to_visual`` raises, ``SystemExit`` included — is answered with ``FAILED_ANSWER``
+      (``"[video error]"``), counted, and recorded with its error and file in the stats files and the
+      end-of-run summary — never answered from the text alone; ``fail`` (alias ``raise``) stops at the first.
     * ``stats_path``: folder of the statistics files (`lmms_holitom.stats`); default: lmms-eval's results
       folder ``<output_path>/<model subdir>`` of this evaluation, found on the call stack; without either,
       no files are written (the summary is still logged).
     * Every `HoliTomConfig` field: ``method`` (``holitom``), ``retain_ratio``, ``tau``, ``merge_layer``,
       ``merge_ratio``, ``beta``, ``contextual_ratio``, ``knn_k``, ``max_window_size``, ``beta_merge``,
       ``fidelity``, ``spatial_tokens``, ``dominant_ratio``.
+    * Video layout, passed to ``from_pretrained`` only when given (the checkpoint's own otherwise), validated
+      at load time: ``mm_spatial_pool_mode``, ``mm_spatial_pool_stride``, ``mm_newline_position``.
     * Accepted for compatibility with lmms-eval's ``llava_onevision`` command lines, effective only at their
-      defaults: ``model_name`` (ignored), ``mm_spatial_pool_stride=2``, ``mm_spatial_pool_mode=bilinear``,
-      ``token_strategy=single``, ``use_cache=true``, ``truncation``/``truncate_context`` (no effect).
+      defaults: ``model_name`` (ignored), ``token_strategy=single``, ``use_cache=true``,
+      ``truncation``/``truncate_context`` (no effect).
 
     Any other model arg raises a ValueError listing the valid ones.
 
@@ -248,30 +257,27 @@ class LlavaOneVisionHoliTom(lmms):
         self.conv_template = str(args["conv_template"]).strip().lower()
         if self.conv_template not in CONV_TEMPLATES:
             raise ValueError(f"conv_template must be one of {', '.join(CONV_TEMPLATES)}, got {self.conv_template!r}")
-        self.max_frames_num = int(args["max_frames_num"])
-        if self.max_frames_num < 1:
-            raise ValueError(f"max_frames_num must be >= 1, got {self.max_frames_num}")
+        self.max_frames_num = parse_int("max_frames_num", args["max_frames_num"], 1, 4096)
         self.video_decode_backend = check_backend(args["video_decode_backend"])
-        self.max_new_tokens = int(args["max_new_tokens"])
-        self.on_video_error = str(args["on_video_error"]).strip().lower()
-        if self.on_video_error not in ON_VIDEO_ERROR:
-            raise ValueError(f"on_video_error must be one of {', '.join(ON_VIDEO_ERROR)}, got {self.on_video_error!r}")
+        self.max_new_tokens = parse_int("max_new_tokens", args["max_new_tokens"], 1, 1_000_000)
+        self.on_video_error = parse_on_video_error(args["on_video_error"])
+        layout_kwargs = parse_layout_args(args)
         batch_size = str(args["batch_size"]).strip().lower()
         if batch_size not in {"1", "auto", "auto:1"}:
             raise ValueError(f"llava_onevision_holitom supports batch_size=1 only, got {args['batch_size']!r}")
         self.batch_size_per_gpu = 1
 
-        device_map = _none_if_empty(args["device_map"])
-        device = _none_if_empty(args["device"])
+        device_map = none_if_empty(args["device_map"])
+        device = none_if_empty(args["device"])
         self._device, load_map = self._placement(self._world_size, local_rank, device, device_map)
         dtype = self._dtype(args["dtype"], self._device)
 
-        checkpoint = _resolve_checkpoint(self.pretrained)
-        from transformers import AutoProcessor
+        from lmms_holitom.tiny import resolve_pretrained
 
-        self.processor = AutoProcessor.from_pretrained(checkpoint)
+        checkpoint = resolve_pretrained(self.pretrained)
+        self.processor = _load_processor(self.pretrained)
         self._tokenizer = self.processor.tokenizer
-        hf_kwargs: dict[str, Any] = {"dtype": dtype}
+        hf_kwargs: dict[str, Any] = {"dtype": dtype, **layout_kwargs}
         if args["attn_implementation"]:
             hf_kwargs["attn_implementation"] = str(args["attn_implementation"])
         if load_map is not None:
@@ -288,7 +294,7 @@ class LlavaOneVisionHoliTom(lmms):
         model.set_holitom(self.holitom_config)  # validates against the model (merge_layer < layers)
 
         self._stats_dir = (
-            Path(args["stats_path"]) if _none_if_empty(args["stats_path"]) else discover_output_dir()
+            Path(args["stats_path"]) if none_if_empty(args["stats_path"]) else discover_output_dir()
         )
         self._stats = StatsWriter(self._stats_dir, self.rank)
         self._warned: set[str] = set()
@@ -310,6 +316,15 @@ class LlavaOneVisionHoliTom(lmms):
                 logger.warning(f"[holitom] ignoring the original environment variables {', '.join(ignored)} "
                                "because WRAPPER is not set (set WRAPPER=holitom|fastv|visionzip|dense to use them)")
             logger.info(f"[holitom] per-sample stats folder: {self._stats_dir or 'none (no output_path)'}")
+
+    @property
+    def on_video_error(self) -> str:
+        """``record`` or ``fail``; assigning ``raise`` (the former name) sets ``fail``."""
+        return self._on_video_error
+
+    @on_video_error.setter
+    def on_video_error(self, value: str) -> None:
+        self._on_video_error = parse_on_video_error(value)
 
     # ------------------------------------------------------------------------------------------ setup
     @staticmethod
@@ -333,14 +348,12 @@ class LlavaOneVisionHoliTom(lmms):
 
     @staticmethod
     def _check_compat_args(args: dict[str, Any]) -> None:
-        fixed = {"mm_spatial_pool_stride": "2", "mm_spatial_pool_mode": "bilinear", "token_strategy": "single"}
-        for name, only in fixed.items():
-            if str(args[name]).strip().lower() != only:
-                raise ValueError(
-                    f"{name}={args[name]!r} is not supported: transformers' LLaVA-OneVision pools video "
-                    f"features 2x bilinearly with one video placeholder ({name}={only} only)"
-                )
-        if not _parse_bool("use_cache", args["use_cache"]):
+        parse_choice("token_strategy", args["token_strategy"], ("single",))
+        parse_bool("truncation", args["truncation"])
+        parse_bool("truncate_context", args["truncate_context"])
+        if none_if_empty(args["max_batch_size"]) is not None:
+            parse_int("max_batch_size", args["max_batch_size"], 1)
+        if not parse_bool("use_cache", args["use_cache"]):
             raise ValueError("use_cache=false is not supported (HoliTom's prefill fills the KV cache)")
 
     @staticmethod
@@ -457,36 +470,41 @@ class LlavaOneVisionHoliTom(lmms):
         return answers
 
     def _answer(self, context: str, gen_kwargs: dict, doc_to_visual, doc_id, task: str, split: str) -> str:
-        visuals = doc_to_visual(self.task_dict[task][split][doc_id])
-        visuals = [] if visuals is None else list(visuals)
         base = {"doc_id": doc_id, "task": task, "split": split, "rank": self.rank,
                 "method": self.holitom_config.method}
-        timings: dict[str, float] = {}
-        videos = images = None
-        if visuals and all(isinstance(v, (str, os.PathLike)) for v in visuals):
-            if len(visuals) > 1:
-                self._warn_once("multi-video", f"[holitom] {task}: several videos per document; using the first "
-                                "(as lmms-eval's llava_onevision does)")
-            t0 = time.perf_counter()
-            try:
-                frames = load_video_frames(visuals[0], self.max_frames_num, self.video_decode_backend)
-            except VideoDecodeError as exc:
-                if self.on_video_error == "raise":
-                    raise
-                logger.error(f"[holitom] {task} doc {doc_id}: {exc} -> answered '' and counted as a video error")
-                self._stats.write({**base, **dict.fromkeys(
-                    ("frames", "dense_tokens", "outer_tokens", "inner_tokens", "segments", "tflops_dense",
-                     "tflops")), "timings_ms": {}, "error": f"VideoDecodeError: {exc}"})
-                return ""
-            timings["decode_video"] = (time.perf_counter() - t0) * 1000.0
-            videos = [frames]
-        elif visuals:
-            images = visuals
+        try:
+            doc = self.task_dict[task][split][doc_id]
+            visuals = load_visuals(call_doc_to_visual(doc_to_visual, doc), self.max_frames_num,
+                                   self.video_decode_backend)
+        except VisualError as exc:
+            return self._failed(base, exc)
+        if visuals.extra_videos:
+            self._warn_once("multi-video", f"[holitom] {task}: several videos per document; using the first "
+                            "(as lmms-eval's llava_onevision does)")
+        if visuals.images:
             self._warn_once("images", f"[holitom] {task}: image inputs go through the model unchanged "
-                            "(HoliTom compresses videos only)")
+                            "(HoliTom compresses videos only; images are recorded apart from the video statistics)")
+        return self._generate(base, context, gen_kwargs, visuals)
 
+    def _failed(self, base: dict[str, Any], exc: VisualError) -> str:
+        """A sample whose visuals failed: `FAILED_ANSWER`, one record naming the file (or stop, ``fail``)."""
+        if self.on_video_error == "fail":
+            if isinstance(exc.__cause__, VideoDecodeError):
+                raise exc.__cause__
+            raise exc
+        logger.error(f"[holitom] {base['task']} doc {base['doc_id']}: {exc} -> answered {FAILED_ANSWER!r} and "
+                     "counted as a video error")
+        self._stats.write({**base, "video": exc.video, "error": str(exc)})
+        return FAILED_ANSWER
+
+    def _generate(self, base: dict[str, Any], context: str, gen_kwargs: dict, visuals: Visuals) -> str:
+        timings: dict[str, float] = {}
+        if visuals.decode_ms is not None:
+            timings["decode_video"] = visuals.decode_ms
+        videos = None if visuals.video is None else [visuals.video]
+        images = visuals.images or None
         t0 = time.perf_counter()
-        prompt = self._prompt(context, video=videos is not None, n_images=len(images or []))
+        prompt = self._prompt(context, video=videos is not None, n_images=len(visuals.images))
         inputs = self.processor(text=[prompt], videos=videos, images=images, return_tensors="pt")
         inputs = inputs.to(self._device)
         for key in ("pixel_values_videos", "pixel_values"):
@@ -510,7 +528,12 @@ class LlavaOneVisionHoliTom(lmms):
         timings["ttft"] = ((clock.t_first or t1) - t0) * 1000.0
         new_tokens = out[0, inputs["input_ids"].shape[1]:]
         text = self.tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
-        self._stats.write(self._record(base, timings, len(new_tokens)))
+        base = {**base, "modality": visuals.modality, "video": visuals.video_path}
+        if visuals.modality == "video":
+            record = self._record(base, timings, len(new_tokens))
+        else:
+            record = self._image_record(base, timings, len(new_tokens), inputs["input_ids"])
+        self._stats.write(record)
         return text
 
     def _prompt(self, context: str, video: bool, n_images: int) -> str:
@@ -556,8 +579,22 @@ class LlavaOneVisionHoliTom(lmms):
         return kwargs
 
     # ---------------------------------------------------------------------------------------- stats
+    def _image_record(self, base: dict[str, Any], timings: dict[str, float], new_tokens: int,
+                      input_ids: torch.Tensor) -> dict[str, Any]:
+        """An image (or text-only) sample: the image tokens the LLM saw, uncompressed, and their TFLOPs;
+        the video fields stay null so the video means are not skewed."""
+        image_id = getattr(self._config, "image_token_id", None)
+        if image_id is None:
+            image_id = getattr(self._config, "image_token_index", None)
+        count = int((input_ids == image_id).sum()) if image_id is not None else None
+        flops = self._tflops(count, count, None) if count else None
+        return {**base, "image_tokens": count, "prompt_tokens": int(input_ids.shape[-1]),
+                "new_tokens": int(new_tokens), "tflops_dense": flops, "tflops": flops,
+                "timings_ms": {k: round(v, 3) for k, v in timings.items()}, "error": None}
+
     def _record(self, base: dict[str, Any], timings: dict[str, float], new_tokens: int) -> dict[str, Any]:
-        stats = dict(getattr(self.model, "holitom_stats", None) or {})
+        raw = getattr(self.model, "holitom_stats", None)
+        stats = dict(raw.to_dict() if hasattr(raw, "to_dict") else (raw or {}))
         model_timings = stats.pop("timings_ms", {}) or {}
         cfg = self.holitom_config
         dense = stats.get("dense_tokens")

@@ -8,10 +8,15 @@ Files (`docs/CONTRACTS.md`), all in one folder — by default lmms-eval's own re
 * ``holitom_summary.json`` — ``{task: {samples, errors, mean_outer_tokens, mean_inner_tokens,
   mean_dense_tokens, mean_tflops, mean_tflops_dense, mean_prefill_ms, mean_ttft_ms, ...}}``.
 
-A sample line: ``doc_id, task, split, rank, method, frames, tokens_per_frame, dense_tokens, outer_tokens,
-inner_tokens, merge_layer, segments, static_tokens, prompt_tokens_dense, prompt_tokens, new_tokens,
-tflops_dense, tflops, timings_ms, error`` (``error`` is null, or ``"VideoDecodeError: ..."`` with the token
-fields null: such a sample was answered with an empty string, never from the text alone).
+A sample line has every key of `RECORD_KEYS`. ``modality`` is ``video``, ``image`` or ``text``; the video
+statistics (frames, dense/outer/inner tokens, segments, TFLOPs) describe the video a video sample's model saw,
+image samples carry ``image_tokens`` and the TFLOPs of those (uncompressed) tokens instead, with the video
+fields null. A failed sample has ``error`` (``"VideoDecodeError: ..."`` or ``"doc_to_visual raised ..."``) and
+``video`` (the file, when known) set and every measurement null: it was answered with
+`lmms_holitom.lmms_eval.visuals.FAILED_ANSWER`, never from the text alone.
+
+The summary's video means are over the video samples without error; image samples are counted and averaged
+apart (``image_samples``, ``mean_image_tokens``, ``mean_image_tflops``), so zeros never skew them.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from typing import IO, Any
 
 __all__ = [
     "MERGED_NAME",
+    "RECORD_KEYS",
     "SUMMARY_NAME",
     "StatsWriter",
     "discover_output_dir",
@@ -41,6 +47,12 @@ __all__ = [
 
 MERGED_NAME = "holitom_stats.jsonl"
 SUMMARY_NAME = "holitom_summary.json"
+#: The keys of every sample line, in order (failed samples: measurements null).
+RECORD_KEYS: tuple[str, ...] = (
+    "doc_id", "task", "split", "rank", "method", "modality", "video", "frames", "tokens_per_frame",
+    "dense_tokens", "outer_tokens", "inner_tokens", "merge_layer", "segments", "static_tokens", "image_tokens",
+    "prompt_tokens_dense", "prompt_tokens", "new_tokens", "tflops_dense", "tflops", "timings_ms", "error",
+)
 _RANK_RE = re.compile(r"^holitom_stats\.rank(\d+)\.jsonl$")
 
 
@@ -49,26 +61,33 @@ def rank_file_name(rank: int) -> str:
 
 
 class StatsWriter:
-    """Appends one JSON line per sample to this rank's file (created, truncated, on the first record)."""
+    """Appends one JSON line per sample to this rank's file.
+
+    The file is truncated once, on this writer's first record (a new run in the same folder replaces the
+    old file); later opens (a second ``generate_until`` call after `close`) append.
+    """
 
     def __init__(self, directory: str | os.PathLike | None, rank: int) -> None:
         self.directory = Path(directory) if directory is not None else None
         self.rank = rank
         self.records: list[dict[str, Any]] = []
         self._fh: IO[str] | None = None
+        self._opened = False
 
     @property
     def path(self) -> Path | None:
         return None if self.directory is None else self.directory / rank_file_name(self.rank)
 
     def write(self, record: Mapping[str, Any]) -> None:
-        record = dict(record)
+        record = {**dict.fromkeys(RECORD_KEYS), **record}
         self.records.append(record)
         if self.directory is None:
             return
         if self._fh is None:
             self.directory.mkdir(parents=True, exist_ok=True)
-            self._fh = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 - kept open across samples
+            mode = "a" if self._opened else "w"
+            self._fh = open(self.path, mode, encoding="utf-8")  # noqa: SIM115 - kept open across samples
+            self._opened = True
         self._fh.write(json.dumps(record, default=_jsonable) + "\n")
         self._fh.flush()
 
@@ -140,12 +159,19 @@ def summarize(records: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]
     summary: dict[str, dict[str, Any]] = {}
     for task in sorted(by_task):
         rows = by_task[task]
-        ok = [r for r in rows if not r.get("error")]
+        failed = [r for r in rows if r.get("error")]
+        images = [r for r in rows if not r.get("error") and r.get("modality") == "image"]
+        ok = [r for r in rows if not r.get("error") and r.get("modality", "video") == "video"]
         timings = [r.get("timings_ms") or {} for r in ok]
         summary[task] = {
             "samples": len(rows),
-            "errors": len(rows) - len(ok),
-            "error_doc_ids": [r.get("doc_id") for r in rows if r.get("error")],
+            "errors": len(failed),
+            "error_doc_ids": [r.get("doc_id") for r in failed],
+            "error_videos": [r.get("video") for r in failed],
+            "video_samples": len(ok),
+            "image_samples": len(images),
+            "text_samples": sum(1 for r in rows if not r.get("error") and r.get("modality") == "text"),
+            "comparable": not failed,
             "method": next((r.get("method") for r in rows if r.get("method")), None),
             "mean_frames": _mean(r.get("frames") for r in ok),
             "mean_dense_tokens": _mean(r.get("dense_tokens") for r in ok),
@@ -157,6 +183,8 @@ def summarize(records: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]
             "mean_prefill_ms": _mean(t.get("prefill") for t in timings),
             "mean_ttft_ms": _mean(t.get("ttft") for t in timings),
             "mean_decode_video_ms": _mean(t.get("decode_video") for t in timings),
+            "mean_image_tokens": _mean(r.get("image_tokens") for r in images),
+            "mean_image_tflops": _mean(r.get("tflops") for r in images),
         }
     return summary
 
@@ -182,8 +210,11 @@ def format_summary(task: str, s: Mapping[str, Any]) -> str:
         f"LLM TFLOPs dense {_fmt(s['mean_tflops_dense'], '.4g')} -> {_fmt(s['mean_tflops'], '.4g')}; "
         f"prefill {_fmt(s['mean_prefill_ms'], '.1f')} ms, TTFT {_fmt(s['mean_ttft_ms'], '.1f')} ms"
     )
+    if s.get("image_samples"):
+        line += (f"; {s['image_samples']} image samples (not compressed, outside the video means: "
+                 f"{_fmt(s.get('mean_image_tokens'), '.1f')} image tokens)")
     if s["errors"]:
-        line += f"; failed doc ids: {s['error_doc_ids']}"
+        line += f"; failed doc ids: {s['error_doc_ids']} (score not comparable: see docs/lmms_eval.md)"
     return line
 
 

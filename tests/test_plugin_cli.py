@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 from plugin_fixtures import FRAMES, HOLITOM_ARGS, ROOT, CliRun, cli_env, run_lmms_eval
 
+from lmms_holitom.lmms_eval.visuals import FAILED_ANSWER
+
 pytestmark = pytest.mark.slow
 
 SMOKE_DOCS = 6
@@ -127,7 +129,7 @@ def test_corrupt_and_missing_clips_are_reported(env_corrupt: CliRun) -> None:
     assert stats[2]["error"].startswith("VideoDecodeError") and "file not found" in stats[2]["error"]
     assert stats[1]["outer_tokens"] is None and stats[1]["frames"] is None
     answers = {s["doc_id"]: s["filtered_resps"] for s in env_corrupt.samples("holitom_smoke_corrupt")}
-    assert answers[1] == "" and answers[2] == ""  # not answered from the text alone
+    assert answers[1] == FAILED_ANSWER and answers[2] == FAILED_ANSWER  # not answered from the text alone
     summary = env_corrupt.summary()["holitom_smoke_corrupt"]
     assert (summary["samples"], summary["errors"], summary["error_doc_ids"]) == (3, 2, [1, 2])
     assert "holitom_smoke_corrupt: 3 samples, 2 video errors" in env_corrupt.output

@@ -13,6 +13,7 @@ import pytest
 from plugin_fixtures import ORIGINAL_ENV, ROOT
 
 from lmms_holitom.config import HoliTomConfig
+from lmms_holitom.lmms_eval.visuals import FAILED_ANSWER
 from lmms_holitom.lmms_eval_model import MODEL_ARGS, resolve_holitom_config
 from lmms_holitom.stats import discover_output_dir, merge_rank_files, rank_file_name, summarize
 from lmms_holitom.video import VideoDecodeError
@@ -194,7 +195,8 @@ def test_generate_until_records_video_errors(lm, clips: Path) -> None:
                 _request("What moves?", 0, padding=True)]
     answers = lm.generate_until(requests)
     assert len(answers) == 4
-    assert answers[1] == "" and answers[2] == "" and answers[3] == ""
+    assert answers[1] == FAILED_ANSWER and answers[2] == FAILED_ANSWER  # never answered from the text alone
+    assert answers[3] == ""  # padding
     stats_dir = lm.stats_dir
     lines = [json.loads(x) for x in (stats_dir / "holitom_stats.jsonl").read_text().splitlines()]
     assert [r["doc_id"] for r in lines] == [0, 1, 2]  # the padding request left no line

@@ -1,0 +1,86 @@
+"""Model-arg parsing for the lmms-eval models: every value validated at load time, one-line errors.
+
+Each parser names the parameter and the allowed values or range in its ValueError, e.g.
+``max_frames_num must be an integer >= 1, got 'abc'``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["none_if_empty", "parse_bool", "parse_choice", "parse_int", "parse_layout_args"]
+
+ON_VIDEO_ERROR = ("record", "fail")
+ON_VIDEO_ERROR_ALIASES = {"raise": "fail"}
+
+
+def none_if_empty(value: Any) -> Any:
+    """None for ``None``, ``""``, ``none`` and ``null`` (what an empty ``k=`` model arg gives)."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in {"", "none", "null"}):
+        return None
+    return value
+
+
+def parse_int(name: str, value: Any, low: int = 1, high: int | None = None) -> int:
+    """An integer in ``[low, high]`` (``high=None``: no upper bound)."""
+    allowed = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]"
+    try:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ValueError
+        number = int(str(value).strip()) if not isinstance(value, (int, float)) else int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be {allowed}, got {value!r}") from None
+    if number < low or (high is not None and number > high):
+        raise ValueError(f"{name} must be {allowed}, got {number}")
+    return number
+
+
+def parse_bool(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in {"1", "true", "yes", "on"}:
+        return True
+    if text in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"{name} must be true or false, got {value!r}")
+
+
+def parse_choice(name: str, value: Any, choices: tuple[str, ...], aliases: dict[str, str] | None = None) -> str:
+    text = str(value).strip().lower()
+    text = (aliases or {}).get(text, text)
+    if text not in choices:
+        shown = ", ".join(choices) + (f" (aliases: {', '.join(aliases)})" if aliases else "")
+        raise ValueError(f"{name} must be one of {shown}, got {value!r}")
+    return text
+
+
+def parse_on_video_error(value: Any) -> str:
+    """``record`` or ``fail`` (``raise`` is accepted as an alias of ``fail``)."""
+    return parse_choice("on_video_error", value, ON_VIDEO_ERROR, ON_VIDEO_ERROR_ALIASES)
+
+
+def parse_layout_args(given: dict[str, Any]) -> dict[str, Any]:
+    """The video-layout model args the user gave (``mm_spatial_pool_mode``, ``mm_spatial_pool_stride``,
+    ``mm_newline_position``), validated, as ``from_pretrained`` keyword arguments; absent ones are left out.
+
+    The allowed values are the model layer's (`lmms_holitom.models.layout.VideoLayout`) when it is there.
+    """
+    out: dict[str, Any] = {}
+    for name in ("mm_spatial_pool_mode", "mm_spatial_pool_stride", "mm_newline_position"):
+        value = none_if_empty(given.get(name))
+        if value is None:
+            continue
+        out[name] = parse_int(name, value) if name == "mm_spatial_pool_stride" else str(value).strip().lower()
+    if out:
+        try:
+            from lmms_holitom.models.layout import VideoLayout
+        except ImportError:  # the model layer without layouts: only LLaVA-OneVision's
+            fixed = {"mm_spatial_pool_mode": "bilinear", "mm_spatial_pool_stride": 2,
+                     "mm_newline_position": "one_token"}
+            for name, value in out.items():
+                if value != fixed[name]:
+                    raise ValueError(f"{name} must be {fixed[name]}, got {value!r}") from None
+        else:
+            VideoLayout.from_config_dict({}, **out)  # raises ValueError naming the setting
+    return out
