@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["BACKENDS", "VideoDecodeError", "check_backend", "load_video_frames", "sample_indices"]
+__all__ = ["BACKENDS", "VideoDecodeError", "check_backend", "load_video_frames", "probe_video", "sample_indices"]
 
 BACKENDS = ("pyav", "decord")
 
@@ -90,6 +90,20 @@ def load_video_frames(path: str | os.PathLike, max_frames_num: int, backend: str
     if backend == "decord":
         return _load_decord(path, int(max_frames_num))
     return _load_pyav(path, int(max_frames_num))
+
+
+def probe_video(path: str | os.PathLike) -> str | None:
+    """Cheap container check (PyAV open + video stream, nothing decoded): None if usable, else the reason."""
+    path = Path(path)
+    if not path.is_file():
+        return "file not found" if not path.exists() else "not a regular file"
+    if path.stat().st_size == 0:
+        return "empty file"
+    try:
+        _open(path).close()
+    except VideoDecodeError as exc:
+        return exc.reason
+    return None
 
 
 # ---------------------------------------------------------------------------------------------- PyAV

@@ -99,3 +99,20 @@ def test_on_video_error_fail_stops_at_the_first(tmp_path: Path, home: BenchmarkH
     assert run.results() is None, run.output[-3000:]
     assert "vid2.mp4 does not exist" in run.output
     assert "VisualError" in run.output
+
+
+def test_check_data_reads_the_same_home(home: BenchmarkHome) -> None:
+    """`holitom check-data` finds the annotations lmms-eval read, and names each broken video."""
+    from lmms_holitom.sweep.data import check_data
+
+    rows = {(r.task, r.item): r for r in check_data(["mvbench", "egoschema_subset", "videomme",
+                                                      "longvideobench_val_v"], hf_home=home.root)}
+    for task in ("mvbench", "egoschema_subset", "videomme", "longvideobench_val_v"):
+        assert rows[(task, "annotation")].status == "ok" and rows[(task, "video root")].status == "ok"
+    assert rows[("mvbench", "videos")].status == "CORRUPT"
+    assert rows[("mvbench", "videos")].missing == ["star/Charades_segment/action_sequence_0.mp4"]
+    assert rows[("videomme", "videos")].status == "PARTIAL"
+    assert rows[("videomme", "videos")].missing == ["data/vid2.mp4"]
+    assert rows[("egoschema_subset", "videos")].missing == ["videos/ego2.mp4"]
+    assert rows[("longvideobench_val_v", "videos")].status == "CORRUPT"
+    assert rows[("longvideobench_val_v", "videos")].missing == ["videos/lvb1.mp4"]

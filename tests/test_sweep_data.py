@@ -13,6 +13,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 import yaml
+from plugin_fixtures import write_clip
 from sweep_helpers import REPO
 
 from lmms_holitom.sweep.data import BENCHMARKS, MVBENCH_FOLDERS, check_data, snake_case
@@ -48,15 +49,21 @@ def test_egoschema_partial_then_complete(tmp_path: Path):
                   {"video_idx": ["v1", "v2", "v3"], "question": ["q"] * 3})
     videos = home / "egoschema" / "videos"
     videos.mkdir(parents=True)
-    (videos / "v1.mp4").write_bytes(b"x")
-    (videos / "v2.MP4").write_bytes(b"x")  # lmms-eval also accepts .MP4
+    write_clip(videos / "v1.mp4", frames=2)
+    write_clip(videos / "v2.MP4", frames=2)  # lmms-eval also accepts .MP4
     rows = by_item(check_data(["egoschema_subset"], hf_home=home), "egoschema_subset")
     assert rows["annotation"].status == "ok"
     assert rows["video root"].status == "ok"
     assert rows["videos"].status == "PARTIAL" and rows["videos"].missing == ["videos/v3.mp4"]
-    assert "2/3 videos present; missing e.g. videos/v3.mp4" in rows["videos"].detail
+    assert "2/3 videos present, 1 missing, 0 corrupt; missing e.g. videos/v3.mp4" in rows["videos"].detail
     assert rows["videos"].path == f"{home}/egoschema/"
-    (videos / "v3.mp4").write_bytes(b"x")
+    (videos / "v3.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 not a video")
+    rows = by_item(check_data(["egoschema_subset"], hf_home=home), "egoschema_subset")
+    assert rows["videos"].status == "CORRUPT" and rows["videos"].missing == ["videos/v3.mp4"]
+    assert "3/3 videos present, 0 missing, 1 corrupt" in rows["videos"].detail
+    assert by_item(check_data(["egoschema_subset"], hf_home=home, probe=False), "egoschema_subset")[
+        "videos"].status == "ok"
+    write_clip(videos / "v3.mp4", frames=2)
     rows = check_data(["egoschema_subset"], hf_home=home)
     assert not any(r.failed for r in rows)
 
@@ -80,7 +87,9 @@ def test_mvbench_needs_every_subtask_and_a_real_video_folder(tmp_path: Path):
     (home / "mvbench_video").symlink_to(target)
     rows = by_item(check_data(["mvbench"], hf_home=home), "mvbench")
     assert rows["annotation"].status == "MISSING" and rows["annotation"].detail.startswith("2/20 config(s) cached")
-    assert rows["video root"].status == "WARN" and "make it a real folder" in rows["video root"].detail
+    # lmms-eval would call snapshot_download(revision="video"): the network
+    assert rows["video root"].status == "NETWORK" and "make it a real folder" in rows["video root"].detail
+    assert rows["video root"].failed
     assert rows["videos"].status == "info"
 
     for config in MVBENCH_FOLDERS:
@@ -89,17 +98,17 @@ def test_mvbench_needs_every_subtask_and_a_real_video_folder(tmp_path: Path):
     (home / "mvbench_video").unlink()
     for config, folder in MVBENCH_FOLDERS.items():
         (home / "mvbench_video" / folder).mkdir(parents=True, exist_ok=True)
-        (home / "mvbench_video" / folder / f"{config}.mp4").write_bytes(b"x")
+        write_clip(home / "mvbench_video" / folder / f"{config}.mp4", frames=2)
     rows = by_item(check_data(["mvbench"], hf_home=home), "mvbench")
     assert [r.status for r in rows.values() if r.item != "hub snapshot"] == ["ok", "ok", "ok"]
-    assert rows["videos"].detail == "20/20 videos present"
+    assert rows["videos"].detail == "20/20 videos present, 0 missing, 0 corrupt"
 
 
 def test_environment_overrides_the_datasets_cache(tmp_path: Path):
     home, elsewhere = tmp_path / "hf", tmp_path / "elsewhere"
     cache_dataset(elsewhere, "longvideobench/LongVideoBench", "default", "validation", {"video_path": ["a.mp4"]})
     (home / "datasets" / "longvideobench" / "videos").mkdir(parents=True)
-    (home / "datasets" / "longvideobench" / "videos" / "a.mp4").write_bytes(b"x")
+    write_clip(home / "datasets" / "longvideobench" / "videos" / "a.mp4", frames=2)
     env = {"HF_HOME": str(home), "HF_DATASETS_CACHE": str(elsewhere)}
     rows = check_data(["longvideobench_val_v"], environ=env)
     assert not any(r.failed for r in rows)
@@ -116,11 +125,32 @@ def test_cli_exit_codes(tmp_path: Path):
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
     assert res.returncode == 1 and "PARTIAL" not in res.stdout and "MISSING" in res.stdout
     assert f"-> {home}/egoschema/" in res.stdout
-    (home / "egoschema" / "videos" / "v1.mp4").write_bytes(b"x")
+    write_clip(home / "egoschema" / "videos" / "v1.mp4", frames=2)
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
     assert res.returncode == 0, res.stdout
     res = subprocess.run([*cmd[:5], "nope"], capture_output=True, text=True, cwd=REPO)  # --tasks nope
     assert res.returncode == 2 and "unknown task(s) nope" in res.stderr
+
+
+def test_full_egoschema_needs_the_scoring_server(tmp_path: Path):
+    home = tmp_path / "hf"
+    cache_dataset(home / "datasets", "lmms-eval/egoschema", "GENERATION", "test", {"video_idx": ["v1"]})
+    write_clip(home / "egoschema" / "videos" / "v1.mp4", frames=2)
+    rows = by_item(check_data(["egoschema"], hf_home=home), "egoschema")
+    assert rows["scoring"].status == "NETWORK" and rows["scoring"].failed
+    assert "use egoschema_subset" in rows["scoring"].detail
+    assert rows["videos"].status == "ok"
+
+
+def test_task_modules_are_checked(tmp_path: Path):
+    import importlib.util
+
+    rows = by_item(check_data(["longvideobench_val_v"], hf_home=tmp_path), "longvideobench_val_v")
+    have = importlib.util.find_spec("decord") is not None
+    assert rows["module"].status == ("ok" if have else "MISSING")
+    assert BENCHMARKS["longvideobench_val_v"].modules == ("decord",)
+    source = (TASKS_DIR / "longvideobench" / "utils.py").read_text()
+    assert "from decord import" in source  # why: lmms-eval's task module imports it at load time
 
 
 def test_fake_cache_is_what_datasets_loads_offline(tmp_path: Path):

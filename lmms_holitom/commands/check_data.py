@@ -18,6 +18,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--datasets-cache", default=None,
                    help="datasets cache (default $LMMS_EVAL_DATASETS_CACHE, $HF_DATASETS_CACHE, HF_HOME/datasets)")
     p.add_argument("--show-missing", type=int, default=5, metavar="N", help="missing videos to name per task")
+    p.add_argument("--no-probe", action="store_true",
+                   help="only check that the videos exist (default: also open each container with PyAV)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -46,11 +48,13 @@ def main(args: argparse.Namespace) -> int:
         return 2
     rows = check_data(tasks, hf_home=Path(args.hf_home) if args.hf_home else None,
                       datasets_cache=Path(args.datasets_cache) if args.datasets_cache else None,
-                      show_missing=args.show_missing)
+                      show_missing=args.show_missing, probe=not args.no_probe)
     print(format_rows(rows))
     failed = [r for r in rows if r.failed]
     if failed:
-        print(f"\n{len(failed)} required item(s) missing; see task_overrides/README.md for the expected layout")
+        network = [r for r in failed if r.status == "NETWORK"]
+        print(f"\n{len(failed)} problem(s) ({len(network)} would need the network); fix them as shown above, "
+              "see task_overrides/README.md for the expected layout")
         return 1
-    print("\nall required benchmark files are present")
+    print("\nall required benchmark files are present and open")
     return 0

@@ -76,6 +76,8 @@ class Benchmark:
     columns: tuple[str, ...]  # annotation columns the video path needs
     alternatives: tuple[str, ...] = ()  # other extensions lmms-eval accepts for a missing .mp4
     needs_real_root: bool = False  # create_link: a symlinked root triggers snapshot_download
+    modules: tuple[str, ...] = ()  # Python modules the task's utils.py imports at load time (optional ones)
+    scoring_server: bool = False  # the aggregation posts the answers to a remote server
 
 
 BENCHMARKS: dict[str, Benchmark] = {
@@ -89,16 +91,16 @@ BENCHMARKS: dict[str, Benchmark] = {
     ),
     "egoschema": Benchmark(
         "egoschema", "lmms-eval/egoschema", ("GENERATION",), "test", "egoschema",
-        lambda doc, config: f"videos/{doc['video_idx']}.mp4", ("video_idx",), (".MP4",),
+        lambda doc, config: f"videos/{doc['video_idx']}.mp4", ("video_idx",), (".MP4",), scoring_server=True,
     ),
     "videomme": Benchmark(
         "videomme", "lmms-eval/Video-MME", ("default",), "test", "videomme",
-        lambda doc, config: f"data/{doc['videoID']}.mp4", ("videoID",), (".MP4", ".mkv"),
+        lambda doc, config: f"data/{doc['videoID']}.mp4", ("videoID",), (".MP4", ".mkv"), modules=("cv2",),
     ),
     "longvideobench_val_v": Benchmark(
         "longvideobench_val_v", "longvideobench/LongVideoBench", ("default",), "validation",
         "datasets/longvideobench",
-        lambda doc, config: f"videos/{doc['video_path']}", ("video_path",),
+        lambda doc, config: f"videos/{doc['video_path']}", ("video_path",), modules=("decord",),
     ),
 }
 DEFAULT_TASKS = ("mvbench", "egoschema_subset", "longvideobench_val_v", "videomme")
@@ -108,14 +110,14 @@ DEFAULT_TASKS = ("mvbench", "egoschema_subset", "longvideobench_val_v", "videomm
 class CheckRow:
     task: str
     item: str  # "annotation" | "videos" | "video root" | "hub snapshot"
-    status: str  # ok | MISSING | PARTIAL | WARN | info
+    status: str  # ok | MISSING | PARTIAL | CORRUPT | NETWORK | WARN | info
     detail: str
     path: str
     missing: list[str] = field(default_factory=list)
 
     @property
     def failed(self) -> bool:
-        return self.status in ("MISSING", "PARTIAL")
+        return self.status in ("MISSING", "PARTIAL", "CORRUPT", "NETWORK")
 
 
 # ---------------------------------------------------------------------------------------------- locations
@@ -185,17 +187,42 @@ def _read_columns(files: Iterable[Path], columns: tuple[str, ...]) -> list[dict[
     return rows
 
 
-def _video_present(root: Path, rel: str, alternatives: tuple[str, ...]) -> bool:
+def _video_file(root: Path, rel: str, alternatives: tuple[str, ...]) -> Path | None:
+    """The file lmms-eval would open for ``rel`` (or one of its accepted extensions), None if absent."""
     path = root / rel
     if path.exists():
-        return True
-    return any(path.with_suffix(ext).exists() for ext in alternatives) if path.suffix == ".mp4" else False
+        return path
+    if path.suffix == ".mp4":
+        return next((p for p in (path.with_suffix(ext) for ext in alternatives) if p.exists()), None)
+    return None
+
+
+_PIP_NAMES = {"decord": "decord==0.6.0", "cv2": "opencv-python-headless"}
+
+
+def _module_rows(bench: Benchmark) -> list[CheckRow]:
+    import importlib.util
+
+    rows = []
+    for name in bench.modules:
+        if importlib.util.find_spec(name) is None:
+            rows.append(CheckRow(bench.task, "module", "MISSING",
+                                 f"lmms-eval's {bench.task} task imports {name} at load time and fails without it: "
+                                 f"pip install {_PIP_NAMES.get(name, name)}", name))
+        else:
+            rows.append(CheckRow(bench.task, "module", "ok", f"{name} importable", name))
+    return rows
 
 
 # ---------------------------------------------------------------------------------------------- the check
 def check_benchmark(bench: Benchmark, hf_home: Path, datasets_cache: Path, hub_cache: Path,
-                    show_missing: int = 5) -> list[CheckRow]:
-    rows: list[CheckRow] = []
+                    show_missing: int = 5, probe: bool = True) -> list[CheckRow]:
+    rows: list[CheckRow] = _module_rows(bench)
+    if bench.scoring_server:
+        rows.append(CheckRow(bench.task, "scoring", "NETWORK",
+                             "scored only by posting the answers to EgoSchema's remote server (lmms-eval's "
+                             "aggregation); offline the answers file is written but no score: use egoschema_subset "
+                             "(500 questions, scored locally)", "https://validation-server.onrender.com/api/upload/"))
     # annotation
     folders: dict[str, Path] = {}
     absent = []
@@ -232,10 +259,13 @@ def check_benchmark(bench: Benchmark, hf_home: Path, datasets_cache: Path, hub_c
         return rows
     if bench.needs_real_root and root.is_symlink():
         ref = hub / "refs" / "video"
-        status = "ok" if ref.exists() else "WARN"
+        status = "WARN" if ref.exists() else "NETWORK"
         rows.append(CheckRow(bench.task, "video root", status,
                              "a symlink: lmms-eval re-runs snapshot_download(revision='video'); offline this "
-                             "needs the hub snapshot" + ("" if ref.exists() else " (absent) — make it a real folder"),
+                             "needs the hub snapshot" + (" (present)" if ref.exists() else
+                                                         " (absent: it would try the network) — make it a real "
+                                                         f"folder: cp -rL {root} {root}.real && rm {root} && "
+                                                         f"mv {root}.real {root}"),
                              str(root)))
     else:
         rows.append(CheckRow(bench.task, "video root", "ok", "present", str(root)))
@@ -254,20 +284,32 @@ def check_benchmark(bench: Benchmark, hf_home: Path, datasets_cache: Path, hub_c
     except (OSError, KeyError, ValueError) as e:
         rows.append(CheckRow(bench.task, "videos", "MISSING", f"cannot read the annotation: {e}", str(root)))
         return rows
-    missing = [rel for rel in expected if not _video_present(root, rel, bench.alternatives)]
+    files = {rel: _video_file(root, rel, bench.alternatives) for rel in expected}
+    missing = [rel for rel, path in files.items() if path is None]
+    corrupt = []
+    if probe:
+        from lmms_holitom.video import probe_video
+
+        corrupt = [rel for rel, path in files.items() if path is not None and probe_video(path) is not None]
     present = len(expected) - len(missing)
     status = "ok" if not missing else ("MISSING" if present == 0 else "PARTIAL")
-    detail = f"{present}/{len(expected)} videos present"
+    if corrupt and status == "ok":
+        status = "CORRUPT"
+    detail = (f"{present}/{len(expected)} videos present, {len(missing)} missing, "
+              + (f"{len(corrupt)} corrupt" if probe else "not probed"))
     if missing:
         shown = ", ".join(missing[:show_missing]) + (" ..." if len(missing) > show_missing else "")
         detail += f"; missing e.g. {shown}"
-    rows.append(CheckRow(bench.task, "videos", status, detail, f"{root}/", missing))
+    if corrupt:
+        shown = ", ".join(corrupt[:show_missing]) + (" ..." if len(corrupt) > show_missing else "")
+        detail += f"; corrupt (PyAV cannot open them; re-download) e.g. {shown}"
+    rows.append(CheckRow(bench.task, "videos", status, detail, f"{root}/", missing + corrupt))
     return rows
 
 
 def check_data(tasks: Iterable[str] = DEFAULT_TASKS, *, hf_home: Path | None = None,
                datasets_cache: Path | None = None, show_missing: int = 5,
-               environ: Mapping[str, str] | None = None) -> list[CheckRow]:
+               environ: Mapping[str, str] | None = None, probe: bool = True) -> list[CheckRow]:
     env = os.environ if environ is None else environ
     explicit = hf_home is not None
     home = Path(hf_home if hf_home is not None else env.get("HF_HOME", "~/.cache/huggingface")).expanduser()
@@ -277,7 +319,7 @@ def check_data(tasks: Iterable[str] = DEFAULT_TASKS, *, hf_home: Path | None = N
     for task in tasks:
         if task not in BENCHMARKS:
             raise KeyError(f"check-data knows {', '.join(BENCHMARKS)}; got {task!r}")
-        rows += check_benchmark(BENCHMARKS[task], home, ds_cache, hub, show_missing)
+        rows += check_benchmark(BENCHMARKS[task], home, ds_cache, hub, show_missing, probe)
     return rows
 
 
