@@ -1,0 +1,98 @@
+"""Model-arg validation and the statistics records of the lmms-eval model, in-process (real tiny model)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from plugin_fixtures import ORIGINAL_ENV, write_clip
+
+from lmms_holitom.lmms_eval.settings import parse_int, parse_on_video_error
+from lmms_holitom.stats import RECORD_KEYS
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+@pytest.fixture(scope="module")
+def clean_env():
+    with pytest.MonkeyPatch.context() as mp:
+        for var in ORIGINAL_ENV:
+            mp.delenv(var, raising=False)
+        yield mp
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"max_frames_num": "abc"}, "max_frames_num must be an integer in [1, 4096], got 'abc'"),
+    ({"max_new_tokens": "abc"}, "max_new_tokens must be an integer in [1, 1000000], got 'abc'"),
+    ({"max_new_tokens": "-1"}, "max_new_tokens must be an integer in [1, 1000000], got -1"),
+    ({"max_frames_num": "0"}, "max_frames_num must be an integer in [1, 4096], got 0"),
+    ({"max_batch_size": "x"}, "max_batch_size must be an integer >= 1, got 'x'"),
+    ({"mm_spatial_pool_mode": "max"}, "mm_spatial_pool_mode must be one of"),
+    ({"mm_newline_position": "row"}, "mm_newline_position must be one of"),
+    ({"on_video_error": "skip"}, "on_video_error must be one of record, fail (aliases: raise)"),
+    ({"truncation": "maybe"}, "truncation must be true or false"),
+])
+def test_model_args_fail_at_load_with_one_line(clean_env, kwargs, message) -> None:
+    from lmms_holitom.lmms_eval_model import LlavaOneVisionHoliTom
+
+    with pytest.raises(ValueError) as info:
+        LlavaOneVisionHoliTom(pretrained="tiny", device="cpu", **kwargs)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_parsers() -> None:
+    assert parse_int("n", " 7 ") == 7 and parse_int("n", 3.0) == 3
+    with pytest.raises(ValueError, match="n must be an integer >= 1, got 2.5"):
+        parse_int("n", 2.5)
+    assert parse_on_video_error("raise") == "fail" and parse_on_video_error("RECORD") == "record"
+
+
+@pytest.fixture(scope="module")
+def lm(clean_env, tmp_path_factory):
+    from lmms_holitom.lmms_eval_model import LlavaOneVisionHoliTom
+
+    return LlavaOneVisionHoliTom(pretrained="tiny", device="cpu", max_frames_num="2", retain_ratio="0.25",
+                                 merge_layer="2", stats_path=str(tmp_path_factory.mktemp("stats")),
+                                 on_video_error="raise")
+
+
+def _request(doc_id: int, visual, task: str = "t"):
+    from lmms_eval.api.instance import Instance
+
+    gen_kwargs = {"max_new_tokens": 2, "temperature": 0, "do_sample": False}
+    return Instance(request_type="generate_until", idx=0, metadata={"task": task, "doc_id": doc_id, "repeats": 1},
+                    arguments=("Q?", gen_kwargs, visual, doc_id, task, "test"))
+
+
+def test_raise_is_fail(lm) -> None:
+    assert lm.on_video_error == "fail"
+    lm.on_video_error = "record"
+    assert lm.on_video_error == "record"
+
+
+def test_second_generate_until_appends_and_records_images_apart(lm, tmp_path: Path) -> None:
+    from PIL import Image
+
+    clip = write_clip(tmp_path / "clip.mp4", frames=4)
+    image = Image.fromarray(np.full((32, 32, 3), 120, np.uint8))
+    lm.task_dict = {"t": {"test": [{"video": str(clip)}, {"video": str(tmp_path / "gone.mp4")}, {}]}}
+    lm.on_video_error = "record"
+    lm.generate_until([_request(0, lambda doc: [doc["video"]])])
+    lm.generate_until([_request(1, lambda doc: [doc["video"]]), _request(2, lambda doc: [image])])
+    lines = [json.loads(x) for x in (lm.stats_dir / "holitom_stats.jsonl").read_text().splitlines()]
+    assert [r["doc_id"] for r in lines] == [0, 1, 2]  # the first call's line survived the second call
+    assert all(list(r) == list(RECORD_KEYS) for r in lines)
+    video, failed, img = lines
+    assert video["modality"] == "video" and video["outer_tokens"] > 0 and video["image_tokens"] is None
+    assert failed["error"].startswith("VideoDecodeError") and failed["video"] == str(tmp_path / "gone.mp4")
+    assert all(failed[k] is None for k in RECORD_KEYS if k not in
+               {"doc_id", "task", "split", "rank", "method", "video", "error"})
+    assert img["modality"] == "image" and img["image_tokens"] > 0 and img["tflops"] > 0
+    assert img["dense_tokens"] is None and img["outer_tokens"] is None
+    summary = json.loads((lm.stats_dir / "holitom_summary.json").read_text())["t"]
+    assert (summary["samples"], summary["errors"], summary["video_samples"], summary["image_samples"]) == (3, 1, 1, 1)
+    assert summary["mean_outer_tokens"] == video["outer_tokens"]  # the image did not pull the mean to zero
+    assert summary["mean_tflops"] == video["tflops"] and summary["mean_image_tokens"] == img["image_tokens"]
+    assert summary["comparable"] is False
