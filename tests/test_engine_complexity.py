@@ -7,29 +7,11 @@ synchronisation shows up as ``_local_scalar_dense``/``nonzero``/``unique``/a dev
 
 from __future__ import annotations
 
-from collections import Counter
-
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
+from op_counter import OpCounter
 
 from lmms_holitom.config import HoliTomConfig
-
-SYNCING = ("aten._local_scalar_dense", "aten.nonzero", "aten.masked_select", "aten.unique")
-
-
-class OpCounter(TorchDispatchMode):
-    def __init__(self) -> None:
-        super().__init__()
-        self.ops: Counter[str] = Counter()
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
-        self.ops[str(func.overloadpacket)] += 1
-        return func(*args, **(kwargs or {}))
-
-    @property
-    def syncs(self) -> int:
-        return sum(n for name, n in self.ops.items() if name.startswith(SYNCING))
 
 
 def prefill_ops(model, inputs, cfg) -> OpCounter:

@@ -7,36 +7,14 @@ tokens or clusters would make the count grow with the number of tokens; a host s
 
 from __future__ import annotations
 
-from collections import Counter
-
 import pytest
 import torch
+from op_counter import OpCounter
 from reference_loops import synthetic_video
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from lmms_holitom import HoliTomConfig
 from lmms_holitom.engine.outer import compress_video
 from lmms_holitom.ops import merge_inner
-
-SYNCING = ("aten._local_scalar_dense", "aten.nonzero", "aten.masked_select", "aten.unique")
-
-
-class OpCounter(TorchDispatchMode):
-    def __init__(self) -> None:
-        super().__init__()
-        self.ops: Counter[str] = Counter()
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
-        self.ops[str(func.overloadpacket)] += 1
-        return func(*args, **(kwargs or {}))
-
-    @property
-    def total(self) -> int:
-        return sum(self.ops.values())
-
-    @property
-    def syncs(self) -> int:
-        return sum(n for name, n in self.ops.items() if name.startswith(SYNCING))
 
 
 def _count(fn, *args, **kwargs) -> OpCounter:

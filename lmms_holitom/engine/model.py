@@ -48,12 +48,15 @@ class HoliTomModelMixin:
         holitom_sync_timings: see `engine.stats.StageTimer`.
     """
 
-    def holitom_init(self, holitom: HoliTomConfig | Mapping[str, Any] | None, sync_timings: bool) -> None:
-        """Call at the end of the family's ``__init__``."""
+    def holitom_init(
+        self, holitom: HoliTomConfig | Mapping[str, Any] | None, probe_chunk: int, sync_timings: bool
+    ) -> None:
+        """Call at the end of the family's ``__init__`` (after ``self.model`` exists)."""
         self._holitom_stats: HoliTomStats | None = None
         self._holitom_timer: StageTimer | None = None
         self.holitom_trace = False
         self.holitom_last_trace: HoliTomTrace | None = None
+        self.holitom_probe_chunk = probe_chunk
         self.holitom_sync_timings = sync_timings
         self.set_holitom(self._default_holitom() if holitom is None else holitom)
 
@@ -104,7 +107,29 @@ class HoliTomModelMixin:
         return cfg
 
     def holitom_on_config(self, cfg: HoliTomConfig) -> None:
-        """Hook: the active configuration changed (e.g. tell the vision side whether to probe)."""
+        """The active configuration changed: the vision side (the family's base model, ``self.model``) learns
+        whether the next encoding must probe saliency."""
+        self.model.holitom_encode = cfg
+
+    # The vision side's settings live on the family's base model (``self.model``), which encodes the videos (also
+    # when ``generate`` calls it directly, before the first forward).
+    @property
+    def holitom_probe_chunk(self) -> int:
+        return self.model.holitom_probe_chunk
+
+    @holitom_probe_chunk.setter
+    def holitom_probe_chunk(self, value: int) -> None:
+        if isinstance(value, bool) or int(value) < 1:
+            raise ValueError(f"probe_chunk must be an integer >= 1, got {value!r}")
+        self.model.holitom_probe_chunk = int(value)
+
+    @property
+    def holitom_sync_timings(self) -> bool:
+        return self.model.holitom_sync_timings
+
+    @holitom_sync_timings.setter
+    def holitom_sync_timings(self, value: bool) -> None:
+        self.model.holitom_sync_timings = bool(value)
 
     @property
     def holitom(self) -> HoliTomConfig:

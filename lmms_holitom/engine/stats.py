@@ -81,6 +81,14 @@ class StageTimer:
             if also_as is not None:
                 self._ms[also_as] = self._ms.get(also_as, 0.0) + ms
 
+    def absorb_encoded(self, encoded: Mapping[str, object] | None) -> None:
+        """Absorb the ``holitom_timer`` of every output ``generate`` encoded before the forward (their stages
+        also count as ``prefill``)."""
+        for output in (encoded or {}).values():
+            timer = getattr(output, "holitom_timer", None) if output is not None else None
+            if timer is not None:
+                self.absorb(timer, also_as="prefill")
+
     @property
     def pending(self) -> bool:
         return bool(self._events)

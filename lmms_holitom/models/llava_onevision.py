@@ -76,8 +76,7 @@ class HoliTomLlavaOnevisionForConditionalGeneration(HoliTomModelMixin, LlavaOnev
         self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
         self.post_init()
         self.video_layout = VideoLayout.from_config_dict(config.to_dict())
-        self.holitom_probe_chunk = probe_chunk
-        self.holitom_init(holitom, sync_timings)
+        self.holitom_init(holitom, probe_chunk, sync_timings)
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -128,28 +127,6 @@ class HoliTomLlavaOnevisionForConditionalGeneration(HoliTomModelMixin, LlavaOnev
         if int(frames) < 1:
             raise ValueError(f"frames must be an integer >= 1, got {frames!r}")
         return self.video_layout.placeholder_count(int(frames), self.model.patch_side)
-
-    # ------------------------------------------------------------------ configuration
-    @property
-    def holitom_probe_chunk(self) -> int:
-        return self.model.holitom_probe_chunk
-
-    @holitom_probe_chunk.setter
-    def holitom_probe_chunk(self, value: int) -> None:
-        if int(value) < 1:
-            raise ValueError(f"probe_chunk must be an integer >= 1, got {value!r}")
-        self.model.holitom_probe_chunk = int(value)
-
-    @property
-    def holitom_sync_timings(self) -> bool:
-        return self.model.holitom_sync_timings
-
-    @holitom_sync_timings.setter
-    def holitom_sync_timings(self, value: bool) -> None:
-        self.model.holitom_sync_timings = bool(value)
-
-    def holitom_on_config(self, cfg: HoliTomConfig) -> None:
-        self.model.holitom_encode = cfg
 
     # ------------------------------------------------------------------ forward
     def forward(  # type: ignore[override]
@@ -242,9 +219,7 @@ class HoliTomLlavaOnevisionForConditionalGeneration(HoliTomModelMixin, LlavaOnev
         vision time is added to ``prefill``), plus the raw ``pixel_values``/``pixel_values_videos`` encoded here
         with exactly the calls of the stock forward. The pixel entries of ``media`` are set to None."""
         mm = dict(media["mm_encoder_outputs"] or {})
-        for encoded in mm.values():
-            if encoded is not None and getattr(encoded, "holitom_timer", None) is not None:
-                timer.absorb(encoded.holitom_timer, also_as="prefill")
+        timer.absorb_encoded(mm)
         if media["pixel_values"] is not None and mm.get("image") is None:
             mm["image"] = self.model.get_image_features(
                 media["pixel_values"], media["image_sizes"], vision_feature_layer=media["vision_feature_layer"],

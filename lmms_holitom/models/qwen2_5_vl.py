@@ -7,14 +7,9 @@ reordering (`qwen_vision`); positions are the stock M-RoPE positions of each sur
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
-from torch import nn
 from transformers import Qwen2_5_VLForConditionalGeneration
 from transformers.models.qwen2_5_vl import modeling_qwen2_5_vl as stock
 
-from lmms_holitom.config import HoliTomConfig
 from lmms_holitom.engine.model import HoliTomModelMixin
 from lmms_holitom.models.checkpoints import register_weight_conversions
 from lmms_holitom.models.qwen_common import QwenForwardMixin, QwenVisionMixin
@@ -41,26 +36,6 @@ class HoliTomQwen2_5_VLForConditionalGeneration(
     """
 
     output_class = stock.MultimodalCausalLMOutputWithPast
-
-    def __init__(
-        self, config: Any, holitom: HoliTomConfig | Mapping[str, Any] | None = None, probe_chunk: int = 8,
-        sync_timings: bool = False,
-    ) -> None:
-        # The stock __init__ with the base model replaced by its HoliTom subclass (same modules, same weights).
-        stock.Qwen2_5_VLPreTrainedModel.__init__(self, config)
-        self.model = HoliTomQwen2_5_VLModel(config)
-        self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
-        self.post_init()
-        self.holitom_qwen_init(holitom, probe_chunk, sync_timings)
-
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: Any, *args: Any, holitom: Any = None,
-                        probe_chunk: int = 8, sync_timings: bool = False, **kwargs: Any) -> Any:
-        """Load a Qwen2.5-VL checkpoint (hub id, local folder, or ``tiny-qwen2.5-vl``); ``holitom`` selects the
-        method, other keyword arguments go to transformers (``output_loading_info`` included)."""
-        from lmms_holitom.models.checkpoints import load_family_checkpoint
-
-        return load_family_checkpoint(
-            cls, super().from_pretrained, "qwen2_5_vl", pretrained_model_name_or_path, args, kwargs,
-            holitom=holitom, probe_chunk=probe_chunk, sync_timings=sync_timings,
-        )
+    stock_pretrained_class = stock.Qwen2_5_VLPreTrainedModel
+    base_model_class = HoliTomQwen2_5_VLModel
+    checkpoint_model_type = "qwen2_5_vl"

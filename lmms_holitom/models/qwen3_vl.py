@@ -10,10 +10,6 @@ attention probe.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
-from torch import nn
 from transformers import Qwen3VLForConditionalGeneration
 from transformers.models.qwen3_vl import modeling_qwen3_vl as stock
 
@@ -40,6 +36,9 @@ class HoliTomQwen3VLForConditionalGeneration(
     """
 
     output_class = stock.MultimodalCausalLMOutputWithPast
+    stock_pretrained_class = stock.Qwen3VLPreTrainedModel
+    base_model_class = HoliTomQwen3VLModel
+    checkpoint_model_type = "qwen3_vl"
     per_group_runs = True
 
     def holitom_check_config(self, holitom: HoliTomConfig) -> None:
@@ -51,26 +50,3 @@ class HoliTomQwen3VLForConditionalGeneration(
                 f"added after decoder layers 0..{streams - 1}, before any token may be merged; got "
                 f"{holitom.merge_layer}"
             )
-
-    def __init__(
-        self, config: Any, holitom: HoliTomConfig | Mapping[str, Any] | None = None, probe_chunk: int = 8,
-        sync_timings: bool = False,
-    ) -> None:
-        # The stock __init__ with the base model replaced by its HoliTom subclass (same modules, same weights).
-        stock.Qwen3VLPreTrainedModel.__init__(self, config)
-        self.model = HoliTomQwen3VLModel(config)
-        self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
-        self.post_init()
-        self.holitom_qwen_init(holitom, probe_chunk, sync_timings)
-
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: Any, *args: Any, holitom: Any = None,
-                        probe_chunk: int = 8, sync_timings: bool = False, **kwargs: Any) -> Any:
-        """Load a Qwen3-VL checkpoint (hub id, local folder, or ``tiny-qwen2.5-vl``); ``holitom`` selects the
-        method, other keyword arguments go to transformers (``output_loading_info`` included)."""
-        from lmms_holitom.models.checkpoints import load_family_checkpoint
-
-        return load_family_checkpoint(
-            cls, super().from_pretrained, "qwen3_vl", pretrained_model_name_or_path, args, kwargs,
-            holitom=holitom, probe_chunk=probe_chunk, sync_timings=sync_timings,
-        )

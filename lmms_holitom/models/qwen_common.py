@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,9 +74,7 @@ class QwenAdapterMixin:
 
     def _encode_media(self, media: dict[str, Any], timer: StageTimer) -> dict[str, Any]:
         mm = dict(media["mm_encoder_outputs"] or {})
-        for encoded in mm.values():
-            if encoded is not None and getattr(encoded, "holitom_timer", None) is not None:
-                timer.absorb(encoded.holitom_timer, also_as="prefill")
+        timer.absorb_encoded(mm)
         if media["pixel_values"] is not None and mm.get("image") is None:
             mm["image"] = self.model.get_image_features(
                 media["pixel_values"], media["image_grid_thw"], return_dict=True
@@ -200,25 +199,37 @@ class QwenAdapterMixin:
 class QwenForwardMixin(QwenAdapterMixin):
     """The ``forward`` / ``__init__`` glue both Qwen-VL classes share (with `engine.model.HoliTomModelMixin`)."""
 
-    #: the family's output class (set by the family module)
+    #: set by the family module: its output class, the stock PreTrainedModel class, our base-model subclass and the
+    #: checkpoints' model_type
     output_class: type = object
+    stock_pretrained_class: type = object
+    base_model_class: type = object
+    checkpoint_model_type: str = ""
 
-    def holitom_qwen_init(self, holitom: Any, probe_chunk: int, sync_timings: bool) -> None:
-        if int(probe_chunk) < 1:
-            raise ValueError(f"probe_chunk must be an integer >= 1, got {probe_chunk!r}")
-        self.model.holitom_probe_chunk = int(probe_chunk)
-        self.holitom_init(holitom, sync_timings)
+    def __init__(
+        self, config: Any, holitom: HoliTomConfig | Mapping[str, Any] | None = None, probe_chunk: int = 8,
+        sync_timings: bool = False,
+    ) -> None:
+        # The stock __init__ with the base model replaced by its HoliTom subclass (same modules, same weights).
+        self.stock_pretrained_class.__init__(self, config)
+        self.model = self.base_model_class(config)
+        self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
+        self.post_init()
+        self.holitom_init(holitom, probe_chunk, sync_timings)
 
-    @property
-    def holitom_sync_timings(self) -> bool:
-        return self.model.holitom_sync_timings
+    @classmethod
+    def from_pretrained(
+        cls, pretrained_model_name_or_path: Any, *args: Any, holitom: Any = None, probe_chunk: int = 8,
+        sync_timings: bool = False, **kwargs: Any,
+    ) -> Any:
+        """Load a checkpoint of this family (hub id, local folder, or its ``tiny-...`` model); ``holitom`` selects
+        the method, other keyword arguments go to transformers (``output_loading_info`` included)."""
+        from lmms_holitom.models.checkpoints import load_family_checkpoint
 
-    @holitom_sync_timings.setter
-    def holitom_sync_timings(self, value: bool) -> None:
-        self.model.holitom_sync_timings = bool(value)
-
-    def holitom_on_config(self, cfg: HoliTomConfig) -> None:
-        self.model.holitom_encode = cfg
+        return load_family_checkpoint(
+            cls, super().from_pretrained, cls.checkpoint_model_type, pretrained_model_name_or_path, args, kwargs,
+            holitom=holitom, probe_chunk=probe_chunk, sync_timings=sync_timings,
+        )
 
     def forward(
         self,
