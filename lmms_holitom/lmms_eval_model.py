@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -25,33 +24,30 @@ from lmms_eval.api.model import lmms
 from loguru import logger
 from tqdm import tqdm
 
-from lmms_holitom.config import ENV_VARS, HoliTomConfig
+from lmms_holitom.config import HoliTomConfig
+from lmms_holitom.lmms_eval.prompts import CONV_TEMPLATES, build_prompt, generation_kwargs
+from lmms_holitom.lmms_eval.recorder import SampleRecorder
+from lmms_holitom.lmms_eval.runtime import FirstTokenClock, barrier, placement, process_layout, resolve_dtype
 from lmms_holitom.lmms_eval.settings import (
+    ORIGINAL_ENV_VARS,
     none_if_empty,
+    original_env_set,
     parse_bool,
     parse_choice,
     parse_int,
     parse_layout_args,
     parse_on_video_error,
+    resolve_holitom_config,
 )
 from lmms_holitom.lmms_eval.visuals import FAILED_ANSWER, VisualError, Visuals, call_doc_to_visual, load_visuals
 from lmms_holitom.stats import (
-    StatsWriter,
     discover_output_dir,
-    format_summary,
-    merge_rank_files,
-    summarize,
-    write_summary,
 )
 from lmms_holitom.video import VideoDecodeError, check_backend
 
 __all__ = ["MODEL_ARGS", "LlavaOneVisionHoliTom", "ORIGINAL_ENV_VARS", "resolve_holitom_config"]
 
-#: Environment variables of the authors' scripts that `HoliTomConfig.from_env` reads.
-ORIGINAL_ENV_VARS: tuple[str, ...] = ("WRAPPER", *ENV_VARS, "FASTV_k", "FASTV_r")
 
-SYSTEM_PROMPT = "You are a helpful assistant."
-CONV_TEMPLATES = ("qwen_1_5", "chat_template", "none")
 
 #: Model args besides the HoliTomConfig fields (name -> default), see the class docstring.
 MODEL_ARGS: dict[str, Any] = {
@@ -81,38 +77,6 @@ MODEL_ARGS: dict[str, Any] = {
 }
 
 
-def _original_env_set(environ: Mapping[str, str]) -> list[str]:
-    return [name for name in ORIGINAL_ENV_VARS if environ.get(name, "").strip() != ""]
-
-
-def resolve_holitom_config(
-    holitom_args: Mapping[str, Any], environ: Mapping[str, str] | None = None
-) -> tuple[HoliTomConfig, str]:
-    """The effective `HoliTomConfig` from the HoliTom model args and the authors' env vars, and its source.
-
-    ``WRAPPER`` is the switch, as in the authors' scripts (empty counts as unset):
-
-    1. ``WRAPPER`` unset: the model args and `HoliTomConfig`'s defaults define the config (method
-       ``holitom`` unless ``method=`` is given). Other original variables (``RETAIN_RATIO``, ``T``,
-       ``HOLITOM_k``, ...) are ignored, and named in the returned source so the caller can warn — the
-       one-letter ``T``/``K``/``D`` are too generic to act on without ``WRAPPER``.
-    2. ``WRAPPER`` set, no HoliTom model arg: exactly `HoliTomConfig.from_env` (the scripts run as before).
-    3. ``WRAPPER`` set and HoliTom model args: `HoliTomConfig.from_env` is the base and every HoliTom model
-       arg wins over it, field by field (``method=`` wins over ``WRAPPER``).
-    """
-    environ = os.environ if environ is None else environ
-    env_set = _original_env_set(environ)
-    if "WRAPPER" not in env_set:
-        source = "model_args" if holitom_args else "defaults"
-        if env_set:
-            source += f"; ignored {', '.join(env_set)} because WRAPPER is not set"
-        return HoliTomConfig.from_dict(holitom_args), source
-    if not holitom_args:
-        return HoliTomConfig.from_env(environ), f"environment ({', '.join(env_set)})"
-    source = f"environment ({', '.join(env_set)}) overridden by model_args ({', '.join(sorted(holitom_args))})"
-    return HoliTomConfig.from_env(environ, **holitom_args), source
-
-
 def _model_class():
     """The HoliTom model class (imported on use; ``method=dense`` runs through it as well)."""
     from lmms_holitom.models import HoliTomLlavaOnevisionForConditionalGeneration
@@ -137,46 +101,6 @@ def _load_processor(name: str):
             return AutoProcessor.from_pretrained(path)
         return AutoProcessor.from_pretrained(resolve_model_name(path))
     return load_processor(path)
-
-
-def _process_layout(accelerator: Any) -> tuple[int, int, int]:
-    """(global rank, world size, local rank): from torch.distributed when a process group exists.
-
-    lmms-eval's CLI creates an ``Accelerator`` before the model; under ``torchrun`` on CPUs that one inits a
-    gloo group yet reports a single process, so the process group is the authority.
-    """
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        rank, world = dist.get_rank(), dist.get_world_size()
-    else:
-        rank, world = accelerator.process_index, accelerator.num_processes
-    local = int(os.environ.get("LOCAL_RANK", accelerator.local_process_index))
-    return rank, world, local
-
-
-def _barrier(accelerator: Any) -> None:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-    else:
-        accelerator.wait_for_everyone()
-
-
-class _FirstTokenClock:
-    """A logits processor that notes when the first token's logits exist (end of prefill = TTFT)."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.t_first: float | None = None
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        if self.t_first is None:
-            if self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)
-            self.t_first = time.perf_counter()
-        return scores
 
 
 class LlavaOneVisionHoliTom(lmms):
@@ -250,7 +174,7 @@ class LlavaOneVisionHoliTom(lmms):
 
         accelerator = Accelerator(kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(weeks=52))])
         self.accelerator = accelerator
-        self._rank, self._world_size, local_rank = _process_layout(accelerator)
+        self._rank, self._world_size, local_rank = process_layout(accelerator)
 
         self.holitom_config, source = resolve_holitom_config(holitom_args)
         self.pretrained = str(args["pretrained"])
@@ -269,8 +193,8 @@ class LlavaOneVisionHoliTom(lmms):
 
         device_map = none_if_empty(args["device_map"])
         device = none_if_empty(args["device"])
-        self._device, load_map = self._placement(self._world_size, local_rank, device, device_map)
-        dtype = self._dtype(args["dtype"], self._device)
+        self._device, load_map = placement(self._world_size, local_rank, device, device_map)
+        dtype = resolve_dtype(args["dtype"], self._device)
 
         from lmms_holitom.tiny import resolve_pretrained
 
@@ -296,7 +220,10 @@ class LlavaOneVisionHoliTom(lmms):
         self._stats_dir = (
             Path(args["stats_path"]) if none_if_empty(args["stats_path"]) else discover_output_dir()
         )
-        self._stats = StatsWriter(self._stats_dir, self.rank)
+        image_id = getattr(self._config, "image_token_id", None)
+        self._recorder = SampleRecorder(self._stats_dir, self.rank, self._world_size, self._config.text_config,
+                                        getattr(self._config, "image_token_index", None) if image_id is None
+                                        else image_id)
         self._warned: set[str] = set()
 
         if self.rank == 0:
@@ -311,7 +238,7 @@ class LlavaOneVisionHoliTom(lmms):
                 f"conv_template={self.conv_template}"
             )
             logger.info(f"[holitom] effective HoliTom config (from {source}): {self.holitom_config.to_dict()}")
-            ignored = [] if os.environ.get("WRAPPER", "").strip() else _original_env_set(os.environ)
+            ignored = [] if os.environ.get("WRAPPER", "").strip() else original_env_set(os.environ)
             if ignored:
                 logger.warning(f"[holitom] ignoring the original environment variables {', '.join(ignored)} "
                                "because WRAPPER is not set (set WRAPPER=holitom|fastv|visionzip|dense to use them)")
@@ -355,44 +282,6 @@ class LlavaOneVisionHoliTom(lmms):
             parse_int("max_batch_size", args["max_batch_size"], 1)
         if not parse_bool("use_cache", args["use_cache"]):
             raise ValueError("use_cache=false is not supported (HoliTom's prefill fills the KV cache)")
-
-    @staticmethod
-    def _placement(
-        world_size: int, local_rank: int, device: str | None, device_map: str | None
-    ) -> tuple[torch.device, Any]:
-        """(input device, device_map for from_pretrained or None to load then ``.to(device)``).
-
-        Several processes: one full copy per process on ``cuda:{local rank}`` (or the CPU); one process:
-        ``device_map=auto`` splits the model over its GPUs, otherwise everything goes to ``device``.
-        """
-        if world_size > 1:
-            if device_map == "auto":
-                raise ValueError(
-                    "device_map=auto splits one model over all GPUs of a single process; with several "
-                    "processes each one loads its own copy (drop device_map, or launch one process)"
-                )
-            if (device is not None and str(device).startswith("cpu")) or not torch.cuda.is_available():
-                return torch.device("cpu"), None
-            target = torch.device(f"cuda:{local_rank}")
-            return target, str(target)
-        if device_map == "auto":
-            return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu")), "auto"
-        if device_map is not None:
-            return torch.device(device_map), device_map
-        return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu")), None
-
-    @staticmethod
-    def _dtype(value: Any, device: torch.device) -> torch.dtype:
-        if isinstance(value, torch.dtype):
-            return value
-        name = str(value or "auto").strip().lower().removeprefix("torch.")
-        if name == "auto":
-            return torch.bfloat16 if device.type == "cuda" else torch.float32
-        aliases = {"bf16": "bfloat16", "fp16": "float16", "half": "float16", "fp32": "float32", "float": "float32"}
-        dtype = getattr(torch, aliases.get(name, name), None)
-        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-            raise ValueError(f"dtype must be auto, float32, bfloat16 or float16, got {value!r}")
-        return dtype
 
     # ----------------------------------------------------------------------------- lmms-eval interface
     @property
@@ -466,7 +355,7 @@ class LlavaOneVisionHoliTom(lmms):
                 pbar.update(1)
         finally:
             pbar.close()
-        self._finish()
+        self._recorder.finish(lambda: barrier(self.accelerator))
         return answers
 
     def _answer(self, context: str, gen_kwargs: dict, doc_to_visual, doc_id, task: str, split: str) -> str:
@@ -494,7 +383,7 @@ class LlavaOneVisionHoliTom(lmms):
             raise exc
         logger.error(f"[holitom] {base['task']} doc {base['doc_id']}: {exc} -> answered {FAILED_ANSWER!r} and "
                      "counted as a video error")
-        self._stats.write({**base, "video": exc.video, "error": str(exc)})
+        self._recorder.failed(base, exc.video, str(exc))
         return FAILED_ANSWER
 
     def _generate(self, base: dict[str, Any], context: str, gen_kwargs: dict, visuals: Visuals) -> str:
@@ -512,7 +401,7 @@ class LlavaOneVisionHoliTom(lmms):
                 inputs[key] = inputs[key].to(self.model.dtype)
         timings["preprocess"] = (time.perf_counter() - t0) * 1000.0
 
-        clock = _FirstTokenClock(self._device)
+        clock = FirstTokenClock(self._device)
         kwargs = self._generation_kwargs(gen_kwargs)
         from transformers import LogitsProcessorList
 
@@ -530,137 +419,16 @@ class LlavaOneVisionHoliTom(lmms):
         text = self.tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
         base = {**base, "modality": visuals.modality, "video": visuals.video_path}
         if visuals.modality == "video":
-            record = self._record(base, timings, len(new_tokens))
+            self._recorder.video(base, getattr(self.model, "holitom_stats", None), timings, len(new_tokens))
         else:
-            record = self._image_record(base, timings, len(new_tokens), inputs["input_ids"])
-        self._stats.write(record)
+            self._recorder.image(base, inputs["input_ids"], timings, len(new_tokens))
         return text
 
     def _prompt(self, context: str, video: bool, n_images: int) -> str:
-        """The prompt: one ``<video>`` placeholder (or one ``<image>`` per image) before the question.
-
-        A placeholder already in the task's text is kept (an ``<image>`` becomes ``<video>`` for a video,
-        as LLaVA-NeXT uses ``<image>`` for both).
-        """
-        if video and "<video>" not in context and "<image>" in context:
-            context = context.replace("<image>", "<video>", 1)
-        has_placeholder = "<video>" in context or "<image>" in context
-        slots = [] if has_placeholder else (["video"] if video else ["image"] * n_images)
-        if self.conv_template == "qwen_1_5":
-            prefix = "".join(f"<{kind}>\n" if kind == "video" else "<image> " for kind in slots)
-            if slots and slots[0] == "image":
-                prefix = prefix.rstrip() + "\n"
-            return (f"<|im_start|>system\n{SYSTEM_PROMPT}<|im_end|>\n<|im_start|>user\n{prefix}{context}"
-                    "<|im_end|>\n<|im_start|>assistant\n")
-        content = [{"type": kind} for kind in slots] + [{"type": "text", "text": context}]
-        messages = [{"role": "user", "content": content}]
-        return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return build_prompt(context, video, n_images, self.conv_template, self.processor)
 
     def _generation_kwargs(self, gen_kwargs: dict | None) -> dict[str, Any]:
-        """lmms-eval task generation kwargs -> ``generate`` kwargs (``until`` is ignored, like lmms-eval's class)."""
-        g = dict(gen_kwargs or {})
-        temperature = float(g.get("temperature") or 0.0)
-        do_sample = bool(g.get("do_sample", False)) and temperature > 0
-        kwargs: dict[str, Any] = {
-            "max_new_tokens": int(g.get("max_new_tokens") or self.max_new_tokens),
-            "do_sample": do_sample,
-            "num_beams": int(g.get("num_beams") or 1),
-            "use_cache": True,
-            "pad_token_id": self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None
-            else self.eot_token_id,
-            "eos_token_id": self.eot_token_id,
-        }
-        if do_sample:
-            kwargs["temperature"] = temperature
-            if g.get("top_p") is not None:
-                kwargs["top_p"] = float(g["top_p"])
-        else:  # silence "temperature is set but do_sample=False" from the checkpoint's generation config
-            kwargs.update(temperature=None, top_p=None, top_k=None)
-        return kwargs
-
-    # ---------------------------------------------------------------------------------------- stats
-    def _image_record(self, base: dict[str, Any], timings: dict[str, float], new_tokens: int,
-                      input_ids: torch.Tensor) -> dict[str, Any]:
-        """An image (or text-only) sample: the image tokens the LLM saw, uncompressed, and their TFLOPs;
-        the video fields stay null so the video means are not skewed."""
-        image_id = getattr(self._config, "image_token_id", None)
-        if image_id is None:
-            image_id = getattr(self._config, "image_token_index", None)
-        count = int((input_ids == image_id).sum()) if image_id is not None else None
-        flops = self._tflops(count, count, None) if count else None
-        return {**base, "image_tokens": count, "prompt_tokens": int(input_ids.shape[-1]),
-                "new_tokens": int(new_tokens), "tflops_dense": flops, "tflops": flops,
-                "timings_ms": {k: round(v, 3) for k, v in timings.items()}, "error": None}
-
-    def _record(self, base: dict[str, Any], timings: dict[str, float], new_tokens: int) -> dict[str, Any]:
-        raw = getattr(self.model, "holitom_stats", None)
-        stats = dict(raw.to_dict() if hasattr(raw, "to_dict") else (raw or {}))
-        model_timings = stats.pop("timings_ms", {}) or {}
-        cfg = self.holitom_config
-        dense = stats.get("dense_tokens")
-        outer = stats.get("outer_tokens", dense)
-        inner = stats.get("inner_tokens", outer)
-        merge_layer = stats.get("merge_layer")
-        record = {
-            **base,
-            "method": stats.get("method", cfg.method),
-            "frames": stats.get("frames"),
-            "tokens_per_frame": stats.get("tokens_per_frame"),
-            "dense_tokens": dense,
-            "outer_tokens": outer,
-            "inner_tokens": inner,
-            "merge_layer": merge_layer,
-            "segments": stats.get("segments"),
-            "static_tokens": stats.get("static_tokens"),
-            "prompt_tokens_dense": stats.get("prompt_tokens_dense"),
-            "prompt_tokens": stats.get("prompt_tokens"),
-            "new_tokens": int(new_tokens),
-            "tflops_dense": self._tflops(dense, dense, None),
-            "tflops": self._tflops(outer, inner, merge_layer),
-            "timings_ms": {**{k: round(float(v), 3) for k, v in model_timings.items()},
-                           **{k: round(v, 3) for k, v in timings.items()}},
-            "error": None,
-        }
-        return record
-
-    def _tflops(self, outer: int | None, inner: int | None, merge_layer: int | None) -> float | None:
-        """Paper-convention LLM TFLOPs of the visual tokens: layers < K see ``outer``, layers >= K ``inner``."""
-        if outer is None:
-            return None
-        from lmms_holitom.flops import llm_flops
-
-        text = self._config.text_config
-        layers, d, m = text.num_hidden_layers, text.hidden_size, text.intermediate_size
-        inner = outer if inner is None else inner
-        if merge_layer is None or inner == outer or not 0 < int(merge_layer) < layers:
-            return llm_flops(int(outer), layers=layers, hidden=d, intermediate=m) / 1e12
-        k = int(merge_layer)
-        early = llm_flops(int(outer), layers=k, hidden=d, intermediate=m)
-        late = llm_flops(int(inner), layers=layers - k, hidden=d, intermediate=m)
-        return (early + late) / 1e12
-
-    def _finish(self) -> None:
-        """After all requests of this call: close the rank file; rank 0 merges, summarises and logs."""
-        self._stats.close()
-        if self._world_size > 1:
-            _barrier(self.accelerator)
-        if self.rank != 0:
-            return
-        directory = self._stats_dir
-        if directory is not None and directory.is_dir():
-            records = merge_rank_files(directory, self._world_size)
-        else:
-            records = list(self._stats.records)
-            if self._world_size > 1:
-                logger.warning("[holitom] no stats folder: the summary covers rank 0's samples only")
-        if not records:
-            return
-        summary = summarize(records)
-        if directory is not None and directory.is_dir():
-            write_summary(directory, summary)
-        for task, task_summary in summary.items():
-            line = format_summary(task, task_summary)
-            (logger.warning if task_summary["errors"] else logger.info)(line)
+        return generation_kwargs(gen_kwargs, self.max_new_tokens, self.tokenizer.pad_token_id, self.eot_token_id)
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned and self.rank == 0:

@@ -6,9 +6,17 @@ Each parser names the parameter and the allowed values or range in its ValueErro
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["none_if_empty", "parse_bool", "parse_choice", "parse_int", "parse_layout_args"]
+from lmms_holitom.config import ENV_VARS, HoliTomConfig
+
+__all__ = ["ORIGINAL_ENV_VARS", "none_if_empty", "original_env_set", "parse_bool", "parse_choice", "parse_int",
+           "parse_layout_args", "parse_on_video_error", "resolve_holitom_config"]
+
+#: Environment variables of the authors' scripts that `HoliTomConfig.from_env` reads.
+ORIGINAL_ENV_VARS: tuple[str, ...] = ("WRAPPER", *ENV_VARS, "FASTV_k", "FASTV_r")
 
 ON_VIDEO_ERROR = ("record", "fail")
 ON_VIDEO_ERROR_ALIASES = {"raise": "fail"}
@@ -84,3 +92,35 @@ def parse_layout_args(given: dict[str, Any]) -> dict[str, Any]:
         else:
             VideoLayout.from_config_dict({}, **out)  # raises ValueError naming the setting
     return out
+
+
+def original_env_set(environ: Mapping[str, str]) -> list[str]:
+    return [name for name in ORIGINAL_ENV_VARS if environ.get(name, "").strip() != ""]
+
+
+def resolve_holitom_config(
+    holitom_args: Mapping[str, Any], environ: Mapping[str, str] | None = None
+) -> tuple[HoliTomConfig, str]:
+    """The effective `HoliTomConfig` from the HoliTom model args and the authors' env vars, and its source.
+
+    ``WRAPPER`` is the switch, as in the authors' scripts (empty counts as unset):
+
+    1. ``WRAPPER`` unset: the model args and `HoliTomConfig`'s defaults define the config (method
+       ``holitom`` unless ``method=`` is given). Other original variables (``RETAIN_RATIO``, ``T``,
+       ``HOLITOM_k``, ...) are ignored, and named in the returned source so the caller can warn — the
+       one-letter ``T``/``K``/``D`` are too generic to act on without ``WRAPPER``.
+    2. ``WRAPPER`` set, no HoliTom model arg: exactly `HoliTomConfig.from_env` (the scripts run as before).
+    3. ``WRAPPER`` set and HoliTom model args: `HoliTomConfig.from_env` is the base and every HoliTom model
+       arg wins over it, field by field (``method=`` wins over ``WRAPPER``).
+    """
+    environ = os.environ if environ is None else environ
+    env_set = original_env_set(environ)
+    if "WRAPPER" not in env_set:
+        source = "model_args" if holitom_args else "defaults"
+        if env_set:
+            source += f"; ignored {', '.join(env_set)} because WRAPPER is not set"
+        return HoliTomConfig.from_dict(holitom_args), source
+    if not holitom_args:
+        return HoliTomConfig.from_env(environ), f"environment ({', '.join(env_set)})"
+    source = f"environment ({', '.join(env_set)}) overridden by model_args ({', '.join(sorted(holitom_args))})"
+    return HoliTomConfig.from_env(environ, **holitom_args), source

@@ -1,0 +1,102 @@
+"""The per-sample recorder of an lmms-eval model: one record per sample, then the per-task summary.
+
+Records have every key of `lmms_holitom.stats.RECORD_KEYS`; the files are written by `lmms_holitom.stats`.
+Video samples record what the model reports it fed the LLM (``model.holitom_stats``); image samples record
+their image tokens and those tokens' TFLOPs (nothing is compressed), with the video fields null.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+
+from lmms_holitom.stats import StatsWriter, format_summary, merge_rank_files, summarize, write_summary
+
+__all__ = ["SampleRecorder", "visual_tflops"]
+
+
+def visual_tflops(text_config: Any, outer: int | None, inner: int | None, merge_layer: int | None) -> float | None:
+    """Paper-convention LLM TFLOPs of the visual tokens: layers < K see ``outer``, layers >= K ``inner``."""
+    if outer is None:
+        return None
+    from lmms_holitom.flops import llm_flops
+
+    layers, d, m = text_config.num_hidden_layers, text_config.hidden_size, text_config.intermediate_size
+    inner = outer if inner is None else inner
+    if merge_layer is None or inner == outer or not 0 < int(merge_layer) < layers:
+        return llm_flops(int(outer), layers=layers, hidden=d, intermediate=m) / 1e12
+    k = int(merge_layer)
+    early = llm_flops(int(outer), layers=k, hidden=d, intermediate=m)
+    late = llm_flops(int(inner), layers=layers - k, hidden=d, intermediate=m)
+    return (early + late) / 1e12
+
+
+def _ms(timings: dict[str, float]) -> dict[str, float]:
+    return {k: round(float(v), 3) for k, v in timings.items()}
+
+
+class SampleRecorder:
+    """Builds and writes the records of one rank; rank 0 merges and summarises after each call."""
+
+    def __init__(self, directory: Path | None, rank: int, world_size: int, text_config: Any,
+                 image_token_id: int | None) -> None:
+        self.directory = directory
+        self.rank = rank
+        self.world_size = world_size
+        self.text_config = text_config
+        self.image_token_id = image_token_id
+        self.writer = StatsWriter(directory, rank)
+
+    def failed(self, base: dict[str, Any], video: str | None, error: str) -> None:
+        self.writer.write({**base, "video": video, "error": error})
+
+    def video(self, base: dict[str, Any], model_stats: Any, timings: dict[str, float], new_tokens: int) -> None:
+        stats = dict(model_stats.to_dict() if hasattr(model_stats, "to_dict") else (model_stats or {}))
+        model_timings = stats.pop("timings_ms", {}) or {}
+        dense = stats.get("dense_tokens")
+        outer = stats.get("outer_tokens", dense)
+        inner = stats.get("inner_tokens", outer)
+        merge_layer = stats.get("merge_layer")
+        keys = ("frames", "tokens_per_frame", "segments", "static_tokens", "prompt_tokens_dense", "prompt_tokens")
+        self.writer.write({
+            **base, **{k: stats.get(k) for k in keys},
+            "method": stats.get("method", base.get("method")),
+            "dense_tokens": dense, "outer_tokens": outer, "inner_tokens": inner, "merge_layer": merge_layer,
+            "new_tokens": int(new_tokens),
+            "tflops_dense": visual_tflops(self.text_config, dense, dense, None),
+            "tflops": visual_tflops(self.text_config, outer, inner, merge_layer),
+            "timings_ms": {**_ms(model_timings), **_ms(timings)}, "error": None,
+        })
+
+    def image(self, base: dict[str, Any], input_ids: Any, timings: dict[str, float], new_tokens: int) -> None:
+        """An image or text-only sample: its image tokens (uncompressed) and their TFLOPs."""
+        count = int((input_ids == self.image_token_id).sum()) if self.image_token_id is not None else None
+        flops = visual_tflops(self.text_config, count, count, None) if count else None
+        self.writer.write({**base, "image_tokens": count, "prompt_tokens": int(input_ids.shape[-1]),
+                           "new_tokens": int(new_tokens), "tflops_dense": flops, "tflops": flops,
+                           "timings_ms": _ms(timings), "error": None})
+
+    def finish(self, barrier: Callable[[], None]) -> None:
+        """After all requests of a call: close the rank file; rank 0 merges, summarises and logs."""
+        self.writer.close()
+        if self.world_size > 1:
+            barrier()
+        if self.rank != 0:
+            return
+        directory = self.directory
+        if directory is not None and directory.is_dir():
+            records = merge_rank_files(directory, self.world_size)
+        else:
+            records = list(self.writer.records)
+            if self.world_size > 1:
+                logger.warning("[holitom] no stats folder: the summary covers rank 0's samples only")
+        if not records:
+            return
+        summary = summarize(records)
+        if directory is not None and directory.is_dir():
+            write_summary(directory, summary)
+        for task, task_summary in summary.items():
+            (logger.warning if task_summary["errors"] else logger.info)(format_summary(task, task_summary))
