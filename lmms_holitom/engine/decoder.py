@@ -198,6 +198,40 @@ def _noncausal_mask(
     return mask, {}
 
 
+def _check_inner(inner: InnerMergeSpec, n_layers: int, prompt_length: int, residuals: tuple) -> None:
+    """Reject an inner step the sequence cannot take (layer range, video after the last prompt token, a visual
+    residual that would be added after the merge)."""
+    if not 1 <= inner.layer < n_layers:
+        raise ValueError(f"merge_layer must be in [1, {n_layers - 1}], got {inner.layer}")
+    if prompt_length - 1 <= inner.last_row:
+        raise ValueError(
+            "the inner merge needs the last prompt token after the video (its attention ranks the visual tokens); "
+            f"the visual run is [{inner.visual_start}, {inner.last_row + 1}) but the prompt ends at {prompt_length}"
+        )
+    late = [r.layer for r in residuals if r.layer >= inner.layer]  # added after layer K-1: before the merge
+    if late:
+        raise ValueError(
+            f"merge_layer {inner.layer} would merge visual tokens before the visual residual of layer {max(late)} "
+            f"is added; choose merge_layer >= {max(late) + 1}"
+        )
+
+
+def _merge(
+    hidden: torch.Tensor, attention_row: torch.Tensor, inner: InnerMergeSpec
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The inner step on one sequence (L, E): (L'', E) and the kept rows (L'',), on hidden's device."""
+    from lmms_holitom.ops import merge_inner
+
+    if inner.rows is not None:
+        merged, keep = merge_rows(hidden, attention_row, inner)
+    else:
+        merged, keep = merge_inner(
+            hidden, attention_row, inner.visual_start, inner.visual_length, inner.ratio, fidelity=inner.fidelity,
+            mode=inner.mode, check_finite_attention=False,
+        )
+    return merged, keep.to(hidden.device)
+
+
 def prefill_decoder(
     language_model: nn.Module,
     inputs_embeds: torch.Tensor,
@@ -227,8 +261,6 @@ def prefill_decoder(
             after layer K-1 is added before the merge at K's input).
         timer: optional `StageTimer`; the inner step is timed as ``inner_merge``.
     """
-    from lmms_holitom.ops import merge_inner
-
     config = language_model.config
     n_layers = config.num_hidden_layers
     hidden = inputs_embeds
@@ -245,22 +277,9 @@ def prefill_decoder(
 
     noncausal: tuple[Any, dict[str, Any]] | None = None
     if inner is not None:
-        a, last = inner.visual_start, inner.last_row
-        if not 1 <= inner.layer < n_layers:
-            raise ValueError(f"merge_layer must be in [1, {n_layers - 1}], got {inner.layer}")
-        if prompt_length - 1 <= last:
-            raise ValueError(
-                "the inner merge needs the last prompt token after the video (its attention ranks the visual "
-                f"tokens); the visual run is [{a}, {last + 1}) but the prompt ends at {prompt_length}"
-            )
+        _check_inner(inner, n_layers, prompt_length, residuals)
         if inner.fidelity == "reference":
             noncausal = _noncausal_mask(config, hidden, attention_mask, prompt_length)
-        late = [r.layer for r in residuals if r.layer >= inner.layer]  # added after layer K-1: before the merge
-        if late:
-            raise ValueError(
-                f"merge_layer {inner.layer} would merge visual tokens before the visual residual of layer "
-                f"{max(late)} is added; choose merge_layer >= {max(late) + 1}"
-            )
     added = {r.layer: r for r in residuals}
 
     def stage(name: str) -> Any:
@@ -270,14 +289,7 @@ def prefill_decoder(
     for layer_idx, decoder_layer in enumerate(language_model.layers[:n_layers]):
         if inner is not None and layer_idx == inner.layer:
             with stage("inner_merge"):
-                if inner.rows is None:
-                    merged, keep = merge_inner(
-                        hidden[0], attention_row, inner.visual_start, inner.visual_length, inner.ratio,
-                        fidelity=inner.fidelity, mode=inner.mode, check_finite_attention=False,
-                    )
-                else:
-                    merged, keep = merge_rows(hidden[0], attention_row, inner)
-                keep = keep.to(hidden.device)
+                merged, keep = _merge(hidden[0], attention_row, inner)
                 hidden = merged.unsqueeze(0)
                 cos, sin = position_embeddings  # (layers may sit on several devices: index on each one's own)
                 position_embeddings = (cos[:, keep.to(cos.device)], sin[:, keep.to(sin.device)])
