@@ -77,3 +77,73 @@ def test_run_bad_settings(mp4_clip, tmp_path, capsys):
     assert "model_type 'qwen2'" in capsys.readouterr().err
     assert main(["run", str(mp4_clip), "-q", "what?", "--max-frames", "0"]) == 2
     assert "--max-frames must be >= 1" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------- Qwen-VL
+QWEN = ["tiny-qwen2.5-vl", "tiny-qwen3-vl"]
+QWEN_FAST = ["--max-frames", "8", "--max-new-tokens", "3"]  # 8 frames -> 4 temporal groups of 4 tokens (64×48)
+
+
+@pytest.mark.parametrize("name", QWEN)
+def test_run_qwen_answers_and_prints_stats(mp4_clip, capsys, name):
+    rc = main(["run", str(mp4_clip), "-q", "what happens?", "--pretrained", name, "--retain-ratio", "0.5",
+               "--tau", "1.5", *QWEN_FAST])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert out.startswith("answer: ")
+    # nothing static (tau > 1): ceil(4 · 0.5) per group; K: 18 of 28 layers -> 3 of the tiny decoder's 4, r = 0.5
+    assert "method holitom | frames 4 | visual tokens 16 -> 8 (50.0%) -> 4 in layers >= 3" in out
+    assert "timings (ms): vision" in out
+
+
+@pytest.mark.parametrize("name", QWEN)
+def test_run_qwen_json_wo_m_and_visionzip(mp4_clip, capsys, name):
+    for method in ("holitom_wo_m", "visionzip"):  # nothing static: 1 of 4 tokens per group
+        assert main(["run", str(mp4_clip), "-q", "what?", "--pretrained", name, "--method", method,
+                     "--retain-ratio", "0.25", "--tau", "1.5", "--json", *QWEN_FAST]) == 0
+        stats = json.loads(capsys.readouterr().out)["stats"]
+        assert stats["method"] == method and stats["frames"] == 4 and stats["tokens_per_frame"] == 4
+        assert stats["dense_tokens"] == 16 and stats["outer_tokens"] == stats["inner_tokens"] == 4
+        assert stats["prompt_tokens_dense"] - stats["prompt_tokens"] == 12
+
+
+def _stock_answer(name: str, video, question: str, max_new_tokens: int) -> tuple[str, int]:
+    """The stock transformers model's greedy answer and prompt length, the prompt built here from the spec:
+    the chat template, the 8 uniformly sampled frames unresampled, the clip's metadata (8 fps, 16 frames)."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from transformers.video_utils import VideoMetadata
+
+    from lmms_holitom.tiny import resolve_pretrained
+    from lmms_holitom.video import load_video_frames
+
+    path = resolve_pretrained(name)
+    processor = AutoProcessor.from_pretrained(path)
+    model = AutoModelForImageTextToText.from_pretrained(path).eval()
+    messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]}]
+    prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
+    metadata = VideoMetadata(total_num_frames=16, fps=8.0, frames_indices=[0, 2, 4, 6, 8, 10, 12, 15])
+    inputs = processor(text=prompt, videos=[load_video_frames(video, 8)], video_metadata=[metadata],
+                       do_sample_frames=False, return_tensors="pt")
+    output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+    length = inputs["input_ids"].shape[1]
+    return processor.batch_decode(output[:, length:], skip_special_tokens=True)[0], length
+
+
+@pytest.mark.parametrize("name", QWEN)
+def test_run_qwen_dense_is_the_stock_model_on_the_stock_prompt(mp4_clip, capsys, name):
+    assert main(["run", str(mp4_clip), "-q", "what happens?", "--pretrained", name, "--method", "dense", "--json",
+                 "--max-frames", "8", "--max-new-tokens", "6"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    answer, length = _stock_answer(name, mp4_clip, "what happens?", 6)
+    assert result["answer"] == answer
+    assert result["stats"]["prompt_tokens_dense"] == result["stats"]["prompt_tokens"] == length
+
+
+def test_run_qwen_bad_settings(mp4_clip, capsys):
+    assert main(["run", str(mp4_clip), "-q", "what?", "--pretrained", "tiny-qwen3-vl", "--merge-layer", "1",
+                 *QWEN_FAST]) == 2
+    assert "merge_layer must be >= 2 for this Qwen3-VL model" in capsys.readouterr().err
+    assert main(["run", str(mp4_clip), "-q", "what?", "--pretrained", "tiny-qwen2.5-vl", "--max-frames", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "--max-frames must be >= 2 for qwen2_5_vl (one temporal patch group is 2 frames), got 1" in err
+    assert "Traceback" not in err

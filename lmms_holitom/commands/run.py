@@ -1,9 +1,14 @@
 """``holitom run VIDEO --question "..."``: answer one question about one video and print the compression stats.
 
-Frames are sampled uniformly (``np.linspace(0, n - 1, max_frames)`` rounded down to int, as lmms-eval does)
-with PyAV; the prompt is the checkpoint's chat template (Qwen-1.5 for LLaVA-OneVision: system prompt, the video,
-then the question). Works offline with a local model folder; the default ``--pretrained tiny`` is the built-in
-tiny random model (answers are gibberish, the pipeline is real).
+The model class follows the checkpoint's ``model_type`` (`lmms_holitom.models.model_class_for`): LLaVA-OneVision
+/ LLaVA-Video (HF or LLaVA-NeXT format), Qwen2.5-VL, Qwen3-VL. Frames are sampled uniformly
+(``np.linspace(0, n - 1, max_frames)`` rounded down to int, as lmms-eval does) with PyAV; the prompt is the
+checkpoint's chat template with the family's processor (Qwen-1.5 for LLaVA-OneVision: system prompt, the video,
+then the question). The Qwen processors get the sampled frames as they are (no resampling) with the video's
+metadata (fps, sampled indices), from which Qwen2.5-VL times its M-RoPE and Qwen3-VL writes its timestamps.
+Works offline with a local model folder; the default ``--pretrained tiny`` is the built-in tiny random
+LLaVA-OneVision, ``tiny-qwen2.5-vl`` / ``tiny-qwen3-vl`` the tiny Qwen models (answers are gibberish, the
+pipeline is real).
 
 Exit codes: 0 success, 2 bad input (missing/corrupt video, invalid setting, wrong checkpoint).
 """
@@ -25,7 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--question", "-q", required=True, help="the question to ask about the video")
     parser.add_argument(
         "--pretrained", default="tiny",
-        help="checkpoint: local folder, hub id, lmms-lab name (mapped to its llava-hf twin) or 'tiny' (default)",
+        help="checkpoint: local folder or hub id (LLaVA-OneVision, LLaVA-Video, Qwen2.5-VL, Qwen3-VL), or a "
+        "built-in tiny model: tiny (default), tiny-qwen2.5-vl, tiny-qwen3-vl",
     )
     parser.add_argument("--method", choices=METHODS, default="holitom", help="default: holitom")
     parser.add_argument("--retain-ratio", type=float, help="fraction of visual tokens entering the LLM (0.10)")
@@ -88,6 +94,44 @@ def format_stats(stats: dict[str, Any]) -> str:
     return f"{line}\ntimings (ms): {timings}"
 
 
+def _video_prompt(processor: Any, model: Any, video: str, frames: Any, question: str) -> dict[str, Any]:
+    """Processor outputs of the one-video prompt; ``frames``: (F, H, W, 3) uint8, sampled from ``video``."""
+    from lmms_holitom.models import HoliTomLlavaOnevisionForConditionalGeneration
+
+    conversation = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]}]
+    prompt = processor.apply_chat_template(conversation, add_generation_prompt=True)
+    extra: dict[str, Any] = {}
+    if not isinstance(model, HoliTomLlavaOnevisionForConditionalGeneration):  # Qwen-VL: frames kept as given
+        from lmms_holitom.commands import UsageError
+
+        group = int(processor.video_processor.temporal_patch_size)
+        if frames.shape[0] < group:
+            raise UsageError(f"--max-frames must be >= {group} for {model.config.model_type} (one temporal patch "
+                             f"group is {group} frames), got {frames.shape[0]}")
+        extra["do_sample_frames"] = False
+        metadata = _video_metadata(video, frames.shape[0])
+        if metadata is not None:
+            extra["video_metadata"] = [metadata]
+    return dict(processor(text=prompt, videos=[frames], return_tensors="pt", **extra))
+
+
+def _video_metadata(video: str, count: int) -> Any:
+    """transformers' `VideoMetadata` of ``count`` frames sampled as `load_video_frames` samples them (fps and
+    indices from the container), or None when the container gives no frame rate or frame count."""
+    import av
+    from transformers.video_utils import VideoMetadata
+
+    from lmms_holitom.video import sample_indices
+
+    with av.open(str(video)) as container:
+        stream = container.streams.video[0]
+        fps, total = (float(stream.average_rate) if stream.average_rate else 0.0), int(stream.frames or 0)
+    if fps <= 0 or total < 1:
+        return None
+    indices = sample_indices(total, count).tolist()
+    return VideoMetadata(total_num_frames=total, fps=fps, frames_indices=indices)
+
+
 def check_args(args: argparse.Namespace) -> None:
     """Every argument that can be checked before the video and model load; raises `UsageError`/ValueError."""
     from lmms_holitom.commands import at_least, check_device
@@ -113,29 +157,25 @@ def main(args: argparse.Namespace) -> int:
         return 2
 
     import torch
-    from transformers import AutoProcessor
 
-    from lmms_holitom.models import HoliTomLlavaOnevisionForConditionalGeneration, resolve_model_name
+    from lmms_holitom.models import load_processor, model_class_for, resolve_model_name
 
     try:
         device, dtype = _device_and_dtype(args.device, args.dtype)
         checkpoint = resolve_model_name(args.pretrained)
-        model = HoliTomLlavaOnevisionForConditionalGeneration.from_pretrained(
+        model_class = model_class_for(args.pretrained)
+        model = model_class.from_pretrained(
             checkpoint, dtype=dtype, attn_implementation=args.attn_implementation, probe_chunk=args.probe_chunk
         )
         model = model.to(device).eval()
         model.set_holitom(_holitom_config(args, model.default_merge_layer()))
-        processor = AutoProcessor.from_pretrained(checkpoint)
+        processor = load_processor(checkpoint)
     except (ValueError, OSError) as exc:
         print(f"holitom run: error: {exc}", file=sys.stderr)
         return 2
 
-    conversation = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": args.question}]}]
-    prompt = processor.apply_chat_template(conversation, add_generation_prompt=True)
-    inputs = processor(text=prompt, videos=[frames], return_tensors="pt")
-    inputs = {
-        k: v.to(device, dtype) if torch.is_floating_point(v) else v.to(device) for k, v in inputs.items()
-    }
+    inputs = _video_prompt(processor, model, args.video, frames, args.question)
+    inputs = {k: v.to(device, dtype) if k.startswith("pixel_values") else v.to(device) for k, v in inputs.items()}
     with torch.inference_mode():
         output = model.generate(**inputs, max_new_tokens=args.max_new_tokens, do_sample=False)
     answer = processor.batch_decode(output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)[0]

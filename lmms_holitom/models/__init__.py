@@ -31,8 +31,38 @@ __all__ = [
     "VideoSaliency",
     "check_checkpoint",
     "load_processor",
+    "model_class_for",
     "resolve_model_name",
 ]
+
+
+def model_class_for(path_or_name: str) -> type:
+    """The HoliTom class for a checkpoint (folder, hub id or built-in tiny name), by its config's ``model_type``.
+
+    Raises:
+        OSError: the checkpoint's config.json cannot be read.
+        ValueError: a model_type no HoliTom class loads (the message names it and the supported ones).
+    """
+    from transformers import PretrainedConfig
+
+    by_model_type: dict[str, type] = {  # llava / llava_qwen: LLaVA-NeXT-format checkpoints
+        "llava_onevision": HoliTomLlavaOnevisionForConditionalGeneration,
+        "llava": HoliTomLlavaOnevisionForConditionalGeneration,
+        "llava_qwen": HoliTomLlavaOnevisionForConditionalGeneration,
+        "qwen2_5_vl": HoliTomQwen2_5_VLForConditionalGeneration,
+        "qwen3_vl": HoliTomQwen3VLForConditionalGeneration,
+    }
+    name = resolve_model_name(path_or_name)
+    try:
+        model_type = PretrainedConfig.get_config_dict(name)[0].get("model_type")
+    except OSError as err:
+        raise OSError(f"cannot read the config of {str(path_or_name)!r}: {err}") from err
+    if model_type not in by_model_type:
+        raise ValueError(
+            f"{str(path_or_name)!r} has model_type {model_type!r}, which HoliTom does not load "
+            f"(supported: {', '.join(by_model_type)})"
+        )
+    return by_model_type[model_type]
 
 
 def load_processor(path_or_name: str, **kwargs: object) -> object:
