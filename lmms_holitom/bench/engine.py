@@ -16,10 +16,11 @@ from typing import Any
 
 import torch
 
-from lmms_holitom.bench.inputs import synthetic_prompt, synthetic_video, tokens_per_frame
+from lmms_holitom.bench.inputs import synthetic_prompt, synthetic_text, synthetic_video
 from lmms_holitom.bench.meters import CudaMemoryMeter, TrackedMemoryMeter
 from lmms_holitom.bench.options import BenchOptions, resolve_device, resolve_dtype
 from lmms_holitom.bench.probe import probe_study
+from lmms_holitom.bench.qwen import QWEN_FRAME_PX, check_qwen_frames, is_qwen, qwen_inputs, qwen_shape
 from lmms_holitom.bench.runner import load_model, measure_settings, model_label
 from lmms_holitom.bench.settings import build_settings
 from lmms_holitom.bench.summary import add_ratios, dense_stats, ratio, setting_result, targets
@@ -68,8 +69,12 @@ def _meta(opts: BenchOptions, model: Any, label: str, holitom: bool, shape: Mode
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
         or platform.machine(),
         "dtype": str(dtype).replace("torch.", ""),
+        "family": getattr(model.config, "model_type", None),
         "frames": opts.frames,
-        "tokens_per_frame": tokens_per_frame(model.config),
+        # HoliTom frames: Qwen VL's temporal groups (2 input frames each), else the input frames
+        "holitom_frames": _holitom_frames(opts.frames, model.config),
+        "frame_px": QWEN_FRAME_PX if is_qwen(model.config) else None,
+        "tokens_per_frame": shape.tokens_per_frame,
         "prompt_tokens": prompt_tokens,
         "text_tokens": opts.text_tokens,
         "new_tokens": opts.new_tokens,
@@ -84,6 +89,27 @@ def _meta(opts: BenchOptions, model: Any, label: str, holitom: bool, shape: Mode
         "options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(opts).items()},
         "notes": list(_NOTES),
     }
+
+
+def _holitom_frames(frames: int, config: Any) -> int:
+    """HoliTom frames of ``frames`` input frames: Qwen VL's temporal groups, else the frames themselves."""
+    return check_qwen_frames(frames, config) if is_qwen(config) else frames
+
+
+def _inputs(model: Any, opts: BenchOptions, device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """The synthetic video and prompt in the model family's processor format, on ``device``.
+
+    LLaVA-OneVision: 384 px frames, ``pixel_values_videos`` (1, F, 3, 384, 384); Qwen VL: `bench.qwen` (448 px).
+    """
+    if is_qwen(model.config):
+        check_qwen_frames(opts.frames, model.config)
+        video = synthetic_video(opts.frames, size=QWEN_FRAME_PX, scenes=opts.scenes, seed=opts.seed)
+        inputs = qwen_inputs(model, video, synthetic_text(model, opts.text_tokens, opts.seed))
+        inputs["pixel_values_videos"] = inputs["pixel_values_videos"].to(dtype)
+        return {k: v.to(device) for k, v in inputs.items()}
+    pixels = synthetic_video(opts.frames, scenes=opts.scenes, seed=opts.seed).to(device=device, dtype=dtype)
+    input_ids = synthetic_prompt(model, opts.frames, text_tokens=opts.text_tokens, seed=opts.seed).to(device)
+    return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "pixel_values_videos": pixels}
 
 
 def _pipeline_vision_overhead(probe: dict[str, Any], results: list[dict[str, Any]], stat: str) -> None:
@@ -136,15 +162,17 @@ def run_bench(
     settings = build_settings(methods, opts.retain_ratios, layers, merge_layer=opts.merge_layer,
                               merge_ratio=opts.merge_ratio, tau=opts.tau, fastv_layer=opts.fastv_layer,
                               fastv_ratio=opts.fastv_ratio)
-    pixels = synthetic_video(opts.frames, scenes=opts.scenes, seed=opts.seed).to(device=device, dtype=dtype)
-    input_ids = synthetic_prompt(model, opts.frames, text_tokens=opts.text_tokens, seed=opts.seed).to(device)
-    inputs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "pixel_values_videos": pixels}
+    inputs = _inputs(model, opts, device, dtype)
     records = measure_settings(model, inputs, settings, opts, device, holitom, log, t0)
 
-    shape = shape_from_hf_config(model.config, name=label)
-    prompt_tokens = int(input_ids.shape[1])
-    fallback = dense_stats(model.config, prompt_tokens, opts.frames)
-    results = [setting_result(s, records[s.name], fallback, opts.frames, shape, opts.new_tokens) for s in settings]
+    qwen = is_qwen(model.config)
+    shape = qwen_shape(model.config, name=label) if qwen else shape_from_hf_config(model.config, name=label)
+    frames = _holitom_frames(opts.frames, model.config)
+    newline = 0 if qwen else 1  # LLaVA-OneVision's one video newline token
+    prompt_tokens = int(inputs["input_ids"].shape[1])
+    fallback = dense_stats(shape.tokens_per_frame, prompt_tokens, frames, newline=newline)
+    results = [setting_result(s, records[s.name], fallback, frames, shape, opts.new_tokens, newline=newline)
+               for s in settings]
     add_ratios(results, opts.stat)
     result: dict[str, Any] = {
         "schema": SCHEMA,
@@ -152,7 +180,7 @@ def run_bench(
         "settings": results,
     }
     if opts.probe and holitom:
-        result["probe"] = probe_study(model, pixels, opts, device, log)
+        result["probe"] = probe_study(model, inputs, opts, device, log)
         _pipeline_vision_overhead(result["probe"], results, opts.stat)
     result["targets"] = targets(result)
     result["meta"]["total_s"] = time.perf_counter() - t0

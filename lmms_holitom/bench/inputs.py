@@ -13,10 +13,10 @@ import torch
 
 from lmms_holitom.flops import shape_from_hf_config
 
-__all__ = ["synthetic_prompt", "synthetic_video", "tokens_per_frame"]
+__all__ = ["synthetic_prompt", "synthetic_text", "synthetic_video", "tokens_per_frame"]
 
 _SPECIAL_ID_NAMES = ("image_token_index", "video_token_index", "image_token_id", "video_token_id",
-                     "eos_token_id", "pad_token_id", "bos_token_id")
+                     "eos_token_id", "pad_token_id", "bos_token_id", "vision_start_token_id", "vision_end_token_id")
 
 
 def synthetic_video(frames: int, *, size: int = 384, scenes: int = 4, seed: int = 0) -> torch.Tensor:
@@ -62,12 +62,10 @@ def tokens_per_frame(config: Any) -> int:
     return shape_from_hf_config(config).tokens_per_frame
 
 
-def synthetic_prompt(model: Any, frames: int, *, text_tokens: int = 30, seed: int = 0) -> torch.Tensor:
-    """``input_ids`` (1, L) as the processor lays out a video question: text, ``F·N + 1`` video placeholders, text.
+def synthetic_text(model: Any, text_tokens: int = 30, seed: int = 0) -> torch.Tensor:
+    """``text_tokens`` ordinary ids (1-D), drawn reproducibly from the middle of the vocabulary's first 2000 ids.
 
-    The ``text_tokens`` text ids (about half before the video, half after, like the chat template's system/user
-    header and the question) are drawn reproducibly from ordinary ids of the vocabulary (the middle of the
-    first 2000 ids, never a special id of the config), so no tokenizer is needed.
+    Never a special id of the config, so no tokenizer is needed.
     """
     vocab = int(model.config.get_text_config().vocab_size)
     hi = min(2000, vocab - 64) if vocab > 128 else vocab
@@ -77,7 +75,16 @@ def synthetic_prompt(model: Any, frames: int, *, text_tokens: int = 30, seed: in
     if pool.numel() == 0:
         raise ValueError(f"no ordinary token ids to build a prompt from (vocab {vocab})")
     gen = torch.Generator().manual_seed(seed + 1)
-    text = pool[torch.randint(0, pool.numel(), (text_tokens,), generator=gen)]
+    return pool[torch.randint(0, pool.numel(), (text_tokens,), generator=gen)]
+
+
+def synthetic_prompt(model: Any, frames: int, *, text_tokens: int = 30, seed: int = 0) -> torch.Tensor:
+    """``input_ids`` (1, L) as the processor lays out a video question: text, ``F·N + 1`` video placeholders, text.
+
+    The ``text_tokens`` text ids (`synthetic_text`; about half before the video, half after, like the chat
+    template's system/user header and the question).
+    """
+    text = synthetic_text(model, text_tokens, seed)
     before = text_tokens // 2
     video = torch.full((frames * tokens_per_frame(model.config) + 1,), int(model.config.video_token_index))
     return torch.cat([text[:before], video, text[before:]]).unsqueeze(0)

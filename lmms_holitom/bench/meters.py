@@ -21,6 +21,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 __all__ = [
     "MB",
+    "vision_module",
     "Clock",
     "CudaMemoryMeter",
     "MemoryMeter",
@@ -252,7 +253,7 @@ class PhaseHooks:
         self.clock = clock
         self.meter: MemoryMeter | None = None
         self.marks: dict[str, Any] = {}
-        tower = model.model.vision_tower
+        tower = vision_module(model)
         head = model.get_output_embeddings()
         self._handles = [
             tower.register_forward_pre_hook(self._vision_pre),
@@ -287,6 +288,13 @@ class PhaseHooks:
         """Remove the hooks from the model."""
         for h in self._handles:
             h.remove()
+
+
+def vision_module(model: Any) -> Any:
+    """The vision encoder of a model: LLaVA-OneVision's ``model.vision_tower`` or Qwen VL's ``model.visual``."""
+    inner = model.model
+    tower = getattr(inner, "vision_tower", None)
+    return tower if tower is not None else inner.visual
 
 
 def cache_bytes(cache: Any) -> int:

@@ -58,9 +58,78 @@ def _overhead_pct(variant: dict[str, Any], base: dict[str, Any], stat: str) -> f
     return None if r is None else 100.0 * (r - 1.0)
 
 
-def probe_study(model: Any, pixels: torch.Tensor, opts: BenchOptions, device: torch.device,
+def _chunks(model: Any, opts: BenchOptions) -> tuple[int, list[int]]:
+    """(the model's own probe chunk, every chunk size to measure: it first, then ``opts.probe_chunks``)."""
+    default_chunk = int(getattr(model.model, "holitom_probe_chunk", getattr(model, "holitom_probe_chunk", 8)))
+    return default_chunk, list(dict.fromkeys([default_chunk, *opts.probe_chunks]))
+
+
+def _summary(out: dict[str, Any], chunks: list[int], default_chunk: int, stat: str) -> dict[str, Any]:
+    """Add the overheads (% of the tower without probe) and the extra memory per chunk to ``out``."""
+    base = out["variants"]["sdpa_no_probe"]
+    probe = out["variants"][f"probe_chunk{default_chunk}"]
+    eager_v = out["variants"].get("eager_all_layer_attention", {})
+    out["probe_overhead_pct"] = _overhead_pct(probe, base, stat)
+    out["eager_overhead_pct"] = _overhead_pct(eager_v, base, stat)
+    out["probe_extra_memory_mb"] = probe["peak_mb"] - base["peak_mb"]
+    out["eager_extra_memory_mb"] = (eager_v["peak_mb"] - base["peak_mb"]) if "peak_mb" in eager_v else None
+    out["probe_extra_memory_mb_by_chunk"] = {
+        str(c): out["variants"][f"probe_chunk{c}"]["peak_mb"] - base["peak_mb"] for c in chunks
+    }
+    return out
+
+
+def qwen_probe_study(model: Any, inputs: dict[str, torch.Tensor], opts: BenchOptions, device: torch.device,
+                     log: Callable[[str], None]) -> dict[str, Any]:
+    """Qwen VL encoder alone on the bench's video: as is (SDPA) vs inside `QwenVisionSaliencyProbe` per chunk.
+
+    Each probe variant also records ``scores_peak_mb``: the probe's largest score tensor (fp32, O(chunk)).
+    No eager variant: the Qwen vision blocks do not return attention weights.
+    """
+    from lmms_holitom.models.qwen_vision import QwenVisionSaliencyProbe
+
+    visual = model.model.visual
+    pixels, grid = inputs["pixel_values_videos"], inputs["video_grid_thw"]
+    clock = Clock(device)
+    default_chunk, chunks = _chunks(model, opts)
+
+    def measure(fn: Callable[[], Any]) -> dict[str, Any]:
+        return _measure(fn, clock, device, opts.warmup, opts.repeats)
+
+    def plain() -> None:
+        with torch.inference_mode():
+            visual(pixels, grid_thw=grid)
+
+    groups = int(grid[0, 0])
+    block = QwenVisionSaliencyProbe(visual, default_chunk).block_index
+    out: dict[str, Any] = {"frames": groups, "feature_layer": f"block {block} (last full-attention block)",
+                           "default_chunk": default_chunk, "variants": {},
+                           "eager_skipped": "the Qwen vision blocks do not return attention weights"}
+    log(f"probe study: vision encoder on {groups} temporal groups ({int(grid.prod())} patches)")
+    out["variants"]["sdpa_no_probe"] = measure(plain)
+    for c in chunks:
+        probe = QwenVisionSaliencyProbe(visual, c, want_keys=True)
+
+        def run(probe: QwenVisionSaliencyProbe = probe) -> None:
+            probe.reset()
+            with torch.inference_mode(), probe:
+                visual(pixels, grid_thw=grid)
+
+        variant = measure(run)
+        variant["scores_peak_mb"] = probe.peak_elements * 4 / MB
+        out["variants"][f"probe_chunk{c}"] = variant
+    return _summary(out, chunks, default_chunk, opts.stat)
+
+
+def probe_study(model: Any, inputs: dict[str, torch.Tensor], opts: BenchOptions, device: torch.device,
                 log: Callable[[str], None]) -> dict[str, Any]:
-    """Vision tower alone: as is vs with `VisionSaliencyProbe` (per chunk size) vs eager all-layer attention."""
+    """Vision tower alone: as is vs with `VisionSaliencyProbe` (per chunk size) vs eager all-layer attention.
+
+    ``inputs``: the bench's model inputs (``pixel_values_videos``; Qwen VL: `qwen_probe_study`).
+    """
+    if hasattr(model.model, "visual"):
+        return qwen_probe_study(model, inputs, opts, device, log)
+    pixels = inputs["pixel_values_videos"]
     try:
         from lmms_holitom.models.probes import VisionSaliencyProbe, feature_attention_module
     except ImportError as err:
@@ -70,8 +139,7 @@ def probe_study(model: Any, pixels: torch.Tensor, opts: BenchOptions, device: to
     clock = Clock(device)
     layer = model.config.vision_feature_layer
     module = feature_attention_module(tower, layer)
-    default_chunk = int(getattr(model.model, "holitom_probe_chunk", getattr(model, "holitom_probe_chunk", 8)))
-    chunks = list(dict.fromkeys([default_chunk, *opts.probe_chunks]))
+    default_chunk, chunks = _chunks(model, opts)
 
     def measure(fn: Callable[[], Any]) -> dict[str, Any]:
         return _measure(fn, clock, device, opts.warmup, opts.repeats)
@@ -107,14 +175,4 @@ def probe_study(model: Any, pixels: torch.Tensor, opts: BenchOptions, device: to
         gc.collect()
         if device.type == "cuda":
             torch.cuda.empty_cache()
-    base = out["variants"]["sdpa_no_probe"]
-    probe = out["variants"][f"probe_chunk{default_chunk}"]
-    eager_v = out["variants"].get("eager_all_layer_attention", {})
-    out["probe_overhead_pct"] = _overhead_pct(probe, base, opts.stat)
-    out["eager_overhead_pct"] = _overhead_pct(eager_v, base, opts.stat)
-    out["probe_extra_memory_mb"] = probe["peak_mb"] - base["peak_mb"]
-    out["eager_extra_memory_mb"] = (eager_v["peak_mb"] - base["peak_mb"]) if "peak_mb" in eager_v else None
-    out["probe_extra_memory_mb_by_chunk"] = {
-        str(c): out["variants"][f"probe_chunk{c}"]["peak_mb"] - base["peak_mb"] for c in chunks
-    }
-    return out
+    return _summary(out, chunks, default_chunk, opts.stat)

@@ -18,11 +18,17 @@ def _fmt(value: float | None, spec: str = ".1f") -> str:
     return "-" if value is None or (isinstance(value, float) and not math.isfinite(value)) else format(value, spec)
 
 
+def _frames(meta: dict[str, Any]) -> str:
+    """``F frames``, or for Qwen VL ``F frames = G temporal groups`` (a HoliTom frame is one group)."""
+    groups = meta.get("holitom_frames", meta["frames"])
+    return f"{meta['frames']} frames" + ("" if groups == meta["frames"] else f" = {groups} temporal groups")
+
+
 def _header(meta: dict[str, Any], stat: str) -> str:
     """The first line: model, device, dtype, input sizes and the statistic shown."""
     stat_label = "medians" if stat == "median" else "best of the repeats: min time, max tok/s"
     return (f"{meta['model']} ({meta['model_class']}), {meta['device']} {meta['device_name']}, {meta['dtype']}, "
-            f"{meta['frames']} frames x {meta['tokens_per_frame']} tokens, prompt {meta['prompt_tokens']} tokens, "
+            f"{_frames(meta)} x {meta['tokens_per_frame']} tokens, prompt {meta['prompt_tokens']} tokens, "
             f"{meta['new_tokens']} new tokens, warmup {meta['warmup']}, repeats {meta['repeats']} ({stat_label})")
 
 
@@ -44,12 +50,17 @@ def _setting_row(r: dict[str, Any], stat: str) -> str:
 
 def _probe_lines(probe: dict[str, Any], stat: str) -> list[str]:
     """The probe study: each variant's time and peak, then the overheads."""
-    lines = [f"probe study (vision tower alone, {probe['frames']} frames):"]
+    unit = "temporal groups" if "eager_skipped" in probe else "frames"
+    lines = [f"probe study (vision tower alone, {probe['frames']} {unit}, probe on {probe['feature_layer']}):"]
     for name, v in probe["variants"].items():
         if "error" in v:
             lines.append(f"  {name:<28} {v['error']}")
             continue
-        lines.append(f"  {name:<28} {_fmt(v['time_ms'][stat], '.2f'):>9} ms   peak {_fmt(v['peak_mb']):>9} MB")
+        scores = f"   probe scores {v['scores_peak_mb']:.1f} MB" if "scores_peak_mb" in v else ""
+        lines.append(f"  {name:<28} {_fmt(v['time_ms'][stat], '.2f'):>9} ms   peak {_fmt(v['peak_mb']):>9} MB"
+                     + scores)
+    if "eager_skipped" in probe:
+        lines.append(f"  (no eager all-layer variant: {probe['eager_skipped']})")
     lines.append(f"  probe overhead {_fmt(probe['probe_overhead_pct'], '.1f')} % of the tower; eager all-layer "
                  f"attention {_fmt(probe['eager_overhead_pct'], '.1f')} %; extra memory probe "
                  f"{_fmt(probe['probe_extra_memory_mb'])} MB vs eager {_fmt(probe['eager_extra_memory_mb'])} MB")

@@ -25,13 +25,18 @@ from lmms_holitom.config import HoliTomConfig
 __all__ = ["Record", "Runner", "holitom_model_class", "load_model", "measure_settings", "model_label"]
 
 
-def holitom_model_class() -> type | None:
-    """`HoliTomLlavaOnevisionForConditionalGeneration` if `lmms_holitom.models` exports it, else None."""
+_FAMILY_CLASSES = {"llava_onevision": "HoliTomLlavaOnevisionForConditionalGeneration",
+                   "qwen2_5_vl": "HoliTomQwen2_5_VLForConditionalGeneration",
+                   "qwen3_vl": "HoliTomQwen3VLForConditionalGeneration"}
+
+
+def holitom_model_class(family: str = "llava_onevision") -> type | None:
+    """The HoliTom class of a family (a config ``model_type``) if `lmms_holitom.models` exports it, else None."""
     try:
-        from lmms_holitom.models import HoliTomLlavaOnevisionForConditionalGeneration
+        import lmms_holitom.models as models
     except ImportError:
         return None
-    return HoliTomLlavaOnevisionForConditionalGeneration
+    return getattr(models, _FAMILY_CLASSES.get(family, ""), None)
 
 
 def model_label(opts: BenchOptions) -> str:
@@ -39,27 +44,46 @@ def model_label(opts: BenchOptions) -> str:
     return f"pretrained={opts.pretrained}" if opts.pretrained else f"shape={opts.shape or 'tiny'}"
 
 
+def _checkpoint_class(name: str) -> type:
+    """The HoliTom class of a checkpoint by its config's ``model_type`` (`models.model_class_for`).
+
+    Without the models package: the stock LLaVA-OneVision class (dense only). ValueError for another family.
+    """
+    try:
+        from lmms_holitom.models import model_class_for
+    except ImportError:
+        from transformers import LlavaOnevisionForConditionalGeneration
+
+        return LlavaOnevisionForConditionalGeneration
+    try:
+        return model_class_for(name)
+    except OSError as err:
+        raise ValueError(f"--pretrained {name}: {err}") from None
+
+
 def load_model(opts: BenchOptions, device: torch.device, dtype: torch.dtype) -> tuple[Any, str, bool]:
-    """(model, label, holitom_capable): by shape (random weights) or by path; HoliTom class when available."""
-    cls = holitom_model_class()
+    """(model, label, holitom_capable): by shape (random weights) or by path; HoliTom class of the family.
+
+    The family comes from the shape (`shapes.BenchShape.family`) or the checkpoint's ``model_type``
+    (LLaVA-OneVision, Qwen2.5-VL, Qwen3-VL).
+    """
     if opts.pretrained:
         from lmms_holitom.tiny import resolve_pretrained
 
         path = resolve_pretrained(opts.pretrained)
+        cls = _checkpoint_class(path)
         kwargs: dict[str, Any] = {"dtype": dtype, "attn_implementation": opts.attn_implementation}
-        if cls is not None:
-            model = cls.from_pretrained(path, holitom=HoliTomConfig(method="dense"), **kwargs)
-        else:
-            from transformers import LlavaOnevisionForConditionalGeneration
-
-            model = LlavaOnevisionForConditionalGeneration.from_pretrained(path, **kwargs)
-        model = model.to(device).eval()
+        if hasattr(cls, "set_holitom"):
+            kwargs["holitom"] = HoliTomConfig(method="dense")
+        model = cls.from_pretrained(path, **kwargs).to(device).eval()
     else:
-        from lmms_holitom.shapes import build_model
+        from lmms_holitom.shapes import build_model, parse_shape
 
-        model = build_model(opts.shape or "tiny", device=device, dtype=dtype, model_cls=cls, seed=opts.seed,
+        shape = parse_shape(opts.shape or "tiny")
+        cls = holitom_model_class(shape.family)
+        model = build_model(shape, device=device, dtype=dtype, model_cls=cls, seed=opts.seed,
                             attn_implementation=opts.attn_implementation)
-    return model, model_label(opts), cls is not None and hasattr(model, "set_holitom")
+    return model, model_label(opts), hasattr(model, "set_holitom")
 
 
 @dataclass
