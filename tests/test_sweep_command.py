@@ -118,6 +118,19 @@ def test_dry_run_shipped_paper_config():
     assert all(" launch --num_processes 8 --main_process_port 25000 -m lmms_eval " in c for c in commands)
 
 
+@pytest.mark.parametrize(("name", "model"), [("qwen2_5_vl7b", "qwen2_5_vl_holitom"),
+                                             ("qwen3_vl8b", "qwen3_vl_holitom")])
+def test_dry_run_shipped_qwen_config_runs_its_lmms_eval_model(name, model):
+    out = subprocess.run(
+        [sys.executable, "-m", "lmms_holitom.cli", "sweep", f"configs/{name}.yaml", "--dry-run", "--no-task-check"],
+        capture_output=True, text=True, check=True, cwd=REPO,
+    ).stdout
+    commands = [shlex.split(line) for line in out.splitlines() if not line.startswith("#")]
+    assert len(commands) == 9
+    assert all(words[words.index("--model") + 1] == model for words in commands)
+    assert all("max_num_frames=32," in words[words.index("--model_args") + 1] for words in commands)
+
+
 def test_only_unmatched_pattern_is_an_error():
     res = subprocess.run(
         [sys.executable, "-m", "lmms_holitom.cli", "sweep", "configs/smoke.yaml", "--dry-run", "--no-task-check",

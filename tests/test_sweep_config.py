@@ -161,8 +161,15 @@ def test_include_path_resolution(tmp_path: Path):
 
 
 # ---------------------------------------------------------------------------------------------- shipped configs
-@pytest.mark.parametrize("name", ["ov7b_paper", "llava_video7b", "ov72b", "ablation_tau", "ablation_k",
-                                  "ablation_r", "frames", "smoke"])
+SHIPPED = sorted(p.stem for p in (REPO / "configs").glob("*.yaml"))
+
+
+def test_every_shipped_config_is_checked():
+    assert {"ov7b_paper", "llava_video7b", "ov72b", "ablation_tau", "ablation_k", "ablation_r", "frames", "smoke",
+            "qwen2_5_vl7b", "qwen3_vl8b"} <= set(SHIPPED)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_configs_validate(name: str):
     cfg = load_config(REPO / "configs" / f"{name}.yaml")
     assert cfg.name == name
@@ -192,3 +199,41 @@ def test_ov72b_merge_layer_reproduces_published_flops():
     cfg = load_config(REPO / "configs" / "ov72b.yaml")
     run = next(r for r in cfg.runs if r.method == "holitom")
     assert setting_flops(run.holitom, "llava-onevision-72b") / 1e12 == pytest.approx(51.6, abs=0.05)
+
+
+@pytest.mark.parametrize(("name", "model", "pretrained", "k"), [
+    ("qwen2_5_vl7b", "qwen2_5_vl_holitom", "Qwen/Qwen2.5-VL-7B-Instruct", 18),  # 18 of 28 layers
+    ("qwen3_vl8b", "qwen3_vl_holitom", "Qwen/Qwen3-VL-8B-Instruct", 23),  # 18/28 of 36 layers; >= 3 deepstack
+])
+def test_qwen_configs_expand_to_the_study(name: str, model: str, pretrained: str, k: int):
+    cfg = load_config(REPO / "configs" / f"{name}.yaml")
+    assert cfg.lmms_eval_model == model
+    assert cfg.tasks == ("mvbench", "egoschema_subset", "longvideobench_val_v", "videomme")
+    points = [("25", "0.80"), ("20", "0.80"), ("15", "0.80"), ("10", "0.65")]
+    assert names(cfg) == ["dense", *(f"holitom_wo_m-r0.{r}-t{t}" for r, t in points),
+                          *(f"holitom-r0.{r}-t{t}-k{k}-m0.5" for r, t in points)]
+    shared = f"pretrained={pretrained},max_num_frames=32,min_pixels=200704,max_pixels=1605632,attn_implementation=sdpa"
+    assert cfg.run("dense").model_args == f"{shared},method=dense"
+    assert cfg.run(f"holitom-r0.10-t0.65-k{k}-m0.5").model_args == (
+        f"{shared},method=holitom,retain_ratio=0.1,tau=0.65,merge_layer={k},merge_ratio=0.5")
+    assert cfg.run("holitom_wo_m-r0.25-t0.80").model_args == f"{shared},method=holitom_wo_m,retain_ratio=0.25,tau=0.8"
+
+
+def test_lmms_eval_model_and_its_model_keys_checked():
+    with pytest.raises(ConfigError) as info:
+        parse_config(study(lmms_eval_model="qwen_holitom"))
+    assert "lmms_eval_model must be one of llava_onevision_holitom, qwen2_5_vl_holitom, qwen3_vl_holitom, got " \
+           "'qwen_holitom'" in str(info.value)
+    qwen = {"name": "t", "lmms_eval_model": "qwen3_vl_holitom", "tasks": ["videomme"],
+            "model": {"pretrained": "org/m", "max_frames_num": 32, "fps": 0}, "runs": [
+                {"method": "holitom", "conv_template": "qwen_1_5"}, {"grid": {"method": "dense", "max_frames_num": 8}}]}
+    with pytest.raises(ConfigError) as info:
+        parse_config(qwen)
+    text = str(info.value)
+    assert "model.max_frames_num is not a model arg of qwen3_vl_holitom (its model keys: pretrained, max_num_frames" \
+           in text
+    assert "runs[0].conv_template is not a model arg of qwen3_vl_holitom" in text
+    assert "runs[1].max_frames_num is not a model arg of qwen3_vl_holitom" in text
+    assert "model.fps must be a number > 0, got 0" in text
+    with pytest.raises(ConfigError, match="model.max_pixels is not a model arg of llava_onevision_holitom"):
+        parse_config(study(model={"pretrained": "org/m", "max_pixels": 1000}))

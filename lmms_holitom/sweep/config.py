@@ -4,6 +4,7 @@ A study file (see ``configs/*.yaml``)::
 
     name: ov7b_paper                       # names the output folder runs/<name>
     description: free text                 # optional
+    lmms_eval_model: llava_onevision_holitom   # optional (default); or qwen2_5_vl_holitom, qwen3_vl_holitom
     model:                                 # lmms-eval model_args shared by every run
       pretrained: llava-hf/llava-onevision-qwen2-7b-ov-hf
       max_frames_num: 32
@@ -11,6 +12,8 @@ A study file (see ``configs/*.yaml``)::
       attn_implementation: sdpa
       conv_template: qwen_1_5
       extra: {key: value}                  # any other model_args, passed verbatim
+    # Qwen-VL models count frames with max_num_frames (lmms-eval's qwen2_5_vl / qwen3_vl name) instead of
+    # max_frames_num and take min_pixels / max_pixels / fps; conv_template is LLaVA-OneVision's only.
     tasks: [mvbench, egoschema_subset, longvideobench_val_v, videomme]
     launcher:
       type: accelerate                     # or python
@@ -55,6 +58,7 @@ from typing import Any
 import yaml
 
 from lmms_holitom.config import HoliTomConfig
+from lmms_holitom.lmms_eval_plugin import MODEL_ID
 from lmms_holitom.sweep.scoring import remote_scoring_notice
 
 __all__ = [
@@ -68,10 +72,21 @@ __all__ = [
     "RUN_MODEL_KEYS",
 ]
 
-TOP_KEYS = ("name", "description", "model", "tasks", "launcher", "limit", "include_path", "lmms_eval_args", "runs")
+TOP_KEYS = ("name", "description", "lmms_eval_model", "model", "tasks", "launcher", "limit", "include_path",
+            "lmms_eval_args", "runs")
 #: model_args keys of the ``model`` section (``extra`` holds anything else, passed verbatim).
-MODEL_KEYS = ("pretrained", "max_frames_num", "dtype", "attn_implementation", "conv_template", "device_map",
-              "device", "video_decode_backend", "on_video_error", "max_new_tokens", "extra")
+MODEL_KEYS = ("pretrained", "max_frames_num", "max_num_frames", "min_pixels", "max_pixels", "fps", "dtype",
+              "attn_implementation", "conv_template", "device_map", "device", "video_decode_backend",
+              "on_video_error", "max_new_tokens", "extra")
+#: The lmms-eval models a study may run (``lmms_eval_model``) -> the model keys that model does not take.
+_QWEN_ONLY = ("max_num_frames", "min_pixels", "max_pixels", "fps")
+_LLAVA_ONLY = ("max_frames_num", "conv_template")
+LMMS_EVAL_MODELS: dict[str, tuple[str, ...]] = {
+    MODEL_ID: _QWEN_ONLY,  # llava_onevision_holitom
+    "qwen2_5_vl_holitom": _LLAVA_ONLY,
+    "qwen3_vl_holitom": _LLAVA_ONLY,
+}
+DEFAULT_LMMS_EVAL_MODEL = MODEL_ID
 #: model keys a run or grid may override.
 RUN_MODEL_KEYS = tuple(k for k in MODEL_KEYS if k != "extra")
 LAUNCHER_KEYS = ("type", "num_processes", "num_machines", "main_process_port", "extra_args", "env", "module",
@@ -103,7 +118,7 @@ HEADLINE: dict[str, tuple[str, ...]] = {
 _ABBREV = {
     "retain_ratio": "r", "tau": "t", "merge_layer": "k", "merge_ratio": "m", "beta": "b",
     "contextual_ratio": "d", "knn_k": "knn", "max_window_size": "w", "spatial_tokens": "s",
-    "dominant_ratio": "dr", "max_frames_num": "f",
+    "dominant_ratio": "dr", "max_frames_num": "f", "max_num_frames": "f",
 }
 
 
@@ -179,6 +194,7 @@ class SweepConfig:
     tasks: tuple[str, ...]
     launcher: LauncherSpec
     runs: tuple[RunSpec, ...]
+    lmms_eval_model: str = DEFAULT_LMMS_EVAL_MODEL  # lmms-eval's --model
     limit: int | None = None
     include_path: Path | None = None
     lmms_eval_args: tuple[str, ...] = ()
@@ -316,9 +332,12 @@ def _check_model(problems: _Problems, model: Any) -> dict[str, Any]:
 
 
 def _check_model_values(problems: _Problems, where: str, values: Mapping[str, Any]) -> None:
-    for key in ("max_frames_num", "max_new_tokens"):
+    for key in ("max_frames_num", "max_num_frames", "min_pixels", "max_pixels", "max_new_tokens"):
         if key in values:
             _check_int(problems, f"{where}.{key}", values[key], 1)
+    fps = values.get("fps")
+    if fps is not None and (isinstance(fps, bool) or not isinstance(fps, (int, float)) or fps <= 0):
+        problems.add(f"{where}.fps must be a number > 0, got {fps!r}")
     if "dtype" in values and values["dtype"] not in DTYPES:
         problems.add(f"{where}.dtype must be one of {', '.join(DTYPES)}, got {values['dtype']!r}")
     for key in ("pretrained", "attn_implementation", "conv_template", "device_map", "device", "video_decode_backend",
@@ -326,6 +345,28 @@ def _check_model_values(problems: _Problems, where: str, values: Mapping[str, An
         value = values.get(key)
         if value is not None and (not isinstance(value, str) or "," in value):
             problems.add(f"{where}.{key} must be a string without ',', got {value!r}")
+
+
+def _check_lmms_eval_model(problems: _Problems, data: Mapping[str, Any]) -> str:
+    """The study's lmms-eval model, and a problem for each model key (of ``model`` or a run) it does not take."""
+    name = data.get("lmms_eval_model", DEFAULT_LMMS_EVAL_MODEL)
+    if name not in LMMS_EVAL_MODELS:
+        problems.add(f"lmms_eval_model must be one of {', '.join(LMMS_EVAL_MODELS)}, got {name!r}")
+        return DEFAULT_LMMS_EVAL_MODEL
+    foreign = LMMS_EVAL_MODELS[name]
+    model = data.get("model") if isinstance(data.get("model"), Mapping) else {}
+    places = [("model", model)]
+    runs = data.get("runs") if isinstance(data.get("runs"), list) else []
+    for i, entry in enumerate(runs):
+        if isinstance(entry, Mapping):
+            grid = entry.get("grid") if isinstance(entry.get("grid"), Mapping) else None
+            places.append((f"runs[{i}]", grid if grid is not None else entry))
+    for where, mapping in places:
+        for key in mapping:
+            if key in foreign:
+                problems.add(f"{where}.{key} is not a model arg of {name} (its model keys: "
+                             f"{', '.join(k for k in RUN_MODEL_KEYS if k not in foreign)})")
+    return name
 
 
 def _check_launcher(problems: _Problems, launcher: Any) -> LauncherSpec:
@@ -575,6 +616,7 @@ def parse_config(
         problems.add("description must be a string")
         description = ""
     model = _check_model(problems, data.get("model"))
+    lmms_eval_model = _check_lmms_eval_model(problems, data)
     tasks = _check_tasks(problems, data.get("tasks"))
     launcher = _check_launcher(problems, data.get("launcher"))
     limit = data.get("limit")
@@ -610,6 +652,7 @@ def parse_config(
         tasks=tasks,
         launcher=launcher,
         runs=runs,
+        lmms_eval_model=lmms_eval_model,
         limit=limit,
         include_path=include_path,
         lmms_eval_args=tuple(str(a) for a in eval_args),

@@ -234,7 +234,7 @@ def read_run(run_dir: Path) -> Row:
         if cfg.method == "visionzip":
             row.visionzip_tokens = cfg.visionzip_tokens(196)
     row.pretrained = args.get("pretrained")
-    frames = args.get("max_frames_num")
+    frames = args.get("max_frames_num", args.get("max_num_frames"))
     row.frames = int(frames) if frames not in (None, "") and str(frames).isdigit() else None
     check = check_recorded_run(run_dir, manifest)
     row.status = _status(check, manifest, results_path is not None)
