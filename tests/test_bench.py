@@ -193,7 +193,7 @@ def test_stock_class_fallback_measures_dense(monkeypatch: pytest.MonkeyPatch) ->
     """Without the HoliTom class the bench still measures dense on transformers' stock model (forward hooks)."""
     import lmms_holitom.bench.runner as runner
 
-    monkeypatch.setattr(runner, "holitom_model_class", lambda: None)
+    monkeypatch.setattr(runner, "holitom_model_class", lambda family="llava_onevision": None)
     opts = BenchOptions(shape="tiny", device="cpu", frames=2, new_tokens=2, warmup=0, repeats=1, probe=False)
     result = run_bench(opts)
     assert result["meta"]["model_class"] == "LlavaOnevisionForConditionalGeneration"

@@ -91,6 +91,12 @@ def _meta(opts: BenchOptions, model: Any, label: str, holitom: bool, shape: Mode
     }
 
 
+def _min_merge_layer(config: Any) -> int:
+    """The first decoder layer where tokens may be cut: Qwen3-VL's deepstack stream count, else 1."""
+    vision = getattr(config, "vision_config", None)
+    return max(1, len(getattr(vision, "deepstack_visual_indexes", None) or ()))
+
+
 def _holitom_frames(frames: int, config: Any) -> int:
     """HoliTom frames of ``frames`` input frames: Qwen VL's temporal groups, else the frames themselves."""
     return check_qwen_frames(frames, config) if is_qwen(config) else frames
@@ -161,7 +167,7 @@ def run_bench(
         log("lmms_holitom.models does not export the HoliTom model yet: measuring dense only")
     settings = build_settings(methods, opts.retain_ratios, layers, merge_layer=opts.merge_layer,
                               merge_ratio=opts.merge_ratio, tau=opts.tau, fastv_layer=opts.fastv_layer,
-                              fastv_ratio=opts.fastv_ratio)
+                              fastv_ratio=opts.fastv_ratio, min_layer=_min_merge_layer(model.config))
     inputs = _inputs(model, opts, device, dtype)
     records = measure_settings(model, inputs, settings, opts, device, holitom, log, t0)
 

@@ -61,6 +61,15 @@ def _checkpoint_class(name: str) -> type:
         raise ValueError(f"--pretrained {name}: {err}") from None
 
 
+def _check_qwen3_depth(shape: Any) -> None:
+    """ValueError for a Qwen3-VL shape too shallow for any inner-merge layer after its deepstack injections."""
+    streams = len(shape.vision.get("deepstack_visual_indexes", ()))
+    if shape.family == "qwen3_vl" and shape.llm.layers <= streams:
+        raise ValueError(f"shape {shape.name!r}: Qwen3-VL adds {streams} deepstack streams after decoder layers "
+                         f"0..{streams - 1}, so it needs at least {streams + 1} decoder layers "
+                         f"(e.g. {shape.name.split('-layers=')[0]}-layers={streams + 1})")
+
+
 def load_model(opts: BenchOptions, device: torch.device, dtype: torch.dtype) -> tuple[Any, str, bool]:
     """(model, label, holitom_capable): by shape (random weights) or by path; HoliTom class of the family.
 
@@ -80,6 +89,7 @@ def load_model(opts: BenchOptions, device: torch.device, dtype: torch.dtype) -> 
         from lmms_holitom.shapes import build_model, parse_shape
 
         shape = parse_shape(opts.shape or "tiny")
+        _check_qwen3_depth(shape)
         cls = holitom_model_class(shape.family)
         model = build_model(shape, device=device, dtype=dtype, model_cls=cls, seed=opts.seed,
                             attn_implementation=opts.attn_implementation)

@@ -56,6 +56,14 @@ def _ratio_config(method: str, r: float, tau: float | None, k: int | None, merge
     return HoliTomConfig(method="visionzip", retain_ratio=r)
 
 
+def _at_least(layer: int, min_layer: int, layers: int) -> int:
+    """``max(layer, min_layer)``; ValueError when that is not a layer before the last (``< layers``)."""
+    if min_layer >= layers:
+        raise ValueError(f"the inner merge / FastV need a decoder layer K with {min_layer} <= K < {layers}: "
+                         f"use a model with more than {min_layer} decoder layers")
+    return max(layer, min_layer)
+
+
 def build_settings(
     methods: Sequence[str],
     retain_ratios: Sequence[float],
@@ -66,6 +74,7 @@ def build_settings(
     tau: float | None = None,
     fastv_layer: int = 2,
     fastv_ratio: float | str = 0.8,
+    min_layer: int = 1,
 ) -> list[Setting]:
     """The settings of one bench run, dense first.
 
@@ -73,7 +82,9 @@ def build_settings(
     * ``tau=None``: the paper's rule (`paper_tau`); HoliTom's K is ``merge_layer`` (18), scaled to a
       shallower model by `shapes.scale_layer` (K = round(18/28 · layers) when 18 is not a layer of it);
     * ``fastv`` once at the paper's LLM-only setting (K = ``fastv_layer`` = 2, r = ``fastv_ratio`` = 0.8), or
-      with ``fastv_ratio="match"`` once per retain ratio with r = 1 − retain (the same visual budget after K).
+      with ``fastv_ratio="match"`` once per retain ratio with r = 1 − retain (the same visual budget after K);
+    * both K are raised to ``min_layer`` at least (Qwen3-VL: its deepstack stream count, 3 on Qwen3-VL-8B, as
+      no token may be cut before the last injection), kept below ``layers``.
     """
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
@@ -81,8 +92,8 @@ def build_settings(
     ratios = list(dict.fromkeys(float(r) for r in retain_ratios))
     if not ratios and any(m in ("holitom", "holitom_wo_m", "visionzip") for m in methods):
         raise ValueError("--retain-ratios must list at least one ratio for holitom / holitom_wo_m / visionzip")
-    k = scale_layer(merge_layer, layers) if layers >= 2 else None
-    k_fastv = scale_layer(fastv_layer, layers) if layers >= 2 else None
+    k = _at_least(scale_layer(merge_layer, layers), min_layer, layers) if layers >= 2 else None
+    k_fastv = _at_least(scale_layer(fastv_layer, layers), min_layer, layers) if layers >= 2 else None
     settings: list[Setting] = [Setting("dense", HoliTomConfig(method="dense"))]
     for method in dict.fromkeys(methods):
         if method == "dense":

@@ -1,0 +1,181 @@
+"""``holitom bench`` on Qwen2.5-VL and Qwen3-VL: the tiny models end to end through the CLI, the synthetic
+processor-format inputs against the real processor, and the published shapes' class and cost-model geometry.
+
+No wall-clock assertions (times on a shared CPU are noise): token counts, FLOPs, layout and fields.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from lmms_holitom.bench.qwen import patchify, qwen_inputs, qwen_shape
+from lmms_holitom.config import HoliTomConfig
+from lmms_holitom.flops import PRESETS, setting_flops
+
+#: tiny model -> (model_type, HoliTom class name, tokens per temporal group at 448 px)
+TINY = {"tiny-qwen2.5-vl": ("qwen2_5_vl", "HoliTomQwen2_5_VLForConditionalGeneration", 256),
+        "tiny-qwen3-vl": ("qwen3_vl", "HoliTomQwen3VLForConditionalGeneration", 196)}
+METHODS = ["dense", "holitom_wo_m", "holitom", "visionzip", "fastv"]
+
+
+@pytest.fixture(scope="module", params=list(TINY))
+def bench_run(request, tmp_path_factory) -> tuple[str, dict, str]:
+    """(name, JSON result, table) of ``holitom bench --pretrained <tiny Qwen>``: 4 frames, 1 repeat, 2 new tokens."""
+    from lmms_holitom.cli import main
+
+    out = tmp_path_factory.mktemp("bench") / "bench.json"
+    table = io.StringIO()
+    with contextlib.redirect_stdout(table):
+        code = main(["bench", "--pretrained", request.param, "--device", "cpu", "--frames", "4", "--retain-ratios",
+                     "0.25", "--new-tokens", "2", "--warmup", "0", "--repeats", "1", "--quiet", "--json", str(out)])
+    assert code == 0
+    return request.param, json.loads(out.read_text()), table.getvalue()
+
+
+def test_every_method_measured_with_fewer_visual_tokens(bench_run) -> None:
+    name, result, _ = bench_run
+    family, cls, n = TINY[name]
+    meta = result["meta"]
+    assert result["schema"] == "holitom-bench/1" and meta["family"] == family
+    assert meta["model_class"] == cls and meta["holitom_model"] is True
+    assert (meta["frames"], meta["holitom_frames"], meta["tokens_per_frame"]) == (4, 2, n)
+    rows = {r["method"]: r for r in result["settings"]}
+    assert list(rows) == METHODS
+    dense = rows["dense"]["visual_tokens"]
+    assert dense == {"dense": 2 * n, "outer": 2 * n, "inner": 2 * n}
+    for method in ("holitom_wo_m", "holitom", "visionzip"):
+        assert rows[method]["visual_tokens"]["outer"] < dense["outer"], method
+    assert rows["holitom"]["visual_tokens"]["inner"] < rows["holitom"]["visual_tokens"]["outer"]
+    assert rows["fastv"]["visual_tokens"]["outer"] == dense["outer"]
+    assert rows["fastv"]["visual_tokens"]["inner"] < dense["inner"]
+    for r in result["settings"]:
+        assert r["generated_tokens"] == 2
+        assert r["timings_source"] == "model.holitom_stats"
+        for stage in ("vision", "llm_prefill", "ttft", "decode_total"):
+            assert r["timings_ms"][stage]["median"] > 0, (r["name"], stage)
+        assert r["memory"]["kv_cache_mb"] > 0
+        assert r["speedups"]["ttft"] > 0 and r["decode_tok_s"]["median"] > 0
+    assert rows["holitom"]["memory"]["kv_cache_mb"] < rows["dense"]["memory"]["kv_cache_mb"]
+
+
+def test_tflops_use_the_qwen_geometry(bench_run) -> None:
+    """The paper-convention TFLOPs are the cost model's at the measured visual count (no newline token)."""
+    _, result, _ = bench_run
+    meta = result["meta"]
+    rows = {r["method"]: r for r in result["settings"]}
+    dense = rows["dense"]
+    text = dense["prompt_tokens"]["dense"] - dense["visual_tokens"]["outer"]
+    assert text > meta["text_tokens"]  # the vision markers (and Qwen3-VL's timestamps) are text rows
+    from transformers import AutoConfig
+
+    from lmms_holitom.tiny import resolve_pretrained
+
+    shape = qwen_shape(AutoConfig.from_pretrained(resolve_pretrained(meta["pretrained"])), name=meta["model"])
+    for method in ("dense", "holitom"):
+        r = rows[method]
+        cfg = HoliTomConfig(**{k: v for k, v in r["config"].items() if k in HoliTomConfig.__dataclass_fields__})
+        want = setting_flops(cfg, shape, 2, visual_tokens=r["visual_tokens"]["outer"]) / 1e12
+        assert r["tflops"]["paper"] == pytest.approx(want, rel=1e-12)
+    assert rows["holitom"]["tflops"]["paper"] < dense["tflops"]["paper"]
+
+
+def test_probe_cost_in_the_table(bench_run) -> None:
+    _, result, table = bench_run
+    probe = result["probe"]
+    assert probe["frames"] == 2 and set(probe["variants"]) == {"sdpa_no_probe", "probe_chunk8"}
+    variant = probe["variants"]["probe_chunk8"]
+    assert variant["scores_peak_mb"] > 0 and variant["time_ms"]["median"] > 0
+    assert probe["probe_overhead_pct"] is not None
+    assert "4 frames = 2 temporal groups" in table
+    assert "probe study (vision tower alone, 2 temporal groups" in table and "probe scores" in table
+
+
+@pytest.mark.parametrize("name", list(TINY))
+def test_synthetic_inputs_match_the_processor(name: str) -> None:
+    """Patches in the processor's order; the same placeholder layout and token types as the chat template."""
+    from transformers import AutoProcessor
+
+    from lmms_holitom.models import model_class_for
+    from lmms_holitom.tiny import resolve_pretrained
+
+    path = resolve_pretrained(name)
+    processor = AutoProcessor.from_pretrained(path)
+    model = model_class_for(path).from_pretrained(path)
+    cfg = model.config
+    video = torch.rand(1, 4, 3, 112, 112, generator=torch.Generator().manual_seed(0))
+    extra = {"do_sample_frames": False} if "qwen3" in name else {}
+    size = 128 if "qwen3" in name else 112  # 4×4 merged tokens per group at either patch size
+    video = torch.nn.functional.interpolate(video[0], size=(size, size)).unsqueeze(0)
+    want = processor.video_processor(videos=[video[0]], do_resize=False, do_rescale=False, do_normalize=False,
+                                     return_tensors="pt", **extra)
+    pixels, grid = patchify(video, cfg)
+    assert torch.equal(grid, want["video_grid_thw"]) and torch.equal(pixels, want["pixel_values_videos"])
+    messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "what?"}]}]
+    prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
+    frames = np.zeros((4, size, size, 3), dtype=np.uint8)
+    real = processor(text=prompt, videos=[frames], return_tensors="pt", **extra)
+    ours = qwen_inputs(model, video, torch.arange(100, 110))
+    for token in ("vision_start_token_id", "vision_end_token_id", "video_token_id"):
+        tid = getattr(cfg, token)
+        assert int((ours["input_ids"] == tid).sum()) == int((real["input_ids"] == tid).sum()), token
+    assert torch.equal(ours["mm_token_type_ids"], torch.where(ours["input_ids"] == cfg.video_token_id, 2, 0))
+    assert torch.equal(real["mm_token_type_ids"][real["input_ids"] == cfg.video_token_id],
+                       torch.full((int((real["input_ids"] == cfg.video_token_id).sum()),), 2))
+    with torch.no_grad():
+        model.generate(**ours, max_new_tokens=1, do_sample=False, holitom=HoliTomConfig(method="holitom_wo_m"))
+    assert model.holitom_stats["frames"] == 2 and model.holitom_stats["dense_tokens"] == 32
+
+
+@pytest.mark.parametrize(("shape", "family", "cls"), [
+    ("qwen2.5-vl-7b", "qwen2_5_vl", "HoliTomQwen2_5_VLForConditionalGeneration"),
+    ("qwen3-vl-8b-layers=4", "qwen3_vl", "HoliTomQwen3VLForConditionalGeneration"),
+])
+def test_shapes_build_the_holitom_class_with_the_preset_geometry(shape: str, family: str, cls: str) -> None:
+    """By shape: the family's HoliTom class (on the meta device: sizes only), and the FLOPs preset's geometry."""
+    from lmms_holitom.bench.runner import holitom_model_class
+    from lmms_holitom.shapes import build_model, parse_shape
+
+    parsed = parse_shape(shape)
+    model = build_model(parsed, device="meta", model_cls=holitom_model_class(parsed.family))
+    assert type(model).__name__ == cls and model.config.model_type == family
+    preset = PRESETS[shape.split("-layers=")[0]]
+    assert qwen_shape(model.config, name=preset.name) == replace(preset, layers=parsed.llm.layers)
+
+
+def test_too_shallow_qwen3_shape_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    from lmms_holitom.cli import main
+
+    assert main(["bench", "--shape", "qwen3-vl-8b-layers=3", "--device", "cpu", "--quiet"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "holitom bench: shape 'qwen3-vl-8b-layers=3': Qwen3-VL adds 3 deepstack streams after decoder layers 0..2, "
+        "so it needs at least 4 decoder layers (e.g. qwen3-vl-8b-layers=4)")
+
+
+def test_qwen3_merge_layers_after_the_deepstack_injections() -> None:
+    """FastV's K = 2 and HoliTom's scaled K are raised to the deepstack stream count (3) on Qwen3-VL-8B."""
+    from lmms_holitom.bench import build_settings
+
+    by_name = {s.name: s for s in build_settings(METHODS, (0.1,), 4, min_layer=3)}
+    assert by_name["holitom@0.10"].config.merge_layer == 3 and "fastv K3 r0.8" in by_name
+    deep = {s.name: s for s in build_settings(METHODS, (0.1,), 36, min_layer=3)}
+    assert deep["holitom@0.10"].config.merge_layer == 18
+    with pytest.raises(ValueError, match="3 <= K < 3"):
+        build_settings(METHODS, (0.1,), 3, min_layer=3)
+
+
+def test_odd_frames_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    from lmms_holitom.cli import main
+
+    code = main(["bench", "--pretrained", "tiny-qwen3-vl", "--device", "cpu", "--frames", "3", "--quiet"])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # after the loading progress bars
+    assert err == ("holitom bench: --frames must be a positive multiple of 2 for qwen3_vl "
+                   "(2 input frames per temporal group), got 3")
+
