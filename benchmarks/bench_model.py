@@ -7,6 +7,9 @@ visual tokens, TTFT, the TTFT / LLM-prefill / decoding speedups against dense an
 
     python benchmarks/bench_model.py --shape tiny --device cpu --frames 8,16,32 --out out/speed_tiny
     python benchmarks/bench_model.py --shape 7b --frames 16,32,64 --out out/speed_7b       # on a GPU
+    python benchmarks/bench_model.py --shape qwen2.5-vl-7b --frames 16,32,64 --out out/speed_qwen25  # GPU
+
+For Qwen VL the frame counts are input frames (even; F/2 temporal groups, the HoliTom frames).
 
 Any other flag is passed to ``holitom bench`` (e.g. ``--methods dense,holitom --retain-ratios 0.1``).
 For one frame count, ``holitom bench`` itself is the simpler tool.
@@ -65,8 +68,10 @@ def summary_markdown(results: dict[int, dict[str, Any]]) -> str:
             r = next((x for x in result["settings"] if x["name"] == name), None)
             if r is None:
                 continue
+            groups = result["meta"].get("holitom_frames", frames)
+            shown = f"{frames}" if groups == frames else f"{frames} ({groups} groups)"
             lines.append(
-                f"| {name} | {frames} | {r['visual_tokens']['outer']}/{r['visual_tokens']['inner']} | "
+                f"| {name} | {shown} | {r['visual_tokens']['outer']}/{r['visual_tokens']['inner']} | "
                 f"{_cell(_median(r['timings_ms']['ttft']), '.1f')} | {_cell(r['speedups']['ttft'], '.2f')} | "
                 f"{_cell(r['speedups']['llm_prefill'], '.2f')} | {_cell(r['speedups']['decode'], '.2f')} | "
                 f"{_cell(r['merge_overhead_pct_of_dense_prefill'], '.2f')} |"

@@ -1,6 +1,7 @@
 """``holitom bench``: measured speed and memory of dense vs every method on one model.
 
-One run builds (or loads) one LLaVA-OneVision model, one synthetic video and one prompt, then measures every
+One run builds (or loads) one model (LLaVA-OneVision, Qwen2.5-VL or Qwen3-VL, with the HoliTom class of its
+``model_type``), one synthetic video and one prompt in that family's processor format, then measures every
 setting (dense, HoliTom w/o M, HoliTom, VisionZip, FastV at the requested retain ratios) the same way:
 
 * **TTFT**: wall time of ``generate(max_new_tokens=1)`` (device synchronised before and after);
@@ -32,15 +33,20 @@ the model's `VisionSaliencyProbe` on the feature layer (HoliTom's way), and an e
 tower returning every layer's attention (``output_attentions=True``, the original code's way) — "probe
 overhead %" and the peak memory of each; the probe is run at several chunk sizes to show memory O(chunk).
 
-Models: ``--pretrained PATH|tiny`` or ``--shape tiny|0.5b|7b|72b|<preset>-layers=N`` (random weights,
-`lmms_holitom.shapes`). The HoliTom model class (`lmms_holitom.models`) runs every method; without it only
+Models: ``--pretrained PATH|tiny|tiny-qwen2.5-vl|tiny-qwen3-vl`` or
+``--shape tiny|0.5b|7b|72b|qwen2.5-vl-7b|qwen3-vl-8b|<preset>-layers=N`` (random weights, `lmms_holitom.shapes`).
+For Qwen VL (`qwen`), ``--frames F`` are input frames: F/2 temporal groups of 448×448 px, each a HoliTom frame
+of 256 (Qwen2.5-VL) / 196 (Qwen3-VL) tokens; the probe study times the encoder alone with and without
+`QwenVisionSaliencyProbe` (no eager variant); on Qwen3-VL every inner-merge / FastV layer is at least the
+deepstack stream count. The HoliTom model class (`lmms_holitom.models`) runs every method; without it only
 dense can be measured (stock transformers class).
 
 Modules (each small, each with its own docstring):
 
 * `settings` — `Setting`, `build_settings`, `paper_tau`: what one run measures;
 * `options` — `BenchOptions` (what the CLI fills), `resolve_device`, `resolve_dtype`;
-* `inputs` — `synthetic_video`, `synthetic_prompt`, `tokens_per_frame`;
+* `inputs` — `synthetic_video`, `synthetic_prompt`, `synthetic_text`, `tokens_per_frame`;
+* `qwen` — Qwen VL's processor-format inputs (`qwen_inputs`) and cost-model shape (`qwen_shape`);
 * `meters` — `Clock`, the memory meters, `RssSampler`, `PhaseHooks`, KV-cache bytes;
 * `runner` — `load_model`, the `Runner` of ``generate`` calls and the measurement loop;
 * `summary` — statistics, per-setting records, ratios to dense, targets (`SETTING_FIELDS`, `TIMING_FIELDS`);

@@ -5,6 +5,8 @@ Examples::
     holitom bench --shape tiny --device cpu --json out/bench.json          # CI smoke, about a minute
     holitom bench --shape 7b --frames 32 --json out/7b.json --plot out/7b.png   # on a GPU
     holitom bench --pretrained tiny --methods dense,holitom --retain-ratios 0.25
+    holitom bench --pretrained tiny-qwen3-vl --device cpu --frames 4     # Qwen: 4 frames = 2 temporal groups
+    holitom bench --shape qwen2.5-vl-7b --frames 32 --json out/qwen25.json  # on a GPU
 
 The engine is `lmms_holitom.bench`; this module only maps flags onto `BenchOptions`.
 """
@@ -54,10 +56,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     model = p.add_argument_group("model")
     src = model.add_mutually_exclusive_group()
     src.add_argument("--pretrained", default=None, metavar="PATH|tiny",
-                     help="a LLaVA-OneVision checkpoint folder / hub id, or 'tiny' (the built-in tiny model)")
+                     help="a LLaVA-OneVision, Qwen2.5-VL or Qwen3-VL checkpoint folder / hub id (the HoliTom class "
+                          "follows its model_type), or a built-in tiny model: tiny, tiny-qwen2.5-vl, tiny-qwen3-vl")
     src.add_argument("--shape", default=None, metavar="NAME",
-                     help="random weights with a published architecture: tiny, 0.5b, 7b, 72b, or "
-                          "'<preset>-layers=N' (e.g. 72b-layers=8); default tiny when --pretrained is not given")
+                     help="random weights with a published architecture: tiny, 0.5b, 7b, 72b, qwen2.5-vl-7b, "
+                          "qwen3-vl-8b, or '<preset>-layers=N' (e.g. 72b-layers=8, qwen2.5-vl-7b-layers=4); "
+                          "default tiny when --pretrained is not given")
     model.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     model.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
                        help="auto = bf16 on CUDA, fp32 on CPU")
@@ -77,7 +81,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                             "with r = 1 - retain")
 
     inp = p.add_argument_group("input and measurement")
-    inp.add_argument("--frames", type=int, default=32, help="frames of the synthetic video (default 32)")
+    inp.add_argument("--frames", type=int, default=32,
+                     help="frames of the synthetic video (default 32); Qwen VL: input frames, a multiple of 2 "
+                          "(F/2 temporal groups = HoliTom frames, 448x448 px each)")
     inp.add_argument("--text-tokens", type=int, default=30, help="text tokens around the video (default 30)")
     inp.add_argument("--scenes", type=int, default=4, help="scenes of the synthetic video (default 4)")
     inp.add_argument("--new-tokens", type=int, default=32, help="tokens decoded for the speed figure (default 32)")
