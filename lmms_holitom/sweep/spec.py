@@ -1,0 +1,188 @@
+"""Study-file vocabulary of ``holitom sweep``: the keys, the validated objects (`SweepConfig`, `RunSpec`,
+`LauncherSpec`), `ConfigError`, and how values and run names are written (see `lmms_holitom.sweep.config`)."""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lmms_holitom.config import HoliTomConfig
+from lmms_holitom.lmms_eval_plugin import MODEL_ID
+
+TOP_KEYS = ("name", "description", "lmms_eval_model", "model", "tasks", "launcher", "limit", "include_path",
+            "lmms_eval_args", "runs")
+#: model_args keys of the ``model`` section (``extra`` holds anything else, passed verbatim).
+MODEL_KEYS = ("pretrained", "max_frames_num", "max_num_frames", "min_pixels", "max_pixels", "fps", "dtype",
+              "attn_implementation", "conv_template", "device_map", "device", "video_decode_backend",
+              "on_video_error", "max_new_tokens", "extra")
+#: The lmms-eval models a study may run (``lmms_eval_model``) -> the model keys that model does not take.
+_QWEN_ONLY = ("max_num_frames", "min_pixels", "max_pixels", "fps")
+_LLAVA_ONLY = ("max_frames_num", "conv_template", "video_decode_backend")
+LMMS_EVAL_MODELS: dict[str, tuple[str, ...]] = {
+    MODEL_ID: _QWEN_ONLY,  # llava_onevision_holitom
+    "qwen2_5_vl_holitom": _LLAVA_ONLY,
+    "qwen3_vl_holitom": _LLAVA_ONLY,
+}
+DEFAULT_LMMS_EVAL_MODEL = MODEL_ID
+#: model keys a run or grid may override.
+RUN_MODEL_KEYS = tuple(k for k in MODEL_KEYS if k != "extra")
+LAUNCHER_KEYS = ("type", "num_processes", "num_machines", "main_process_port", "extra_args", "env", "module",
+                 "python", "accelerate")
+LAUNCHER_TYPES = ("python", "accelerate")
+DTYPES = ("auto", "bfloat16", "float16", "float32")
+HOLITOM_KEYS = HoliTomConfig.field_names()
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+
+#: HoliTomConfig fields each method does not read (dropped from its model_args and name).
+_HEADLINE = ("retain_ratio", "tau", "merge_layer", "merge_ratio")
+_OUTER = ("beta", "contextual_ratio", "knn_k", "max_window_size", "beta_merge")
+_VZ = ("spatial_tokens", "dominant_ratio")
+IRRELEVANT: dict[str, frozenset[str]] = {
+    "dense": frozenset(set(HOLITOM_KEYS) - {"method"}),
+    "holitom": frozenset(_VZ),
+    "holitom_wo_m": frozenset(("merge_layer", "merge_ratio", *_VZ)),
+    "visionzip": frozenset(("tau", "merge_layer", "merge_ratio", *_OUTER)),
+    "fastv": frozenset(("retain_ratio", "tau", *_OUTER, *_VZ)),
+}
+#: The settings every run of a method passes explicitly (resolved defaults included) and names itself by.
+HEADLINE: dict[str, tuple[str, ...]] = {
+    "dense": (),
+    "holitom": _HEADLINE,
+    "holitom_wo_m": ("retain_ratio", "tau"),
+    "visionzip": ("retain_ratio",),
+    "fastv": ("merge_layer", "merge_ratio"),
+}
+_ABBREV = {
+    "retain_ratio": "r", "tau": "t", "merge_layer": "k", "merge_ratio": "m", "beta": "b",
+    "contextual_ratio": "d", "knn_k": "knn", "max_window_size": "w", "spatial_tokens": "s",
+    "dominant_ratio": "dr", "max_frames_num": "f", "max_num_frames": "f",
+}
+
+
+class ConfigError(ValueError):
+    """A study file with problems; ``problems`` lists them, the message has one line per problem."""
+
+    def __init__(self, source: str, problems: Iterable[str]):
+        self.source = source
+        self.problems = list(dict.fromkeys(problems))  # de-duplicated, in order
+        n = len(self.problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"{source}: {n} problem{'s' if n != 1 else ''}:\n{lines}")
+
+
+@dataclass(frozen=True)
+class LauncherSpec:
+    """How one lmms-eval run is started."""
+
+    type: str = "python"
+    num_processes: int = 1
+    num_machines: int = 1
+    main_process_port: int | None = None
+    extra_args: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    module: str = "lmms_eval"  # the ``-m`` target; tests point it at a fake
+    python: str = field(default_factory=lambda: sys.executable)
+    accelerate: str = field(default_factory=lambda: _default_accelerate())
+
+
+def _default_accelerate() -> str:
+    sibling = Path(sys.executable).with_name("accelerate")
+    return str(sibling) if sibling.exists() else "accelerate"
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One expanded run: a method setting and the model arguments it is evaluated with."""
+
+    name: str
+    holitom: HoliTomConfig
+    params: Mapping[str, Any]  # HoliTom model_args of this run (method first), irrelevant keys dropped
+    model: Mapping[str, Any]  # model_args shared by the study, with this run's overrides applied
+    overrides: Mapping[str, Any] = field(default_factory=dict)  # model keys this run overrides
+    source: str = ""
+
+    @property
+    def method(self) -> str:
+        return self.holitom.method
+
+    def model_args_dict(self) -> dict[str, Any]:
+        """Everything passed as lmms-eval ``--model_args``, in order (model keys, then HoliTom keys)."""
+        out: dict[str, Any] = {}
+        for key, value in self.model.items():
+            if key == "extra":
+                out.update(value or {})
+            elif value is not None:
+                out[key] = value
+        out.update(self.params)
+        return out
+
+    @property
+    def model_args(self) -> str:
+        return ",".join(f"{k}={format_value(v)}" for k, v in self.model_args_dict().items())
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """A validated study file."""
+
+    name: str
+    path: Path | None
+    model: Mapping[str, Any]
+    tasks: tuple[str, ...]
+    launcher: LauncherSpec
+    runs: tuple[RunSpec, ...]
+    lmms_eval_model: str = DEFAULT_LMMS_EVAL_MODEL  # lmms-eval's --model
+    limit: int | None = None
+    include_path: Path | None = None
+    lmms_eval_args: tuple[str, ...] = ()
+    description: str = ""
+    notices: tuple[str, ...] = ()  # not errors, said before anything runs (e.g. remote-scored tasks)
+
+    def run(self, name: str) -> RunSpec:
+        for r in self.runs:
+            if r.name == name:
+                return r
+        raise KeyError(name)
+
+
+# ---------------------------------------------------------------------------------------------- formatting
+def format_value(value: Any) -> str:
+    """A model_args value as lmms-eval parses it back (``true``/``false``, shortest float repr)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def _fmt_name_value(key: str, value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, float):
+        if key in ("retain_ratio", "tau") and round(value, 2) == value:
+            return f"{value:.2f}"
+        return f"{value:g}"
+    return str(value)
+
+
+def run_name(cfg: HoliTomConfig, extra: Mapping[str, Any]) -> str:
+    """``<method>-<headline settings>[-<other keys set by the run>]``, e.g. ``holitom-r0.10-t0.65-k18-m0.5``."""
+    parts = [cfg.method]
+    for key in HEADLINE[cfg.method]:
+        parts.append(_ABBREV[key] + _fmt_name_value(key, getattr(cfg, key)))
+    for key, value in extra.items():
+        if key in HEADLINE[cfg.method] or key == "method":
+            continue
+        if key == "fidelity":
+            parts.append(str(value))
+        elif key == "beta_merge":
+            parts.append("betamerge" if value else "nobeta")
+        else:
+            parts.append(_ABBREV.get(key, key) + _fmt_name_value(key, value))
+    return re.sub(r"[^A-Za-z0-9_.+-]", "_", "-".join(parts))
