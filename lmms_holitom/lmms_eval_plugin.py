@@ -1,18 +1,27 @@
-"""Entry point of the ``lmms_eval.models`` group: registers ``llava_onevision_holitom``.
+"""Entry point of the ``lmms_eval.models`` group: registers ``llava_onevision_holitom``, ``qwen2_5_vl_holitom`` and
+``qwen3_vl_holitom``.
 
 Kept import-light on purpose: lmms-eval loads every entry point whenever ``lmms_eval.models`` is imported,
-and an exception here silently stops all plugin loading. The model class itself
-(`lmms_holitom.lmms_eval_model.LlavaOneVisionHoliTom`) is imported only when the model is selected.
+and an exception here silently stops all plugin loading. The model classes are imported only when selected.
 """
 
 from __future__ import annotations
 
 MODEL_ID = "llava_onevision_holitom"
 CLASS_PATH = "lmms_holitom.lmms_eval_model.LlavaOneVisionHoliTom"
+#: model id -> class path, every model the plugin registers
+MODELS = {
+    MODEL_ID: CLASS_PATH,
+    "qwen2_5_vl_holitom": "lmms_holitom.lmms_eval.qwen.Qwen2_5_VLHoliTom",
+    "qwen3_vl_holitom": "lmms_holitom.lmms_eval.qwen.Qwen3VLHoliTom",
+}
 
 
 def manifests():
     """Return the `ModelManifest` list lmms-eval registers (called lazily by lmms-eval)."""
     from lmms_eval.models.registry_v2 import ModelManifest
 
-    return [ModelManifest(model_id=MODEL_ID, simple_class_path=CLASS_PATH, aliases=("holitom",))]
+    return [
+        ModelManifest(model_id=model_id, simple_class_path=path, aliases=("holitom",) if model_id == MODEL_ID else ())
+        for model_id, path in MODELS.items()
+    ]

@@ -79,9 +79,10 @@ def run_lmms_eval(
     processes: int = 1,
     extra: tuple[str, ...] = (),
     timeout: float = 300,
+    model: str = "llava_onevision_holitom",
 ) -> CliRun:
     """``python -m lmms_eval ...`` (or ``torchrun --nproc_per_node N -m lmms_eval ...`` on CPUs)."""
-    args = ["--model", "llava_onevision_holitom", "--model_args", model_args, "--tasks", tasks,
+    args = ["--model", model, "--model_args", model_args, "--tasks", tasks,
             "--include_path", str(TASKS), "--output_path", str(out_dir), "--log_samples", *extra]
     if processes == 1:
         cmd = [sys.executable, "-m", "lmms_eval", *args]
