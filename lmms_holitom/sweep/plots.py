@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lmms_holitom.sweep.report import METHOD_LABELS, Report, Row
+from lmms_holitom.sweep.report_rows import METHOD_LABELS, Report, Row
 
 __all__ = ["PlotsUnavailable", "plot_report"]
 
