@@ -237,3 +237,10 @@ def test_lmms_eval_model_and_its_model_keys_checked():
     assert "model.fps must be a number > 0, got 0" in text
     with pytest.raises(ConfigError, match="model.max_pixels is not a model arg of llava_onevision_holitom"):
         parse_config(study(model={"pretrained": "org/m", "max_pixels": 1000}))
+
+
+def test_study_models_are_the_registered_lmms_eval_models():
+    from lmms_holitom.lmms_eval_plugin import MODELS
+    from lmms_holitom.sweep.spec import LMMS_EVAL_MODELS
+
+    assert set(LMMS_EVAL_MODELS) == set(MODELS)
