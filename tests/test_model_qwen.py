@@ -193,3 +193,27 @@ def test_output_loading_info_and_legacy_keys(family, tmp_path):
     assert not info["missing_keys"]
     again = loaded.state_dict()
     assert all(torch.equal(again[k], v) for k, v in state.items() if k in again)
+
+
+def test_image_and_video_in_one_prompt(family):
+    """Images are not compressed, but Qwen3-VL's image deepstack streams must still reach their (shifted) rows:
+    with nothing merged the compressed path equals the stock model, image before or after the video."""
+    from transformers import AutoProcessor
+
+    from lmms_holitom.tiny import resolve_pretrained
+
+    name, model, stock, _ = family
+    processor = AutoProcessor.from_pretrained(resolve_pretrained(name))
+    rng = np.random.default_rng(1)
+    a, b, image = (rng.integers(0, 255, (112, 112, 3), dtype=np.uint8) for _ in range(3))
+    extra = {"do_sample_frames": False} if "qwen3" in name else {}
+    nothing = HoliTomConfig(method="holitom_wo_m", retain_ratio=1.0, tau=1.5)
+    for order in (["image", "video"], ["video", "image"]):
+        content = [{"type": kind} for kind in order] + [{"type": "text", "text": "what?"}]
+        prompt = processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True)
+        inputs = dict(processor(text=prompt, images=[image], videos=[np.stack([a] * 4 + [b] * 4)],
+                                return_tensors="pt", **extra))
+        with torch.no_grad():
+            got = model(**inputs, holitom=nothing).logits
+            want = stock(**inputs).logits
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=0)

@@ -29,6 +29,9 @@ class EncodedVideo:
         newline: (E,) the layout's newline embedding, or None (no newlines).
         streams: further (F, N, E') tensors aligned with ``features`` (Qwen3-VL's deepstack).
         peak_elements: elements of the largest score tensor the probe created.
+        image_streams: the same kind of streams for the prompt's images (each (I, E'), all images), added at
+            ``image_rows`` — images are not compressed, but their streams must still be added.
+        image_rows: (I,) long, the dense (un-spliced) rows of the image placeholders, or None.
     """
 
     features: torch.Tensor
@@ -37,6 +40,8 @@ class EncodedVideo:
     newline: torch.Tensor | None = None
     streams: tuple[torch.Tensor, ...] = ()
     peak_elements: int = 0
+    image_streams: tuple[torch.Tensor, ...] = ()
+    image_rows: torch.Tensor | None = None
 
     @property
     def frames(self) -> int:

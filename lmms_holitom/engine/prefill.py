@@ -154,9 +154,7 @@ def compressed_prefill(
         positions = model.holitom_positions(spliced, input_ids=input_ids, attention_mask=attention_mask, media=media)
         mask = spliced.attention_mask
         inner = _inner_spec(cfg, spliced)
-        residuals = tuple(
-            VisualResidual(layer=i, rows=spliced.visual_rows, values=values) for i, values in enumerate(run.streams)
-        )
+        residuals = _residuals(spliced, run, video)
         with timer.stage("llm"):
             result = prefill_decoder(
                 language_model, spliced.embeds, attention_mask=mask, position_ids=positions, prompt_length=prompt,
@@ -190,6 +188,29 @@ def compressed_prefill(
             saliency=video.saliency, inner_attention=result.attention_row,
         )
     return PrefillResult(logits=logits, cache=cache if use_cache else None, stats=stats, timer=timer, trace=recorded)
+
+
+def _residuals(spliced: Spliced, run: Any, video: EncodedVideo) -> tuple[VisualResidual, ...]:
+    """Stream i (the compressed video's, and the images' at their shifted rows) is added after layer i."""
+    image_rows = None
+    if video.image_streams:
+        visual = _visual_mask(spliced)
+        dense_length = spliced.embeds.shape[1] + spliced.removed
+        new_of_dense = torch.full((dense_length,), -1, dtype=torch.long, device=visual.device)
+        rows = torch.arange(spliced.embeds.shape[1], device=visual.device)
+        new_of_dense[spliced.source_rows.to(visual.device)[~visual]] = rows[~visual]
+        image_rows = new_of_dense[video.image_rows.to(visual.device)]
+    out = []
+    for i in range(max(len(run.streams), len(video.image_streams))):
+        parts = []
+        if i < len(run.streams):
+            parts.append((spliced.visual_rows, run.streams[i]))
+        if i < len(video.image_streams):
+            parts.append((image_rows, video.image_streams[i]))
+        rows = torch.cat([r.to(parts[0][0].device) for r, _ in parts])
+        values = torch.cat([v.to(parts[0][1].device) for _, v in parts])
+        out.append(VisualResidual(layer=i, rows=rows, values=values))
+    return tuple(out)
 
 
 def _visual_mask(spliced: Spliced) -> torch.Tensor:

@@ -96,10 +96,16 @@ class QwenAdapterMixin:
             )
         mm = self._encode_media(media, timer)
         embeds = self.get_input_embeddings()(input_ids) if inputs_embeds is None else inputs_embeds
+        image_streams: tuple[torch.Tensor, ...] = ()
+        image_rows = None
         if mm.get("image") is not None:  # images in the same prompt: exactly as the stock model
             image = torch.cat(mm["image"].pooler_output, dim=0).to(embeds.device, embeds.dtype)
             image_mask, _ = self.model.get_placeholder_mask(input_ids, inputs_embeds=embeds, image_features=image)
             embeds = embeds.masked_scatter(image_mask, image)
+            deepstack = getattr(mm["image"], "deepstack_features", None) or ()
+            image_streams = tuple(torch.cat(layer, dim=0) for layer in deepstack)
+            if image_streams:
+                image_rows = (input_ids[0] == self.config.image_token_id).nonzero().flatten()
         video = mm["video"]
         (grid,) = self._video_grids(video, media)
         features = video.pooler_output[0].view(grid.t, grid.n, -1)
@@ -111,6 +117,8 @@ class QwenAdapterMixin:
             keys=saliency.keys[0] if saliency is not None else None,
             streams=streams,
             peak_elements=saliency.peak_elements if saliency is not None else 0,
+            image_streams=image_streams,
+            image_rows=image_rows,
         )
 
     def _video_grids(self, video: Any, media: dict[str, Any]) -> list[VideoTokenGrid]:
