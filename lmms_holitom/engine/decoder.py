@@ -8,8 +8,7 @@ mirrors it. It runs the stock module's own submodules (``embed_tokens`` is appli
 * **inner-LLM merge at layer K** (docs/algorithm.md §6, prefill only): before layer K-1 runs, the attention row
   of the last prompt token is computed from that layer's q/k (`attention.last_token_attention`); at the input
   of layer K, `lmms_holitom.ops.merge_inner` merges (HoliTom) or drops (FastV) the least-attended visual tokens.
-  Layers
-  < K see (and cache) the full sequence, layers >= K a shorter one; kept tokens keep their ORIGINAL position
+  Layers < K see (and cache) the full sequence, layers >= K a shorter one; kept tokens keep their ORIGINAL position
   ids (RoPE positions with gaps); each layer group gets a causal mask sized to its own cache.
 * **reference quirk** (docs/algorithm.md §6.5, ``fidelity: reference``): during prefill layer K-1 runs without
   the causal mask among the prompt tokens (every prompt token sees every prompt token); ``fidelity: clean`` keeps it

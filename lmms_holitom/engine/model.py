@@ -175,10 +175,11 @@ class HoliTomModelMixin:
         ``use_cache=False`` recomputes each step with the same compression as cached decoding.
         """
         ids = inputs if inputs is not None else kwargs.get("input_ids")
-        if ids is None and kwargs.get("inputs_embeds") is not None:
-            ids = kwargs["inputs_embeds"][..., 0]
-        if ids is not None and kwargs.get("holitom_prompt_length") is None:
-            kwargs["holitom_prompt_length"] = int(ids.shape[-1])
+        length = int(ids.shape[1]) if ids is not None else None
+        if length is None and kwargs.get("inputs_embeds") is not None:
+            length = int(kwargs["inputs_embeds"].shape[1])
+        if length is not None and kwargs.get("holitom_prompt_length") is None:
+            kwargs["holitom_prompt_length"] = length
         with self.holitom_override(holitom):
             return super().generate(inputs, *args, **kwargs)
 
@@ -232,6 +233,9 @@ class HoliTomModelMixin:
                 media=media, cache=cache, use_cache=bool(use_cache), logits_to_keep=logits_to_keep,
                 prompt_length=prompt_length, trace=self.holitom_trace,
             )
-        self.holitom_last_trace = result.trace
-        self.holitom_record(result.stats, result.timer)
+        tokens = input_ids if input_ids is not None else inputs_embeds
+        if prompt_length is None or int(tokens.shape[1]) == int(prompt_length):
+            # an uncached recompute of prompt + generated tokens is not the prompt's prefill: keep its stats
+            self.holitom_last_trace = result.trace
+            self.holitom_record(result.stats, result.timer)
         return output_class(logits=result.logits, cache=result.cache)

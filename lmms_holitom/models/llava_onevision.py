@@ -242,7 +242,10 @@ class HoliTomLlavaOnevisionForConditionalGeneration(HoliTomModelMixin, LlavaOnev
 
     def holitom_video_count(self, media: dict[str, Any]) -> int | None:
         pixels = media["pixel_values_videos"]
-        return int(pixels.shape[0]) if pixels is not None else None
+        if pixels is not None:
+            return int(pixels.shape[0])
+        video = (media["mm_encoder_outputs"] or {}).get("video")  # encoded by generate before the forward
+        return int(video.pooler_output.shape[0]) if video is not None else None
 
     def holitom_encode(
         self, input_ids: torch.Tensor | None, inputs_embeds: torch.Tensor | None, media: dict[str, Any],
@@ -256,6 +259,11 @@ class HoliTomLlavaOnevisionForConditionalGeneration(HoliTomModelMixin, LlavaOnev
             embeds = embeds.masked_scatter(image_mask, image_features)
         video = mm["video"]
         features = getattr(video, "holitom_features", None)
+        if features is None and self.video_layout.grid:
+            raise ValueError(
+                "these video features were encoded without HoliTom's model (pre-computed mm_encoder_outputs); in the "
+                "grid layout their patch grid cannot be recovered — pass pixel_values_videos"
+            )
         if features is None:  # encoded by a stock model: recover the patch grid from the one-newline layout
             per_frame = self.video_layout.tokens_per_frame(self.model.patch_side)
             pooled = video.pooler_output
