@@ -217,3 +217,15 @@ def test_image_and_video_in_one_prompt(family):
             got = model(**inputs, holitom=nothing).logits
             want = stock(**inputs).logits
         torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+
+
+def test_default_merge_layer_respects_deepstack():
+    """The default merge layer never precedes Qwen3-VL's last deepstack injection; a decoder too shallow for one
+    defaults to HoliTom w/o M instead of failing to build."""
+    from lmms_holitom.models import HoliTomQwen3VLForConditionalGeneration
+    from lmms_holitom.shapes import build_model
+
+    shallow = build_model("qwen3-vl-8b-layers=2", device="meta", model_cls=HoliTomQwen3VLForConditionalGeneration)
+    assert (shallow.holitom.method, shallow.holitom.merge_layer) == ("holitom_wo_m", None)
+    five = build_model("qwen3-vl-8b-layers=5", device="meta", model_cls=HoliTomQwen3VLForConditionalGeneration)
+    assert (five.holitom.method, five.holitom.merge_layer) == ("holitom", 3)

@@ -65,19 +65,23 @@ class HoliTomModelMixin:
     def num_decoder_layers(self) -> int:
         return int(self.config.get_text_config().num_hidden_layers)
 
-    def default_merge_layer(self) -> int:
-        """The paper's merge layer (18 of 28) for this decoder: 18 if it exists, else the same relative depth."""
+    def default_merge_layer(self) -> int | None:
+        """The paper's merge layer (18 of 28) for this decoder: 18 if it exists, else the same relative depth
+        (families with further constraints override this; None: no valid layer)."""
         return default_merge_layer(self.num_decoder_layers)
 
     def _default_holitom(self) -> HoliTomConfig:
+        """The paper's defaults, with the merge layer this decoder can take (`default_merge_layer`); a model that
+        has none (a decoder too shallow for the family's constraints) defaults to HoliTom w/o M."""
         cfg = HoliTomConfig()
-        n = self.num_decoder_layers
-        if cfg.merge_layer is not None and cfg.merge_layer >= n:
-            layer = default_merge_layer(n)
-            logger.info(
-                "lmms-holitom: default merge_layer %d does not exist in this %d-layer decoder; using %d "
-                "(same relative depth as 18 of 28)", cfg.merge_layer, n, layer,
-            )
+        layer = self.default_merge_layer()
+        if layer is None:
+            logger.info("lmms-holitom: this %d-layer decoder has no valid merge layer; default method holitom_wo_m",
+                        self.num_decoder_layers)
+            return cfg.replace(method="holitom_wo_m", merge_layer=None)
+        if layer != cfg.merge_layer:
+            logger.info("lmms-holitom: default merge_layer %d -> %d for this %d-layer decoder", cfg.merge_layer, layer,
+                        self.num_decoder_layers)
             cfg = cfg.replace(merge_layer=layer)
         return cfg
 

@@ -41,6 +41,12 @@ class HoliTomQwen3VLForConditionalGeneration(
     checkpoint_model_type = "qwen3_vl"
     per_group_runs = True
 
+    def default_merge_layer(self) -> int | None:
+        """The paper's relative depth, but never before the last deepstack injection (None: no such layer)."""
+        streams = len(self.config.vision_config.deepstack_visual_indexes)
+        layer = max(super().default_merge_layer(), streams)
+        return layer if layer < self.num_decoder_layers else None
+
     def holitom_check_config(self, holitom: HoliTomConfig) -> None:
         """A merge layer must come after the last deepstack injection (docs/algorithm.md §11.4)."""
         streams = len(self.config.vision_config.deepstack_visual_indexes)
