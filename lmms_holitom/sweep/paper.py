@@ -1,4 +1,4 @@
-"""The published HoliTom numbers (NeurIPS 2025; /work/shared/PAPER_NUMBERS.md), as data.
+"""The published HoliTom numbers (NeurIPS 2025, arXiv 2505.21334: its tables), as data.
 
 A row matches one of our runs when the model, frame count, method and the method's settings agree:
 HoliTom / HoliTom w/o M at the published T (0.65 at 10 %, 0.80 otherwise), K = 18 and r = 0.5 (7B);
