@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -183,23 +185,30 @@ def tiny_cache_dir() -> Path:
     return Path(root) / f"tiny-llava-ov-v{_FORMAT_VERSION}"
 
 
+def build_once(target: Path, marker: str, build: Callable[[Path], object], prefix: str) -> Path:
+    """``target`` holding a finished build (``marker`` file present), built on first use: into a temporary folder
+    beside it, then renamed — so a half-built folder is never seen, and of two racing processes one wins."""
+    if (target / marker).exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=target.parent))
+    try:
+        build(tmp)
+        os.replace(tmp, target)
+    except OSError:  # another process won the race
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (target / marker).exists():
+            raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
 def ensure_tiny_model(path: str | os.PathLike | None = None) -> Path:
     """Return the folder of the tiny model, building it (atomically) on first use."""
     target = Path(path) if path is not None else tiny_cache_dir()
-    if (target / "lmms_holitom_tiny.json").exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tiny-", dir=target.parent))
-    build_tiny_model(tmp)
-    try:
-        os.replace(tmp, target)
-    except OSError:  # another process won the race
-        import shutil
-
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not (target / "lmms_holitom_tiny.json").exists():
-            raise
-    return target
+    return build_once(target, "lmms_holitom_tiny.json", build_tiny_model, ".tiny-")
 
 
 def resolve_pretrained(name: str) -> str:

@@ -36,7 +36,7 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from lmms_holitom.tiny import _bytes_to_unicode, tiny_cache_dir
+from lmms_holitom.tiny import _bytes_to_unicode, build_once, tiny_cache_dir
 
 __all__ = [
     "TINY_QWEN_NAMES",
@@ -224,8 +224,7 @@ def ensure_tiny_qwen_model(name: str, path: str | os.PathLike | None = None) -> 
     if name not in TINY_QWEN_NAMES:
         raise ValueError(f"unknown tiny Qwen model {name!r}; known: {', '.join(TINY_QWEN_NAMES)}")
     target = Path(path) if path is not None else tiny_qwen_cache_dir(name)
-    if (target / _MARKER).exists():
-        return target
+    return build_once(target, _MARKER, lambda tmp: build_tiny_qwen_model(name, tmp), f".{name}-")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
     try:
