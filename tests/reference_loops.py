@@ -42,6 +42,7 @@ def loop_frame_similarity(features: Tensor) -> Tensor:
 def loop_segment_video(similarity: Tensor, tau: float, max_window_size: int) -> tuple[list, int]:
     """Gain table by explicit loops over windows and positions, DP exactly as algorithm §2.3."""
     rows = similarity.tolist()
+    tau = float(torch.tensor(tau, dtype=similarity.dtype))  # compared in sim's precision (algorithm §2.2)
     F = len(rows) + 1
     N = similarity.shape[1]
     gain = [[0] * F for _ in range(F)]
