@@ -7,7 +7,8 @@ Errors: a user error (a bad value, a missing file, an unwritable folder) is one 
 ``holitom <command>: error: <what, the value, what is allowed>`` and exit status 2, with no traceback.
 Commands report them by raising `UsageError` (or the `ValueError` a validated object such as
 `HoliTomConfig` raises, or an `OSError` with a file name); this module is the one place that turns them into
-that line. ``holitom --debug <command> ...`` shows the traceback instead.
+that line (as it does an installed transformers below the supported release, `compat`).
+``holitom --debug <command> ...`` shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import importlib
 import sys
 
 from lmms_holitom.commands import UsageError
+from lmms_holitom.compat import UnsupportedTransformersError
 
 __all__ = ["COMMANDS", "UsageError", "build_parser", "main"]
 
@@ -38,7 +40,7 @@ _HELP: dict[str, str] = {
     "bench": "measure vision/merge/prefill time, TTFT, decoding speed and memory, dense vs methods",
     "flops": "theoretical LLM TFLOPs of a setting (the paper's cost model)",
     "check-data": "report which benchmark files are present or missing under $HF_HOME",
-    "make-tiny": "build (or locate) the tiny offline LLaVA-OneVision used by the demo and tests",
+    "make-tiny": "build (or locate) the tiny offline models used by the demo and tests",
 }
 
 
@@ -73,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         module = importlib.import_module(f"lmms_holitom.commands.{COMMANDS[args.command]}")
         return int(module.main(args) or 0)
-    except (ValueError, OSError) as err:  # UsageError, a validated object's ValueError, a file error
+    except (ValueError, OSError, UnsupportedTransformersError) as err:  # UsageError, a validated object's
+        # ValueError, a file error, a transformers release below the supported one
         if args.debug:
             raise
         print(f"holitom {args.command}: error: {_one_line(err)}", file=sys.stderr)

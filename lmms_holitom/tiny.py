@@ -15,13 +15,23 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["TINY_NAME", "TinySpec", "build_tiny_model", "ensure_tiny_model", "tiny_cache_dir"]
+from lmms_holitom.offline_tokenizer import byte_level_tokenizer
+from lmms_holitom.tiny_cache import build_once, cache_root
+
+__all__ = [
+    "TINY_NAME",
+    "TinySpec",
+    "build_tiny_model",
+    "ensure_tiny",
+    "ensure_tiny_model",
+    "resolve_pretrained",
+    "tiny_cache_dir",
+    "tiny_model_dir",
+    "tiny_model_names",
+]
 
 TINY_NAME = "tiny"
 _FORMAT_VERSION = 1
@@ -59,48 +69,17 @@ class TinySpec:
     seed: int = 0
 
 
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's reversible byte -> printable-unicode map (the alphabet of byte-level BPE)."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
-    bs += list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, (chr(c) for c in cs)))
-
-
 def _build_tokenizer():
-    from transformers import Qwen2Tokenizer
-
-    alphabet = sorted(_bytes_to_unicode().values())
-    vocab = {ch: i for i, ch in enumerate(alphabet)}
-    # A handful of merges so common words are not all single bytes (keeps prompts short).
-    merges: list[tuple[str, str]] = []
-    for word in ("the", "ing", "what", "video", "is", "in", "of", "and", "answer", "option"):
-        pieces = list(word)
-        while len(pieces) > 1:
-            merged = pieces[0] + pieces[1]
-            if merged not in vocab:
-                vocab[merged] = len(vocab)
-                merges.append((pieces[0], pieces[1]))
-            pieces = [merged, *pieces[2:]]
-    for tok in SPECIAL_TOKENS:
-        vocab[tok] = len(vocab)
-    tokenizer = Qwen2Tokenizer(
-        vocab=vocab,
-        merges=merges,
-        unk_token=None,
+    return byte_level_tokenizer(
+        SPECIAL_TOKENS,
+        # a handful of merges so common words are not all single bytes (keeps prompts short)
+        words=("the", "ing", "what", "video", "is", "in", "of", "and", "answer", "option"),
+        additional_special_tokens=["<|im_start|>", "<|im_end|>"],
+        chat_template=CHAT_TEMPLATE,
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
         extra_special_tokens={"image_token": "<image>", "video_token": "<video>"},
     )
-    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
-    tokenizer.chat_template = CHAT_TEMPLATE
-    return tokenizer
 
 
 def build_tiny_model(path: str | os.PathLike, spec: TinySpec | None = None) -> Path:
@@ -181,28 +160,7 @@ def build_tiny_model(path: str | os.PathLike, spec: TinySpec | None = None) -> P
 
 
 def tiny_cache_dir() -> Path:
-    root = os.environ.get("LMMS_HOLITOM_CACHE") or os.path.join(Path.home(), ".cache", "lmms_holitom")
-    return Path(root) / f"tiny-llava-ov-v{_FORMAT_VERSION}"
-
-
-def build_once(target: Path, marker: str, build: Callable[[Path], object], prefix: str) -> Path:
-    """``target`` holding a finished build (``marker`` file present), built on first use: into a temporary folder
-    beside it, then renamed — so a half-built folder is never seen, and of two racing processes one wins."""
-    if (target / marker).exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=target.parent))
-    try:
-        build(tmp)
-        os.replace(tmp, target)
-    except OSError:  # another process won the race
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not (target / marker).exists():
-            raise
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return target
+    return cache_root() / f"tiny-llava-ov-v{_FORMAT_VERSION}"
 
 
 def ensure_tiny_model(path: str | os.PathLike | None = None) -> Path:
@@ -211,13 +169,37 @@ def ensure_tiny_model(path: str | os.PathLike | None = None) -> Path:
     return build_once(target, "lmms_holitom_tiny.json", build_tiny_model, ".tiny-")
 
 
-def resolve_pretrained(name: str) -> str:
-    """Map ``tiny`` (and ``tiny-qwen2.5-vl`` / ``tiny-qwen3-vl``, see `lmms_holitom.tiny_qwen`) to the built
-    tiny model's folder; anything else is returned unchanged."""
+def tiny_model_names() -> tuple[str, ...]:
+    """Every built-in tiny model: ``tiny`` (LLaVA-OneVision), ``tiny-qwen2.5-vl``, ``tiny-qwen3-vl``."""
+    from lmms_holitom.tiny_qwen import TINY_QWEN_NAMES
+
+    return (TINY_NAME, *TINY_QWEN_NAMES)
+
+
+def tiny_model_dir(name: str) -> Path:
+    """The default folder of the built-in tiny model ``name`` (built or not). ValueError for an unknown name."""
+    from lmms_holitom.tiny_qwen import TINY_QWEN_NAMES, tiny_qwen_cache_dir
+
     if name == TINY_NAME:
-        return str(ensure_tiny_model())
+        return tiny_cache_dir()
+    if name in TINY_QWEN_NAMES:
+        return tiny_qwen_cache_dir(name)
+    raise ValueError(f"unknown tiny model {name!r}; known: {', '.join(tiny_model_names())}")
+
+
+def ensure_tiny(name: str, path: str | os.PathLike | None = None) -> Path:
+    """The folder of the built-in tiny model ``name``, built (atomically) on first use into ``path`` or its
+    default folder. ValueError for an unknown name."""
     from lmms_holitom.tiny_qwen import TINY_QWEN_NAMES, ensure_tiny_qwen_model
 
+    if name == TINY_NAME:
+        return ensure_tiny_model(path)
     if name in TINY_QWEN_NAMES:
-        return str(ensure_tiny_qwen_model(name))
-    return name
+        return ensure_tiny_qwen_model(name, path)
+    raise ValueError(f"unknown tiny model {name!r}; known: {', '.join(tiny_model_names())}")
+
+
+def resolve_pretrained(name: str) -> str:
+    """Map the name of a built-in tiny model (``tiny``, ``tiny-qwen2.5-vl``, ``tiny-qwen3-vl``) to its folder,
+    building it on first use; anything else is returned unchanged."""
+    return str(ensure_tiny(name)) if name in tiny_model_names() else name

@@ -31,12 +31,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from lmms_holitom.tiny import _bytes_to_unicode, build_once, tiny_cache_dir
+from lmms_holitom.offline_tokenizer import byte_level_tokenizer
+from lmms_holitom.tiny_cache import build_once, cache_root
 
 __all__ = [
     "TINY_QWEN_NAMES",
@@ -98,26 +97,14 @@ class TinyQwenSpec:
 
 
 def _build_tokenizer(chat_template: str):
-    from transformers import Qwen2Tokenizer
-
-    vocab = {ch: i for i, ch in enumerate(sorted(_bytes_to_unicode().values()))}
-    merges: list[tuple[str, str]] = []
-    for word in ("the", "ing", "what", "video", "is", "in", "of", "and", "answer", "option", "seconds"):
-        pieces = list(word)
-        while len(pieces) > 1:
-            merged = pieces[0] + pieces[1]
-            if merged not in vocab:
-                vocab[merged] = len(vocab)
-                merges.append((pieces[0], pieces[1]))
-            pieces = [merged, *pieces[2:]]
-    for tok in SPECIAL_TOKENS:
-        vocab[tok] = len(vocab)
-    tokenizer = Qwen2Tokenizer(
-        vocab=vocab, merges=merges, unk_token=None, eos_token="<|im_end|>", pad_token="<|endoftext|>"
+    return byte_level_tokenizer(
+        SPECIAL_TOKENS,
+        words=("the", "ing", "what", "video", "is", "in", "of", "and", "answer", "option", "seconds"),
+        additional_special_tokens=SPECIAL_TOKENS[1:],
+        chat_template=chat_template,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
     )
-    tokenizer.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS[1:]})
-    tokenizer.chat_template = chat_template
-    return tokenizer
 
 
 def _ids(tokenizer) -> dict[str, int]:
@@ -216,7 +203,7 @@ def build_tiny_qwen_model(name: str, path: str | os.PathLike, spec: TinyQwenSpec
 
 
 def tiny_qwen_cache_dir(name: str) -> Path:
-    return tiny_cache_dir().parent / f"{name}-v{_FORMAT_VERSION}"
+    return cache_root() / f"{name}-v{_FORMAT_VERSION}"
 
 
 def ensure_tiny_qwen_model(name: str, path: str | os.PathLike | None = None) -> Path:
@@ -225,16 +212,3 @@ def ensure_tiny_qwen_model(name: str, path: str | os.PathLike | None = None) -> 
         raise ValueError(f"unknown tiny Qwen model {name!r}; known: {', '.join(TINY_QWEN_NAMES)}")
     target = Path(path) if path is not None else tiny_qwen_cache_dir(name)
     return build_once(target, _MARKER, lambda tmp: build_tiny_qwen_model(name, tmp), f".{name}-")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
-    try:
-        build_tiny_qwen_model(name, tmp)
-        os.replace(tmp, target)
-    except OSError:  # another process won the race
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not (target / _MARKER).exists():
-            raise
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return target

@@ -49,17 +49,11 @@ def next_key(hf_key: str) -> str:
 
 def build_tokenizer():
     """A byte-level Qwen2 tokenizer with the Qwen chat tokens and no <image>/<video> (as Qwen2's own)."""
-    from transformers import Qwen2Tokenizer
+    from lmms_holitom.offline_tokenizer import byte_level_tokenizer
 
-    from lmms_holitom.tiny import _bytes_to_unicode
-
-    vocab = {ch: i for i, ch in enumerate(sorted(_bytes_to_unicode().values()))}
-    for tok in ("<|endoftext|>", "<|im_start|>", "<|im_end|>"):
-        vocab[tok] = len(vocab)
-    tokenizer = Qwen2Tokenizer(vocab=vocab, merges=[], unk_token=None, eos_token="<|im_end|>",
-                               pad_token="<|endoftext|>")
-    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
-    return tokenizer
+    return byte_level_tokenizer(["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+                                additional_special_tokens=["<|im_start|>", "<|im_end|>"],
+                                eos_token="<|im_end|>", pad_token="<|endoftext|>")
 
 
 def tower_config(layers: int = TOWER_LAYERS):

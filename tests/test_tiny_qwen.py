@@ -119,3 +119,22 @@ def test_probe_on_the_tiny_model_follows_the_features(tiny):
     if name == "tiny-qwen3-vl":  # deepstack streams: same rows as the main features
         assert len(features.deepstack_features) == 2
         assert all(stream[0].shape == features.pooler_output[0].shape for stream in features.deepstack_features)
+
+
+def test_make_tiny_builds_every_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``holitom make-tiny --model all`` prints one ``NAME FOLDER`` line per built-in model, each folder built;
+    ``--model NAME --path DIR`` builds that one model there."""
+    from lmms_holitom.cli import main
+    from lmms_holitom.tiny import tiny_model_dir, tiny_model_names
+
+    assert main(["make-tiny", "--model", "all"]) == 0
+    lines = [line.split(" ", 1) for line in capsys.readouterr().out.splitlines()]
+    assert [name for name, _ in lines] == ["tiny", *TINY_QWEN_NAMES] == list(tiny_model_names())
+    for name, folder in lines:
+        assert Path(folder) == tiny_model_dir(name) and (Path(folder) / "lmms_holitom_tiny.json").is_file()
+    assert main(["make-tiny", "--model", "tiny-qwen3-vl", "--path", str(tmp_path / "q3")]) == 0
+    assert capsys.readouterr().out == f"{tmp_path / 'q3'}\n"
+    assert json.loads((tmp_path / "q3" / "lmms_holitom_tiny.json").read_text())["name"] == "tiny-qwen3-vl"
+    assert main(["make-tiny", "--model", "all", "--path", str(tmp_path / "x")]) == 2
+    assert capsys.readouterr().err == ("holitom make-tiny: error: --path names the folder of one model; "
+                                       "it cannot be used with --model all\n")

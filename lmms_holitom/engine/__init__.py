@@ -6,7 +6,7 @@
 * `prefill.compressed_prefill` — the stages: encode -> outer merge -> layout -> splice -> positions -> decoder
   layers with the inner step -> cache state;
 * `outer.compress_video` — the method switch over the pure tensor layer `lmms_holitom.ops`;
-* `splice`, `decoder` (the decoder-layer loop, mirroring transformers 5.24), `attention` (the inner merge's
+* `splice`, `decoder` (the decoder-layer loop, mirroring transformers; range: `compat`), `attention` (the inner merge's
   attention row), `cache` (`HoliTomCache`), `stats` (`HoliTomStats`, `StageTimer`), `trace` (`HoliTomTrace`).
 
 No module here names a model family.

@@ -3,8 +3,10 @@
 `last_token_attention` computes the attention probabilities of one token (the last prompt token) from that
 layer's own ``q_proj``/``k_proj`` (plus ``q_norm``/``k_norm`` where the layer has them, as Qwen3 does), the
 rotary embedding at the right positions and ``repeat_kv`` for grouped-query heads — O(L) work instead of the
-O(L²) of an eager layer. It mirrors the attention of transformers 5.24's Llama/Qwen2/Qwen3 decoder layers
-(rotate-half RoPE, softmax in fp32); this module is the one place that mirrors it.
+O(L²) of an eager layer. It mirrors the attention of transformers' Llama/Qwen2/Qwen3 decoder layers (rotate-half
+RoPE, softmax in fp32), checked against transformers 5.24 and 5.25 (the range is `lmms_holitom.compat`;
+``tests/test_transformers_mirror.py`` compares it with the installed stock layers); this module is the one place that
+mirrors it.
 """
 
 from __future__ import annotations

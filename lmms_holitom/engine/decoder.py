@@ -1,9 +1,11 @@
 """The language-model forward of HoliTom: an explicit loop over the decoder layers of a transformers decoder.
 
-This loop mirrors ``Qwen2Model.forward`` of transformers 5.24 (the same for Llama, Qwen2.5-VL's and Qwen3-VL's text
-models: rotary embedding once, a causal mask, the layers, the final norm); it is the one place in the package that
-mirrors it. It runs the stock module's own submodules (``embed_tokens`` is applied by the caller; ``layers``,
-``rotary_emb``, ``norm`` here) — nothing is monkeypatched — and adds what the stock forward cannot do:
+This loop mirrors ``Qwen2Model.forward`` of transformers (the same for Llama, Qwen2.5-VL's and Qwen3-VL's text
+models: rotary embedding once, a causal mask, the layers, the final norm), checked against transformers 5.24 and 5.25
+(the range is `lmms_holitom.compat`; ``tests/test_transformers_mirror.py`` compares it with the installed stock text
+models bit for bit); it is the one place in the package that mirrors it. It runs the stock module's own submodules
+(``embed_tokens`` is applied by the caller; ``layers``, ``rotary_emb``, ``norm`` here) — nothing is monkeypatched —
+and adds what the stock forward cannot do:
 
 * **inner-LLM merge at layer K** (docs/algorithm.md §6, prefill only): before layer K-1 runs, the attention row
   of the last prompt token is computed from that layer's q/k (`attention.last_token_attention`); at the input

@@ -17,6 +17,7 @@ import torch
 from transformers.cache_utils import DynamicCache
 from transformers.modeling_utils import slice_logits_to_keep
 
+from lmms_holitom.compat import check_transformers_version
 from lmms_holitom.config import HoliTomConfig
 from lmms_holitom.engine.cache import HoliTomCache
 from lmms_holitom.engine.decoder import decode_decoder
@@ -51,7 +52,9 @@ class HoliTomModelMixin:
     def holitom_init(
         self, holitom: HoliTomConfig | Mapping[str, Any] | None, probe_chunk: int, sync_timings: bool
     ) -> None:
-        """Call at the end of the family's ``__init__`` (after ``self.model`` exists)."""
+        """Call at the end of the family's ``__init__`` (after ``self.model`` exists). Raises
+        `compat.UnsupportedTransformersError` below the supported transformers release."""
+        check_transformers_version()
         self._holitom_stats: HoliTomStats | None = None
         self._holitom_timer: StageTimer | None = None
         self.holitom_trace = False
