@@ -21,10 +21,10 @@ tiny: a 64×64 frame keeps 4 tokens per temporal group, 112×112 keeps 16. Qwen3
 frames like the real one (``do_sample_frames=True``, 2 fps, at least 4 frames; without ``video_metadata`` it
 assumes 24 fps): pass ``do_sample_frames=False`` to keep every frame you give it.
 
-Prompt layout of a video (as transformers 5.x renders the real checkpoints): Qwen2.5-VL
-``<|vision_start|>`` + ``<|video_pad|>``×(t·N) + ``<|vision_end|>``; Qwen3-VL keeps the template's outer
-markers around the per-group expansion: ``<|vision_start|>`` + t × (``<x.x seconds><|vision_start|>``
-+ ``<|video_pad|>``×N + ``<|vision_end|>``) + ``<|vision_end|>``.
+Prompt layout of a video (as the installed transformers renders the real checkpoints): Qwen2.5-VL
+``<|vision_start|>`` + ``<|video_pad|>``×(t·N) + ``<|vision_end|>``; Qwen3-VL t × (``<x.x seconds><|vision_start|>``
++ ``<|video_pad|>``×N + ``<|vision_end|>``) — transformers 5.24 and older also keep the chat template's outer
+``<|vision_start|>`` … ``<|vision_end|>`` pair around the groups, 5.25 drops it.
 """
 
 from __future__ import annotations

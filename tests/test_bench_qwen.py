@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from lmms_holitom.bench.qwen import patchify, qwen_inputs, qwen_shape
+from lmms_holitom.bench.qwen import qwen_inputs, qwen_shape
 from lmms_holitom.config import HoliTomConfig
 from lmms_holitom.flops import PRESETS, setting_flops
 
@@ -97,9 +97,19 @@ def test_probe_cost_in_the_table(bench_run) -> None:
     assert "probe study (vision tower alone, 2 temporal groups" in table and "probe scores" in table
 
 
+def _kinds(ids: torch.Tensor, cfg) -> str:
+    """``ids`` as a string of kinds: ``[`` vision start, ``]`` vision end, ``v`` video placeholder, ``t`` a run of
+    other tokens (text, timestamps)."""
+    kinds = {cfg.vision_start_token_id: "[", cfg.vision_end_token_id: "]", cfg.video_token_id: "v"}
+    seq = [kinds.get(i, "t") for i in ids.tolist()]
+    return "".join(k for j, k in enumerate(seq) if k != "t" or j == 0 or seq[j - 1] != "t")
+
+
 @pytest.mark.parametrize("name", list(TINY))
 def test_synthetic_inputs_match_the_processor(name: str) -> None:
-    """Patches in the processor's order; the same placeholder layout and token types as the chat template."""
+    """The bench's inputs are the installed processor's: pixels in its patch order, the same video span (markers,
+    placeholders, timestamp runs — whatever this transformers release emits) as the tiny checkpoint's processor
+    gives a chat-template prompt, its token types; the text halves around the span."""
     from transformers import AutoProcessor
 
     from lmms_holitom.models import model_class_for
@@ -109,25 +119,31 @@ def test_synthetic_inputs_match_the_processor(name: str) -> None:
     processor = AutoProcessor.from_pretrained(path)
     model = model_class_for(path).from_pretrained(path)
     cfg = model.config
-    video = torch.rand(1, 4, 3, 112, 112, generator=torch.Generator().manual_seed(0))
-    extra = {"do_sample_frames": False} if "qwen3" in name else {}
     size = 128 if "qwen3" in name else 112  # 4×4 merged tokens per group at either patch size
-    video = torch.nn.functional.interpolate(video[0], size=(size, size)).unsqueeze(0)
+    video = torch.rand(1, 4, 3, size, size, generator=torch.Generator().manual_seed(0))
     want = processor.video_processor(videos=[video[0]], do_resize=False, do_rescale=False, do_normalize=False,
-                                     return_tensors="pt", **extra)
-    pixels, grid = patchify(video, cfg)
-    assert torch.equal(grid, want["video_grid_thw"]) and torch.equal(pixels, want["pixel_values_videos"])
+                                     do_sample_frames=False, return_tensors="pt")
+    text = torch.arange(100, 110)
+    ours = qwen_inputs(model, video, text)
+    assert torch.equal(ours["video_grid_thw"], want["video_grid_thw"])
+    assert torch.equal(ours["pixel_values_videos"], want["pixel_values_videos"])
     messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "what?"}]}]
     prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
     frames = np.zeros((4, size, size, 3), dtype=np.uint8)
-    real = processor(text=prompt, videos=[frames], return_tensors="pt", **extra)
-    ours = qwen_inputs(model, video, torch.arange(100, 110))
-    for token in ("vision_start_token_id", "vision_end_token_id", "video_token_id"):
-        tid = getattr(cfg, token)
-        assert int((ours["input_ids"] == tid).sum()) == int((real["input_ids"] == tid).sum()), token
+    metadata = [{"fps": 2.0, "total_num_frames": 4, "frames_indices": [0, 1, 2, 3]}]
+    real = processor(text=prompt, videos=[frames], video_metadata=metadata, return_tensors="pt",
+                     do_sample_frames=False)
+    layout = _kinds(ours["input_ids"][0], cfg)
+    assert layout == _kinds(real["input_ids"][0], cfg)
+    runs = ["v" * 32] if "qwen3" not in name else ["v" * 16] * 2  # one run, or one per temporal group
+    assert [run for run in layout.replace("[", " ").replace("]", " ").replace("t", " ").split()] == runs
+    ids = ours["input_ids"][0]
+    assert torch.equal(ids[:5], text[:5]) and torch.equal(ids[-5:], text[5:])
     assert torch.equal(ours["mm_token_type_ids"], torch.where(ours["input_ids"] == cfg.video_token_id, 2, 0))
     assert torch.equal(real["mm_token_type_ids"][real["input_ids"] == cfg.video_token_id],
                        torch.full((int((real["input_ids"] == cfg.video_token_id).sum()),), 2))
+    if "qwen3" not in name:
+        assert ours["second_per_grid_ts"].tolist() == [1.0]  # 2 fps, 2 frames per group
     with torch.no_grad():
         model.generate(**ours, max_new_tokens=1, do_sample=False, holitom=HoliTomConfig(method="holitom_wo_m"))
     assert model.holitom_stats["frames"] == 2 and model.holitom_stats["dense_tokens"] == 32

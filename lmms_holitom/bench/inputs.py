@@ -13,7 +13,7 @@ import torch
 
 from lmms_holitom.flops import shape_from_hf_config
 
-__all__ = ["synthetic_prompt", "synthetic_text", "synthetic_video", "tokens_per_frame"]
+__all__ = ["ordinary_ids", "synthetic_prompt", "synthetic_text", "synthetic_video", "tokens_per_frame"]
 
 _SPECIAL_ID_NAMES = ("image_token_index", "video_token_index", "image_token_id", "video_token_id",
                      "eos_token_id", "pad_token_id", "bos_token_id", "vision_start_token_id", "vision_end_token_id")
@@ -62,18 +62,23 @@ def tokens_per_frame(config: Any) -> int:
     return shape_from_hf_config(config).tokens_per_frame
 
 
+def ordinary_ids(model: Any) -> torch.Tensor:
+    """(P,) ordinary ids: the middle of the vocabulary's first 2000 ids, without the config's special ids."""
+    vocab = int(model.config.get_text_config().vocab_size)
+    hi = min(2000, vocab - 64) if vocab > 128 else vocab
+    special = _special_ids(model)
+    pool = torch.tensor([i for i in range(hi // 2, hi) if i not in special], dtype=torch.long)
+    if pool.numel() == 0:
+        raise ValueError(f"no ordinary token ids to build a prompt from (vocab {vocab})")
+    return pool
+
+
 def synthetic_text(model: Any, text_tokens: int = 30, seed: int = 0) -> torch.Tensor:
-    """``text_tokens`` ordinary ids (1-D), drawn reproducibly from the middle of the vocabulary's first 2000 ids.
+    """``text_tokens`` ordinary ids (1-D), drawn reproducibly from `ordinary_ids`.
 
     Never a special id of the config, so no tokenizer is needed.
     """
-    vocab = int(model.config.get_text_config().vocab_size)
-    hi = min(2000, vocab - 64) if vocab > 128 else vocab
-    lo = hi // 2
-    special = _special_ids(model)
-    pool = torch.tensor([i for i in range(lo, hi) if i not in special])
-    if pool.numel() == 0:
-        raise ValueError(f"no ordinary token ids to build a prompt from (vocab {vocab})")
+    pool = ordinary_ids(model)
     gen = torch.Generator().manual_seed(seed + 1)
     return pool[torch.randint(0, pool.numel(), (text_tokens,), generator=gen)]
 

@@ -6,12 +6,16 @@ What ``--frames F`` means for Qwen: **F input frames**, i.e. ``F / 2`` temporal 
 ``(448/28)² = 256`` tokens per group on Qwen2.5-VL (patch 14) and ``(448/32)² = 196`` on Qwen3-VL (patch 16),
 as the FLOPs presets (`lmms_holitom.flops.PRESETS`) assume.
 
-The inputs are what the processor returns, built without a processor or tokenizer (no hub download):
-``pixel_values_videos`` (T·h·w, C·tp·p·p) in the image processor's patch order, ``video_grid_thw`` (1, 3),
-``input_ids`` laid out as the chat template does (Qwen2.5-VL: one ``<|vision_start|> pad×(T·N) <|vision_end|>``
-run; Qwen3-VL: ``<|vision_start|>`` then per group a timestamp (3 ordinary ids standing for ``<t seconds>``),
-``<|vision_start|> pad×N <|vision_end|>``, then ``<|vision_end|>``), ``mm_token_type_ids`` (2 at the video
-placeholders) and, for Qwen2.5-VL, ``second_per_grid_ts`` (1 s per group: 2 fps sampling).
+The inputs are what the installed transformers' own processor class of the family (``Qwen2_5_VLProcessor`` /
+``Qwen3VLProcessor``) returns for the video, so the placeholder layout follows whatever that release emits
+(transformers 5.25 dropped Qwen3-VL's outer ``<|vision_start|>``/``<|vision_end|>`` pair around the per-group runs;
+nothing here hard-codes either layout). No checkpoint processor or tokenizer is needed: the processor is built
+offline around a byte-level stand-in tokenizer (`stand_in_processor`) configured with the model's patch, merge and
+temporal-patch sizes, and is given the chat template's rendering of a video
+(``<|vision_start|><|video_pad|><|vision_end|>``) between the prompt's two text halves. Its special tokens are
+mapped to the model config's ids and the timestamp text Qwen3-VL puts before each group to ordinary ids of the
+model's vocabulary; ``pixel_values_videos``, ``video_grid_thw``, ``mm_token_type_ids`` and, for Qwen2.5-VL,
+``second_per_grid_ts`` (the processor's 2 fps: 1 s per group) are the processor's own.
 """
 
 from __future__ import annotations
@@ -23,12 +27,19 @@ import torch
 
 from lmms_holitom.flops import ModelShape
 
-__all__ = ["QWEN_FRAME_PX", "QWEN_MODEL_TYPES", "is_qwen", "qwen_inputs", "qwen_shape", "qwen_tokens_per_frame"]
+__all__ = [
+    "QWEN_FRAME_PX",
+    "QWEN_MODEL_TYPES",
+    "is_qwen",
+    "processor_video",
+    "qwen_inputs",
+    "qwen_shape",
+    "qwen_tokens_per_frame",
+    "stand_in_processor",
+]
 
 QWEN_MODEL_TYPES = ("qwen2_5_vl", "qwen3_vl")
 QWEN_FRAME_PX = 448
-_VIDEO_TOKEN_TYPE = 2  # mm_token_type_ids of a video placeholder
-_TIMESTAMP_TOKENS = 3  # ids standing for Qwen3-VL's "<t seconds>" text before each group
 
 
 def is_qwen(config: Any) -> bool:
@@ -70,52 +81,74 @@ def check_qwen_frames(frames: int, config: Any) -> int:
     return frames // tp
 
 
-def patchify(video: torch.Tensor, config: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """(1, F, C, S, S) frames -> (``pixel_values_videos`` (T·h·w, C·tp·p·p), ``video_grid_thw`` (1, 3)).
+_VIDEO_TEXT = "<|vision_start|><|video_pad|><|vision_end|>"  # the chat templates' rendering of one video
+_FPS = 2.0  # the frames' rate: lmms-eval's Qwen sampling (1 s per temporal group)
+_CONFIG_IDS = {"<|vision_start|>": "vision_start_token_id", "<|vision_end|>": "vision_end_token_id",
+               "<|video_pad|>": "video_token_id", "<|image_pad|>": "image_token_id"}
 
-    The order of the Qwen2-VL image processor: groups, then merge windows row-major, then the patches of a
-    window, each patch flattened as (C, tp, p, p).
-    """
+
+def stand_in_processor(config: Any) -> Any:
+    """The family's transformers processor class around a byte-level stand-in tokenizer (built offline), with the
+    model's patch, merge and temporal-patch sizes."""
+    from transformers import (
+        Qwen2_5_VLProcessor,
+        Qwen2VLImageProcessor,
+        Qwen2VLVideoProcessor,
+        Qwen3VLProcessor,
+        Qwen3VLVideoProcessor,
+    )
+
+    from lmms_holitom.offline_tokenizer import byte_level_tokenizer
+
+    specials = list(_CONFIG_IDS)
+    # " seconds" one token, as in Qwen's vocabulary: "<0.5 seconds>" is 6 tokens, as the checkpoints' tokenizer makes it
+    tokenizer = byte_level_tokenizer(["<|endoftext|>", *specials], words=("Ġseconds",),
+                                     additional_special_tokens=specials, pad_token="<|endoftext|>")
     vision = config.vision_config
-    tp, p, m = int(vision.temporal_patch_size), int(vision.patch_size), int(vision.spatial_merge_size)
-    _, f, c, s, _ = video.shape
-    t, side = f // tp, s // p
-    x = video[0].reshape(t, tp, c, side // m, m, p, side // m, m, p)
-    x = x.permute(0, 3, 6, 4, 7, 2, 1, 5, 8)
-    pixels = x.reshape(t * side * side, c * tp * p * p).contiguous()
-    return pixels, torch.tensor([[t, side, side]])
-
-
-def _layout(config: Any, groups: int, n: int, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(``input_ids`` (1, L), ``mm_token_type_ids`` (1, L)): text halves around the family's video layout."""
-    start, end, pad = config.vision_start_token_id, config.vision_end_token_id, config.video_token_id
-    before, after = text[: text.numel() // 2].tolist(), text[text.numel() // 2:].tolist()
-    stamps = text.tolist()[:_TIMESTAMP_TOKENS] or [pad]  # ordinary ids standing for "<t seconds>"
-    ids: list[int] = list(before)
+    sizes = dict(patch_size=int(vision.patch_size), temporal_patch_size=int(vision.temporal_patch_size),
+                 merge_size=int(vision.spatial_merge_size))
+    video_sizes = sizes | {"cap_pixels_per_frame": False}  # frames are taken as they are (no resizing)
     if config.model_type == "qwen3_vl":
-        ids.append(start)
-        for _ in range(groups):
-            ids += [*stamps, start, *([pad] * n), end]
-        ids.append(end)
-    else:
-        ids += [start, *([pad] * (groups * n)), end]
-    ids += after
-    input_ids = torch.tensor([ids])
-    types = torch.where(input_ids == pad, _VIDEO_TOKEN_TYPE, 0)
-    return input_ids, types
+        return Qwen3VLProcessor(image_processor=Qwen2VLImageProcessor(**sizes),
+                                video_processor=Qwen3VLVideoProcessor(**video_sizes), tokenizer=tokenizer)
+    return Qwen2_5_VLProcessor(image_processor=Qwen2VLImageProcessor(**sizes),
+                               video_processor=Qwen2VLVideoProcessor(**video_sizes), tokenizer=tokenizer)
+
+
+def processor_video(processor: Any, video: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The processor's outputs for one video prompt ``_VIDEO_TEXT``: ``video`` (1, F, C, S, S) taken as it is (no
+    resizing, rescaling, normalising or frame sampling), its frames 0.5 s apart (2 fps)."""
+    frames = int(video.shape[1])
+    metadata = {"fps": _FPS, "total_num_frames": frames, "frames_indices": list(range(frames))}
+    return dict(processor(text=[_VIDEO_TEXT], videos=[video[0]], video_metadata=[metadata], do_sample_frames=False,
+                          do_resize=False, do_rescale=False, do_normalize=False, return_tensors="pt"))
+
+
+def _model_ids(processor: Any, ids: torch.Tensor, config: Any, ordinary: torch.Tensor) -> torch.Tensor:
+    """Stand-in token ids (L,) -> the model's: special tokens by name, any other token to an ordinary id."""
+    tokens = processor.tokenizer.convert_ids_to_tokens(ids.tolist())
+    return torch.tensor([getattr(config, _CONFIG_IDS[t]) if t in _CONFIG_IDS else int(ordinary[i % ordinary.numel()])
+                         for t, i in zip(tokens, ids.tolist())])
 
 
 def qwen_inputs(model: Any, video: torch.Tensor, text: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The processor-format inputs of a Qwen VL model for ``video`` (1, F, C, S, S) and ``text`` ids (the prompt's).
+    """The processor-format inputs of a Qwen VL model for ``video`` (1, F, C, S, S) and ``text`` ids (the prompt's):
+    the text's first half, the processor's video span, the second half.
 
     Raises ValueError when F is not a multiple of the temporal patch size.
     """
+    from lmms_holitom.bench.inputs import ordinary_ids
+
     config = model.config
-    groups = check_qwen_frames(int(video.shape[1]), config)
-    pixels, grid = patchify(video, config)
-    input_ids, types = _layout(config, groups, qwen_tokens_per_frame(config, int(video.shape[-1])), text)
-    inputs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "mm_token_type_ids": types,
-              "pixel_values_videos": pixels, "video_grid_thw": grid}
-    if config.model_type == "qwen2_5_vl":
-        inputs["second_per_grid_ts"] = torch.ones(1)
+    check_qwen_frames(int(video.shape[1]), config)
+    processor = stand_in_processor(config)
+    out = processor_video(processor, video)
+    span = _model_ids(processor, out["input_ids"][0], config, ordinary_ids(model))
+    half = text.numel() // 2
+    input_ids = torch.cat([text[:half], span, text[half:]]).unsqueeze(0)
+    types = torch.cat([text.new_zeros(half), out["mm_token_type_ids"][0].long(), text.new_zeros(text.numel() - half)])
+    inputs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "mm_token_type_ids": types[None],
+              "pixel_values_videos": out["pixel_values_videos"], "video_grid_thw": out["video_grid_thw"]}
+    if "second_per_grid_ts" in out:
+        inputs["second_per_grid_ts"] = torch.as_tensor(out["second_per_grid_ts"], dtype=torch.float32)
     return inputs
