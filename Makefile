@@ -1,24 +1,29 @@
 # lmms-holitom — every target does its own setup.
-#   make test   the whole test suite (ruff + pytest), creating .venv if needed
-#   make demo   a real lmms-eval run of the smoke benchmark, dense vs HoliTom, on a tiny built-in model
+#   make test          ruff + the whole test suite (offline, both cores), creating .venv from the lock if needed
+#   make demo          a real lmms-eval run of the smoke benchmark, dense vs HoliTom, on a tiny built-in model
+#   make lock          re-resolve requirements/lock.txt: the newest versions pyproject.toml's ranges allow
+#   make test-floor    the suite on the ranges' floors (requirements/floor.txt over the lock), in .venv-floor
+#   make test-latest   the suite on the newest versions the ranges allow (no lock), in .venv-latest; not in CI
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+LOCK := requirements/lock.txt
 STAMP := $(VENV)/.lmms-holitom-installed
-# torch/torchvision pair that installs on the project machines (see README "Install").
-TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+# -n 2: both cores (pytest-xdist); each worker prints its progress, the 15 slowest tests are listed at the end
+PYTEST_ARGS ?= -n 2 --durations=15
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
+export PYTHON
 
-.PHONY: venv test lint demo bench clean
+# ruff, then pytest, with the venv $(1)
+suite = $(1)/bin/ruff check lmms_holitom tests benchmarks task_overrides && $(1)/bin/python -m pytest $(PYTEST_ARGS) tests
 
-$(STAMP): pyproject.toml Makefile
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q $(TORCH_SPEC)
-	$(PY) -m pip install -q -e ".[dev]"
+.PHONY: venv test lint demo bench lock test-floor test-latest clean
+
+$(STAMP): pyproject.toml $(LOCK) tools/venv.sh
+	bash tools/venv.sh lock $(VENV)
 	@touch $(STAMP)
 
 venv: $(STAMP)
@@ -26,8 +31,8 @@ venv: $(STAMP)
 lint: venv
 	$(VENV)/bin/ruff check lmms_holitom tests benchmarks task_overrides
 
-test: venv lint
-	$(PY) -m pytest -q tests
+test: venv
+	$(call suite,$(VENV))
 
 demo: venv
 	$(PY) -m lmms_holitom.demo
@@ -35,5 +40,19 @@ demo: venv
 bench: venv
 	$(PY) benchmarks/bench_ops.py
 
+lock:
+	bash tools/venv.sh latest .venv-lock
+	bash tools/venv.sh freeze .venv-lock > $(LOCK).new && mv $(LOCK).new $(LOCK)
+	rm -rf .venv-lock
+	@echo "wrote $(LOCK); now run: make test (and update the README's tested versions)"
+
+test-floor:
+	bash tools/venv.sh floor .venv-floor
+	$(call suite,.venv-floor)
+
+test-latest:
+	bash tools/venv.sh latest .venv-latest
+	$(call suite,.venv-latest)
+
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) .venv-floor .venv-latest .venv-lock .pytest_cache .ruff_cache build *.egg-info

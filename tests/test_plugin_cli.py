@@ -29,10 +29,24 @@ def clips(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def single(tmp_path_factory, clips) -> CliRun:
+def demo(tmp_path_factory, clips) -> tuple[subprocess.CompletedProcess, Path]:
+    """``python -m lmms_holitom.demo`` (what ``make demo`` runs) at FRAMES frames: its HoliTom run is the
+    single-process lmms-eval run of these tests (the same model_args), so that run is not made twice."""
+    out = tmp_path_factory.mktemp("demo")
+    cmd = [sys.executable, "-m", "lmms_holitom.demo", "--output", str(out), "--frames", str(FRAMES)]
     # One thread in every process: the 2-process run must produce bit-identical greedy answers.
-    env = cli_env(clips, OMP_NUM_THREADS="1")
-    return run_lmms_eval(tmp_path_factory.mktemp("single"), f"{COMMON},{HOLITOM_ARGS}", env=env)
+    proc = subprocess.run(cmd, cwd=ROOT, env=cli_env(clips, OMP_NUM_THREADS="1"), capture_output=True, text=True,
+                          timeout=400, check=False)
+    return proc, out
+
+
+@pytest.fixture(scope="module")
+def single(demo) -> CliRun:
+    """The demo's ``method=holitom`` run: lmms-eval's output is its log, its output path ``<demo>/holitom``."""
+    proc, out = demo
+    log = out / "holitom.log"
+    output = log.read_text() if log.is_file() else proc.stdout + proc.stderr
+    return CliRun(proc.returncode, output, out / "holitom", 0.0)
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +72,7 @@ def _ok(run: CliRun) -> None:
 def test_single_run_results(single: CliRun) -> None:
     _ok(single)
     results = single.results()
+    assert results["config"]["model_args"] == f"{COMMON},{HOLITOM_ARGS}"
     assert results["n-samples"]["holitom_smoke"]["effective"] == SMOKE_DOCS
     assert "accuracy,none" in results["results"]["holitom_smoke"]
     assert sorted(s["doc_id"] for s in single.samples("holitom_smoke")) == list(range(SMOKE_DOCS))
@@ -145,12 +160,11 @@ def test_unknown_model_arg_is_a_clear_error(tmp_path: Path, clips: Path) -> None
 
 
 # ----------------------------------------------------------------------------------------------- demo
-def test_demo(tmp_path: Path, clips: Path) -> None:
-    cmd = [sys.executable, "-m", "lmms_holitom.demo", "--output", str(tmp_path), "--frames", "4"]
-    proc = subprocess.run(cmd, cwd=ROOT, env=cli_env(clips), capture_output=True, text=True, timeout=400,
-                          check=False)
+def test_demo(demo: tuple[subprocess.CompletedProcess, Path]) -> None:
+    proc, out = demo
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     for label in ("accuracy (random weights: meaningless)", "visual tokens into the LLM (outer)",
                   "visual tokens after layer K (inner)", "LLM TFLOPs, this method", "wall time of the run (s)"):
         assert label in proc.stdout
-    assert (tmp_path / "holitom" / "tiny" / "holitom_summary.json").is_file()
+    for run in ("dense", "holitom"):
+        assert (out / run / "tiny" / "holitom_summary.json").is_file()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
+from pathlib import Path
 
 import pytest
 import torch
@@ -110,13 +111,20 @@ def test_last_token_attention_equals_the_stock_layer(name: str, query_index: int
 
 
 # ---------------------------------------------------------------------------------------------- supported range
-def test_the_floor_is_pyprojects() -> None:
-    """`compat.TRANSFORMERS_FLOOR` is the floor of the installed distribution's transformers requirement."""
-    requires = [Requirement(r) for r in importlib.metadata.requires("lmms-holitom") or ()]
-    (transformers,) = [r for r in requires if r.name == "transformers" and r.marker is None]
-    floors = [Version(s.version) for s in transformers.specifier if s.operator == ">="]
-    assert floors == [Version(compat.TRANSFORMERS_FLOOR)]
-    assert compat.TRANSFORMERS_NEWEST_CHECKED in transformers.specifier
+def test_the_floors_are_pyprojects() -> None:
+    """`compat.TRANSFORMERS_FLOOR` and every pin of requirements/floor.txt (what ``make test-floor`` installs) are
+    the floors of the installed distribution's requirements; the newest checked release is inside the range."""
+    requires = {r.name: r for r in map(Requirement, importlib.metadata.requires("lmms-holitom") or ()) if not r.marker}
+    floor_file = Path(__file__).resolve().parents[1] / "requirements" / "floor.txt"
+    pins = [Requirement(line) for line in floor_file.read_text().splitlines() if line and not line.startswith("#")]
+    assert {pin.name for pin in pins} == {"transformers", "accelerate", "torch", "lmms-eval"}
+    for pin in pins:
+        (version,) = [Version(s.version) for s in pin.specifier]
+        floors = [Version(s.version) for s in requires[pin.name].specifier if s.operator in (">=", "==")]
+        assert floors == [version], pin.name
+    assert Version(compat.TRANSFORMERS_FLOOR) == next(Version(s.version) for s in requires["transformers"].specifier
+                                                      if s.operator == ">=")
+    assert compat.TRANSFORMERS_NEWEST_CHECKED in requires["transformers"].specifier
 
 
 def test_below_the_floor_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
