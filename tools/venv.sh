@@ -26,7 +26,7 @@ install_lock() {
   pip install -q --no-deps "$(grep -E '^pip==' "$LOCK")"
   pip install -q --no-deps -r "$LOCK"
   # packages a previous install left that the lock does not name
-  extra=$(comm -23 <(frozen | sed 's/==.*//') <(locked | sed 's/==.*//'))
+  extra=$(grep -vxF -f <(locked | sed 's/==.*//') <(frozen | sed 's/==.*//') || true)
   [ -z "$extra" ] || pip uninstall -q -y $extra
   pip install -q --no-deps --no-build-isolation -e .
 }
