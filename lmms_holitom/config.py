@@ -15,20 +15,48 @@ Three constructors:
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
-__all__ = ["HoliTomConfig", "METHODS", "FIDELITIES", "ENV_VARS"]
+from lmms_holitom.methods import Method, get_method, method_names
 
-METHODS = ("holitom", "holitom_wo_m", "visionzip", "fastv", "dense")
+__all__ = ["DEFAULTS", "ENV_VARS", "FIDELITIES", "METHODS", "HoliTomConfig"]
+
+#: every method's name (the registry, `lmms_holitom.methods`, is the one list)
+METHODS = method_names()
 FIDELITIES = ("reference", "clean")
 
-Method = Literal["holitom", "holitom_wo_m", "visionzip", "fastv", "dense"]
 Fidelity = Literal["reference", "clean"]
+
+#: the default of every field; a method's own defaults (`Method.defaults`, e.g. FastV's K = 2, r = 0.8) win
+DEFAULTS: dict[str, Any] = {
+    "method": "holitom",
+    "retain_ratio": 0.10,
+    "tau": 0.80,
+    "merge_layer": 18,
+    "merge_ratio": 0.5,
+    "beta": 0.6,
+    "contextual_ratio": 0.0,
+    "knn_k": 7,
+    "max_window_size": 1024,
+    "beta_merge": True,
+    "fidelity": "reference",
+    "spatial_tokens": None,
+    "dominant_ratio": 54 / 64,
+}
+
+
+class _Default:
+    """The value of a field nobody set: resolved to the method's default, else `DEFAULTS`."""
+
+    def __repr__(self) -> str:
+        return "<default>"
+
+
+_DEFAULT: Any = _Default()
 
 #: Environment variable of the original scripts -> our field name.
 ENV_VARS: dict[str, str] = {
@@ -159,13 +187,28 @@ def _coerce(values: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
     return out, problems
 
 
+def _resolve(values: Mapping[str, Any]) -> tuple[dict[str, Any], list[str], frozenset[str]]:
+    """Every field of ``values`` (`_DEFAULT` or missing: unset) resolved — the method's own defaults, else
+    `DEFAULTS` — coerced and checked: (coerced, problems, the fields that were set)."""
+    given = frozenset(n for n in _COERCE if n in values and values[n] is not _DEFAULT)
+    try:
+        own = get_method(_parse_name("method", values["method"])).defaults if "method" in given else {}
+    except ValueError:
+        own = {}  # the unknown method is reported by _coerce
+    resolved = {n: values[n] if n in given else own.get(n, DEFAULTS[n]) for n in _COERCE}
+    coerced, problems = _coerce(resolved)
+    return coerced, problems, given
+
+
 @dataclass(frozen=True)
 class HoliTomConfig:
     """All parameters of HoliTom and its baselines (spec §0, §7).
 
     Attributes:
-        method: ``holitom`` (outer + inner merge), ``holitom_wo_m`` (outer only), ``visionzip``,
-            ``fastv`` (inner drop only) or ``dense`` (no compression).
+        method: a name of the method registry (`lmms_holitom.methods`; ``METHODS`` lists them), e.g. ``holitom``
+            (outer + inner merge), ``holitom_wo_m`` (outer only), ``fastv`` (inner drop only) or ``dense`` (no
+            compression). A field left unset takes the method's own default (FastV: K = 2, r = 0.8), else
+            `DEFAULTS`; ``given`` names the fields that were set.
         retain_ratio: target fraction of visual tokens entering the LLM, in (0, 1]. Paper: ``RETAIN_RATIO``.
         tau: cosine threshold above which a token position is static between two frames, in [-1, inf);
             ``tau > 1`` disables temporal merging. Paper: ``T`` (0.65 at retain 0.10, 0.80 otherwise).
@@ -186,28 +229,30 @@ class HoliTomConfig:
         dominant_ratio: VisionZip share of dominant tokens, in [0, 1]. Original: ``DOMINANT_RATIO``.
     """
 
-    method: Method = "holitom"
-    retain_ratio: float = 0.10
-    tau: float = 0.80
-    merge_layer: int | None = 18
-    merge_ratio: float = 0.5
-    beta: float = 0.6
-    contextual_ratio: float = 0.0
-    knn_k: int = 7
-    max_window_size: int = 1024
-    beta_merge: bool = True
-    fidelity: Fidelity = "reference"
-    spatial_tokens: int | None = None
-    dominant_ratio: float = field(default=54 / 64)
+    method: str = _DEFAULT
+    retain_ratio: float = _DEFAULT
+    tau: float = _DEFAULT
+    merge_layer: int | None = _DEFAULT
+    merge_ratio: float = _DEFAULT
+    beta: float = _DEFAULT
+    contextual_ratio: float = _DEFAULT
+    knn_k: int = _DEFAULT
+    max_window_size: int = _DEFAULT
+    beta_merge: bool = _DEFAULT
+    fidelity: Fidelity = _DEFAULT
+    spatial_tokens: int | None = _DEFAULT
+    dominant_ratio: float = _DEFAULT
+    #: the fields the caller set (the others hold the method's or the package's defaults)
+    given: frozenset[str] = field(default=frozenset(), init=False, compare=False, repr=False)
 
     # ------------------------------------------------------------------ validation
     def __post_init__(self) -> None:
-        values = {name: getattr(self, name) for name in _COERCE}
-        coerced, problems = _coerce(values)
+        coerced, problems, given = _resolve({name: getattr(self, name) for name in _COERCE})
         if problems:
             raise ValueError("; ".join(problems))
         for name, value in coerced.items():
             object.__setattr__(self, name, value)
+        object.__setattr__(self, "given", given)
 
     @classmethod
     def problems(cls, values: Mapping[str, Any]) -> list[str]:
@@ -218,42 +263,50 @@ class HoliTomConfig:
         """
         known = set(cls.field_names())
         problems = [_unknown_message(sorted(set(values) - known), cls.field_names())] if set(values) - known else []
-        defaults = {f.name: f.default for f in fields(cls)}
-        _, found = _coerce({**defaults, **{k: v for k, v in values.items() if k in known}})
+        _, found, _ = _resolve({k: v for k, v in values.items() if k in known})
         return problems + found
 
     # ------------------------------------------------------------------ derived views
     @property
+    def spec(self) -> Method:
+        """The registry's `Method` of ``method`` (its label, signals, merges, budget)."""
+        return get_method(self.method)
+
+    @property
     def outer_merge(self) -> bool:
-        """True when the visual tokens are compressed before the LLM (HoliTom or VisionZip)."""
-        return self.method in ("holitom", "holitom_wo_m", "visionzip")
+        """True when the method reduces the visual tokens before the LLM (`Method.outer`)."""
+        return self.spec.outer is not None
+
+    @property
+    def needs_saliency(self) -> bool:
+        """True when the method reads the vision tower's attention (the saliency probe must run)."""
+        return self.spec.saliency
 
     @property
     def inner_mode(self) -> Literal["merge", "drop"] | None:
         """``merge`` (HoliTom), ``drop`` (FastV) or ``None`` (no inner-LLM step)."""
-        if self.method == "holitom" and self.merge_layer is not None:
-            return "merge"
-        if self.method == "fastv":
-            return "drop"
-        return None
+        return self.spec.inner_mode(self.merge_layer)
 
-    def visionzip_tokens(self, tokens_per_frame: int) -> int:
-        """Tokens kept per frame by VisionZip: ``spatial_tokens`` or ``round(retain_ratio * N)``."""
-        if self.spatial_tokens is not None:
-            return min(self.spatial_tokens, tokens_per_frame)
-        return max(1, min(tokens_per_frame, round(self.retain_ratio * tokens_per_frame)))
+    def visual_budget(self, frames: int, tokens_per_frame: int) -> int:
+        """Visual tokens entering the LLM as the cost model counts them (`Method.budget`)."""
+        return self.spec.budget(self, frames, tokens_per_frame)
 
     def replace(self, **changes: Any) -> HoliTomConfig:
-        """A validated copy with some fields changed."""
-        return dataclasses.replace(self, **changes)
+        """A validated copy with some fields changed; fields nobody set follow the (new) method's defaults."""
+        return HoliTomConfig(**{**{name: getattr(self, name) for name in self.given}, **changes})
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Every field's effective value (``given`` aside)."""
+        return {name: getattr(self, name) for name in self.field_names()}
+
+    def given_dict(self) -> dict[str, Any]:
+        """The fields the caller set, with their values."""
+        return {name: getattr(self, name) for name in self.field_names() if name in self.given}
 
     # ------------------------------------------------------------------ constructors
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in fields(cls))
+        return tuple(f.name for f in fields(cls) if f.init)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> HoliTomConfig:

@@ -178,15 +178,12 @@ def vision_flops(frames: int, shape: ModelShape) -> float:
 
 
 def paper_visual_tokens(config: HoliTomConfig, frames: int, tokens_per_frame: int) -> int:
-    """Visual tokens the paper's tables count for a setting: ``F · ceil(retain · N)`` when compressed.
+    """Visual tokens the cost model counts for a setting: the method's budget (`Method.budget`).
 
-    VisionZip uses its per-frame token count; dense and FastV keep all ``F · N``.
+    HoliTom: the paper's ``F · ceil(retain · N)``; VisionZip: its per-frame token count; dense and FastV: all
+    ``F · N``; every other method its own count (its module in `lmms_holitom.methods`).
     """
-    if config.method in ("dense", "fastv"):
-        return frames * tokens_per_frame
-    if config.method == "visionzip":
-        return frames * config.visionzip_tokens(tokens_per_frame)
-    return frames * math.ceil(config.retain_ratio * tokens_per_frame)
+    return config.visual_budget(frames, tokens_per_frame)
 
 
 def setting_flops(

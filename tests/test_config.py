@@ -7,6 +7,8 @@ import dataclasses
 import pytest
 
 from lmms_holitom import HoliTomConfig
+from lmms_holitom.config import METHODS
+from lmms_holitom.methods.visionzip import tokens_per_frame
 
 
 def test_defaults_match_spec():
@@ -36,7 +38,7 @@ def test_frozen():
         ("contextual_ratio", -0.1, r"contextual_ratio must be in \[0, 1\]"),
         ("knn_k", 0, "knn_k must be an integer >= 1"),
         ("max_window_size", 0, "max_window_size must be an integer >= 1"),
-        ("method", "tome", "method must be one of holitom, holitom_wo_m, visionzip, fastv, dense"),
+        ("method", "tome", "method must be one of " + ", ".join(METHODS)),
         ("fidelity", "exact", "fidelity must be one of reference, clean"),
         ("beta_merge", "maybe", "beta_merge must be a boolean"),
         ("spatial_tokens", 0, "spatial_tokens must be an integer >= 1"),
@@ -78,7 +80,7 @@ def test_from_env_without_k_is_wo_m_and_no_beta():
 def test_from_env_other_wrappers_and_overrides():
     assert HoliTomConfig.from_env({}).method == "dense"
     vz = HoliTomConfig.from_env({"WRAPPER": "visionzip", "SPATIAL_TOKENS": "30"})
-    assert vz.method == "visionzip" and vz.visionzip_tokens(196) == 30
+    assert vz.method == "visionzip" and tokens_per_frame(vz, 196) == 30
     fv = HoliTomConfig.from_env({"WRAPPER": "fastv", "FASTV_k": "2", "FASTV_r": "0.75"})
     assert (fv.method, fv.merge_layer, fv.merge_ratio, fv.inner_mode) == ("fastv", 2, 0.75, "drop")
     over = HoliTomConfig.from_env({"WRAPPER": "holitom", "RETAIN_RATIO": "0.1"}, retain_ratio=0.25)
@@ -90,8 +92,8 @@ def test_from_env_other_wrappers_and_overrides():
 
 
 def test_visionzip_tokens_default_from_retain_ratio():
-    assert HoliTomConfig(method="visionzip", retain_ratio=0.25).visionzip_tokens(196) == 49
-    assert HoliTomConfig(method="visionzip", spatial_tokens=500).visionzip_tokens(196) == 196
+    assert tokens_per_frame(HoliTomConfig(method="visionzip", retain_ratio=0.25), 196) == 49
+    assert tokens_per_frame(HoliTomConfig(method="visionzip", spatial_tokens=500), 196) == 196
 
 
 def test_problems_lists_every_bad_field():
@@ -123,6 +125,5 @@ def test_lone_invalid_holitom_k_is_rejected_naming_the_variable():
 def test_wrapper_error_lists_every_method():
     with pytest.raises(ValueError) as info:
         HoliTomConfig.from_env({"WRAPPER": "prunevid"})
-    assert str(info.value) == ("WRAPPER must be one of holitom, holitom_wo_m, visionzip, fastv, dense, none "
-                               "(or unset), got 'prunevid'")
+    assert str(info.value) == f"WRAPPER must be one of {', '.join(METHODS)}, none (or unset), got 'prunevid'"
     assert HoliTomConfig.from_env({"WRAPPER": "holitom_wo_m"}).method == "holitom_wo_m"

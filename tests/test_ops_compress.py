@@ -12,6 +12,7 @@ from reference_loops import loop_compress_video, loop_segment_video, loop_vision
 
 from lmms_holitom.config import HoliTomConfig
 from lmms_holitom.engine.outer import compress_video
+from lmms_holitom.methods.visionzip import tokens_per_frame
 from lmms_holitom.ops import CompressedVideo, frame_similarity
 
 STATS_KEYS = {
@@ -327,7 +328,7 @@ def test_visionzip_matches_loop_and_count(spatial, dominant_ratio):
     keys = torch.randn(5, 16, 6, generator=torch.Generator().manual_seed(12))
     cfg = HoliTomConfig(method="visionzip", spatial_tokens=spatial, dominant_ratio=dominant_ratio, retain_ratio=0.25)
     out = compress_video(features, attention, cfg, keys=keys)
-    per_frame = cfg.visionzip_tokens(16)
+    per_frame = tokens_per_frame(cfg, 16)
     assert out.num_tokens == 5 * per_frame
     assert out.frames.tolist() == [f for f in range(5) for _ in range(per_frame)]
     ref = loop_visionzip(features, attention, keys, per_frame, int(per_frame * dominant_ratio))

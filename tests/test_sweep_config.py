@@ -8,6 +8,7 @@ import pytest
 import yaml
 from sweep_helpers import REPO
 
+from lmms_holitom.methods.visionzip import tokens_per_frame
 from lmms_holitom.sweep.config import ConfigError, load_config, parse_config
 
 BASE = {"name": "t", "model": {"pretrained": "org/m", "max_frames_num": 32}, "tasks": ["videomme"]}
@@ -184,7 +185,7 @@ def test_ov7b_paper_grid_is_the_published_table():
         0.25: (0.8, 18, 0.5), 0.20: (0.8, 18, 0.5), 0.15: (0.8, 18, 0.5), 0.10: (0.65, 18, 0.5)}
     wo_m = sorted((r.holitom.retain_ratio, r.holitom.tau) for r in cfg.runs if r.method == "holitom_wo_m")
     assert wo_m == [(0.10, 0.65), (0.15, 0.8), (0.20, 0.8), (0.25, 0.8)]
-    vz = sorted(r.holitom.visionzip_tokens(196) for r in cfg.runs if r.method == "visionzip")
+    vz = sorted(tokens_per_frame(r.holitom, 196) for r in cfg.runs if r.method == "visionzip")
     assert vz == [20, 30, 40, 49]
     fastv = cfg.run("fastv-k2-m0.8").holitom
     from lmms_holitom.flops import setting_flops

@@ -10,11 +10,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from lmms_holitom.config import METHODS, HoliTomConfig
+from lmms_holitom.methods import get_method
 from lmms_holitom.shapes import scale_layer
 
 __all__ = ["DEFAULT_METHODS", "Setting", "build_settings", "paper_tau"]
 
-DEFAULT_METHODS = ("dense", "holitom_wo_m", "holitom", "visionzip", "fastv")
+DEFAULT_METHODS = METHODS  #: every method of the registry
 
 
 @dataclass(frozen=True)
@@ -31,29 +32,28 @@ def paper_tau(retain_ratio: float) -> float:
     return 0.65 if retain_ratio <= 0.10 + 1e-9 else 0.80
 
 
-def _fastv_settings(ratios: list[float], k_fastv: int | None, fastv_ratio: float | str) -> list[Setting]:
+def _fastv_settings(method: str, ratios: list[float], k_fastv: int | None, fastv_ratio: float | str) -> list[Setting]:
     """FastV once at (K, r), or with ``fastv_ratio="match"`` once per retain ratio with r = 1 − retain."""
     if k_fastv is None:
-        raise ValueError("fastv needs a model with >= 2 decoder layers")
+        raise ValueError(f"{method} needs a model with >= 2 decoder layers")
     if fastv_ratio == "match":
-        return [Setting(f"fastv@{r:.2f}", HoliTomConfig(method="fastv", merge_layer=k_fastv,
-                                                         merge_ratio=round(1 - r, 6)), r) for r in ratios]
+        return [Setting(f"{method}@{r:.2f}", HoliTomConfig(method=method, merge_layer=k_fastv,
+                                                           merge_ratio=round(1.0 - r, 6)), r) for r in ratios]
     r_fv = float(fastv_ratio)
-    cfg = HoliTomConfig(method="fastv", merge_layer=k_fastv, merge_ratio=r_fv)
-    return [Setting(f"fastv K{k_fastv} r{r_fv:g}", cfg, None)]
+    cfg = HoliTomConfig(method=method, merge_layer=k_fastv, merge_ratio=r_fv)
+    return [Setting(f"{method} K{k_fastv} r{r_fv:g}", cfg, None)]
 
 
 def _ratio_config(method: str, r: float, tau: float | None, k: int | None, merge_ratio: float) -> HoliTomConfig:
-    """The config of ``holitom``, ``holitom_wo_m`` or ``visionzip`` at retain ratio ``r``."""
-    t = paper_tau(r) if tau is None else float(tau)
-    if method == "holitom":
-        if k is None:
-            raise ValueError("holitom's inner merge needs a model with >= 2 decoder layers")
-        return HoliTomConfig(method="holitom", retain_ratio=r, tau=t, merge_layer=k, merge_ratio=merge_ratio)
-    if method == "holitom_wo_m":
-        return HoliTomConfig(method="holitom_wo_m", retain_ratio=r, tau=t, merge_layer=None)
-    # visionzip: round(retain * N) tokens per frame (HoliTomConfig.visionzip_tokens)
-    return HoliTomConfig(method="visionzip", retain_ratio=r)
+    """The config of a method that reads ``retain_ratio``, at ``r``: the paper's T where it reads ``tau``, and
+    HoliTom's K and r where it has an inner step."""
+    spec = get_method(method)
+    values: dict[str, object] = {"method": method, "retain_ratio": r}
+    if "tau" in spec.reads:
+        values["tau"] = paper_tau(r) if tau is None else tau
+    if spec.inner is not None:
+        values.update(merge_layer=k, merge_ratio=merge_ratio)
+    return HoliTomConfig(**values)
 
 
 def _at_least(layer: int, min_layer: int, layers: int) -> int:
@@ -78,7 +78,7 @@ def build_settings(
 ) -> list[Setting]:
     """The settings of one bench run, dense first.
 
-    * ``dense`` once; ``holitom_wo_m``, ``holitom``, ``visionzip`` once per retain ratio;
+    * ``dense`` once; every method that reads ``retain_ratio`` (HoliTom, VisionZip, ...) once per ratio;
     * ``tau=None``: the paper's rule (`paper_tau`); HoliTom's K is ``merge_layer`` (18), scaled to a
       shallower model by `shapes.scale_layer` (K = round(18/28 · layers) when 18 is not a layer of it);
     * ``fastv`` once at the paper's LLM-only setting (K = ``fastv_layer`` = 2, r = ``fastv_ratio`` = 0.8), or
@@ -90,16 +90,17 @@ def build_settings(
     if unknown:
         raise ValueError(f"unknown method(s) {', '.join(unknown)}; known: {', '.join(METHODS)}")
     ratios = list(dict.fromkeys(float(r) for r in retain_ratios))
-    if not ratios and any(m in ("holitom", "holitom_wo_m", "visionzip") for m in methods):
-        raise ValueError("--retain-ratios must list at least one ratio for holitom / holitom_wo_m / visionzip")
+    by_ratio = [m for m in dict.fromkeys(methods) if "retain_ratio" in get_method(m).reads]
+    if not ratios and by_ratio:
+        raise ValueError(f"--retain-ratios must list at least one ratio for {' / '.join(by_ratio)}")
     k = _at_least(scale_layer(merge_layer, layers), min_layer, layers) if layers >= 2 else None
     k_fastv = _at_least(scale_layer(fastv_layer, layers), min_layer, layers) if layers >= 2 else None
     settings: list[Setting] = [Setting("dense", HoliTomConfig(method="dense"))]
     for method in dict.fromkeys(methods):
-        if method == "dense":
-            continue
-        if method == "fastv":
-            settings += _fastv_settings(ratios, k_fastv, fastv_ratio)
-            continue
-        settings += [Setting(f"{method}@{r:.2f}", _ratio_config(method, r, tau, k, merge_ratio), r) for r in ratios]
+        spec = get_method(method)
+        if method in by_ratio:
+            settings += [Setting(f"{method}@{r:.2f}", _ratio_config(method, r, tau, k, merge_ratio), r)
+                         for r in ratios]
+        elif spec.inner is not None:  # FastV: no outer merge, a drop at K
+            settings += _fastv_settings(method, ratios, k_fastv, fastv_ratio)
     return settings

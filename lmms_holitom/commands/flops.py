@@ -10,6 +10,7 @@ import argparse
 import json
 
 from lmms_holitom.config import METHODS, HoliTomConfig
+from lmms_holitom.methods import METHODS as METHODS_BY_NAME
 
 HELP = "theoretical LLM TFLOPs of a setting (the paper's cost model)"
 
@@ -22,9 +23,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="model shape: llava-onevision-{0.5b,7b,72b}, llava-video-7b (default %(default)s)")
     p.add_argument("--frames", type=int, default=None, help="frames (default: the preset's, 32 or 64)")
     p.add_argument("--method", choices=METHODS, default="holitom")
-    p.add_argument("--retain-ratio", type=float, default=0.10)
-    p.add_argument("--merge-layer", type=int, default=18, help="K; pass -1 for none")
-    p.add_argument("--merge-ratio", type=float, default=0.5)
+    p.add_argument("--retain-ratio", type=float, default=None, help="default: 0.10")
+    p.add_argument("--merge-layer", type=int, default=None, help="K; pass -1 for none (default: the method's, "
+                   "HoliTom 18, FastV 2)")
+    p.add_argument("--merge-ratio", type=float, default=None, help="default: the method's (HoliTom 0.5, FastV 0.8)")
     p.add_argument("--spatial-tokens", type=int, default=None, help="VisionZip tokens per frame")
     p.add_argument("--visual-tokens", type=int, default=None,
                    help="override the visual token count (default: the paper's F*ceil(retain*N))")
@@ -35,13 +37,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _config(args: argparse.Namespace, **over) -> HoliTomConfig:
-    values = dict(
-        method=args.method,
-        retain_ratio=args.retain_ratio,
-        merge_layer=None if args.merge_layer is not None and args.merge_layer < 0 else args.merge_layer,
-        merge_ratio=args.merge_ratio,
-        spatial_tokens=args.spatial_tokens,
-    )
+    values: dict = {"method": args.method}
+    for name in ("retain_ratio", "merge_layer", "merge_ratio", "spatial_tokens"):
+        if getattr(args, name) is not None:  # unset: the method's default
+            values[name] = getattr(args, name)
+    if values.get("merge_layer") is not None and values["merge_layer"] < 0:
+        values["merge_layer"] = None
     values.update(over)
     return HoliTomConfig(**values)
 
@@ -52,18 +53,22 @@ def table_rows(preset: str, frames: int | None, convention: str = "paper") -> li
 
     shape = get_preset(preset)
     frames = shape.default_frames if frames is None else frames
-    settings: list[tuple[str, HoliTomConfig]] = [
-        ("dense", HoliTomConfig(method="dense")),
-        ("fastv K=2 r=0.8", HoliTomConfig(method="fastv", merge_layer=2, merge_ratio=0.8)),
-    ]
+    settings: list[tuple[str, HoliTomConfig]] = []
+    for name, spec in METHODS_BY_NAME.items():  # methods without a retain ratio once, at their defaults
+        if "retain_ratio" not in spec.reads:
+            cfg = HoliTomConfig(method=name)
+            label = f"{name} K={cfg.merge_layer} r={cfg.merge_ratio:g}" if cfg.inner_mode else name
+            settings.append((label, cfg))
     for ratio in _TABLE_RATIOS:
-        tau = 0.65 if ratio <= 0.10 else 0.80
-        settings += [
-            (f"visionzip {ratio:.0%}", HoliTomConfig(method="visionzip", retain_ratio=ratio,
-                                                     spatial_tokens=_ceil_tokens(ratio, shape.tokens_per_frame))),
-            (f"holitom_wo_m {ratio:.0%}", HoliTomConfig(method="holitom_wo_m", retain_ratio=ratio, tau=tau)),
-            (f"holitom {ratio:.0%}", HoliTomConfig(method="holitom", retain_ratio=ratio, tau=tau)),
-        ]
+        for name, spec in METHODS_BY_NAME.items():
+            if "retain_ratio" not in spec.reads:
+                continue
+            values: dict = {"method": name, "retain_ratio": ratio}
+            if "tau" in spec.reads:
+                values["tau"] = 0.65 if ratio <= 0.10 else 0.80
+            if "spatial_tokens" in spec.reads:  # the paper counts ceil(retain · N) per frame
+                values["spatial_tokens"] = _ceil_tokens(ratio, shape.tokens_per_frame)
+            settings.append((f"{name} {ratio:.0%}", HoliTomConfig(**values)))
     dense = setting_flops(settings[0][1], shape, frames, convention=convention)
     rows = []
     for name, cfg in settings:

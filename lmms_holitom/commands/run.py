@@ -38,10 +38,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tau", type=float, help="static-token cosine threshold (0.80; > 1 disables)")
     parser.add_argument(
         "--merge-layer", type=str,
-        help="decoder layer K of the inner merge, or 'none' for HoliTom w/o M (default: 18, or the same "
-        "relative depth on smaller decoders)",
+        help="decoder layer K of the inner merge, or 'none' for HoliTom w/o M (default: HoliTom's 18, or the same "
+        "relative depth on smaller decoders; FastV's 2)",
     )
-    parser.add_argument("--merge-ratio", type=float, help="fraction of visual tokens merged at K (0.5)")
+    parser.add_argument("--merge-ratio", type=float,
+                        help="fraction of visual tokens merged at K (HoliTom 0.5, FastV 0.8)")
     parser.add_argument("--fidelity", choices=FIDELITIES, help="reference (default) or clean")
     parser.add_argument("--max-frames", type=int, default=32, help="frames sampled uniformly (32)")
     parser.add_argument("--max-new-tokens", type=int, default=64, help="answer length limit (64)")
@@ -61,7 +62,10 @@ def _holitom_config(args: argparse.Namespace, default_layer: int) -> Any:
     for name in ("retain_ratio", "tau", "merge_ratio", "fidelity"):
         if getattr(args, name) is not None:
             values[name] = getattr(args, name)
-    values["merge_layer"] = default_layer if args.merge_layer is None else args.merge_layer
+    if args.merge_layer is not None:
+        values["merge_layer"] = args.merge_layer
+    elif "merge_layer" not in HoliTomConfig(method=args.method).spec.defaults:  # the model's depth-scaled K
+        values["merge_layer"] = default_layer
     return HoliTomConfig.from_dict(values)
 
 

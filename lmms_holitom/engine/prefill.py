@@ -54,7 +54,7 @@ def _check_request(cfg: HoliTomConfig, tokens: torch.Tensor, videos: int | None,
 def _outer_merge(cfg: HoliTomConfig, video: EncodedVideo) -> Any:
     if not cfg.outer_merge:
         return None
-    if video.saliency is None:
+    if cfg.needs_saliency and video.saliency is None:
         raise ValueError(
             f"method {cfg.method!r} needs the vision saliency recorded while the video is encoded; these video "
             "features were encoded without it (pre-computed mm_encoder_outputs?) — pass the pixel values, or use "

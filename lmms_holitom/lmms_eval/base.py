@@ -17,7 +17,7 @@ from lmms_eval.api.model import lmms
 from loguru import logger
 from tqdm import tqdm
 
-from lmms_holitom.config import HoliTomConfig
+from lmms_holitom.config import METHODS, HoliTomConfig
 from lmms_holitom.lmms_eval.prompts import generation_kwargs
 from lmms_holitom.lmms_eval.recorder import SampleRecorder
 from lmms_holitom.lmms_eval.runtime import FirstTokenClock, barrier, placement, process_layout, resolve_dtype
@@ -139,7 +139,7 @@ class HoliTomLmms(lmms):
         ignored = [] if os.environ.get("WRAPPER", "").strip() else original_env_set(os.environ)
         if ignored:
             logger.warning(f"[holitom] ignoring the original environment variables {', '.join(ignored)} "
-                           "because WRAPPER is not set (set WRAPPER=holitom|fastv|visionzip|dense to use them)")
+                           f"because WRAPPER is not set (set WRAPPER={'|'.join(METHODS)} to use them)")
         logger.info(f"[holitom] per-sample stats folder: {self._stats_dir or 'none (no output_path)'}")
 
     # ------------------------------------------------------------------------------------ family hooks

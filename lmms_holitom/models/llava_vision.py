@@ -29,7 +29,7 @@ class HoliTomLlavaOnevisionModel(LlavaOnevisionModel):
 
     Attributes:
         holitom_encode: the configuration the next video encoding serves (set by the outer model); saliency is
-            computed when ``holitom_encode.outer_merge`` (HoliTom, VisionZip).
+            computed when ``holitom_encode.needs_saliency`` (HoliTom, VisionZip).
         holitom_layout: the `VideoLayout` (bilinear + one newline: LLaVA-OneVision; average + grid: LLaVA-Video).
         holitom_probe_chunk: frames per chunk of the probe.
         holitom_sync_timings: see `StageTimer`.
@@ -71,7 +71,7 @@ class HoliTomLlavaOnevisionModel(LlavaOnevisionModel):
         strategy = vision_feature_select_strategy or self.config.vision_feature_select_strategy
         cfg = self.holitom_encode
         probe = None
-        if cfg is not None and cfg.outer_merge:
+        if cfg is not None and cfg.needs_saliency:
             module = feature_attention_module(self.vision_tower, layer)
             probe = VisionSaliencyProbe(module, self.holitom_probe_chunk, want_keys=True)
         timer = StageTimer(pixel_values_videos.device, self.holitom_sync_timings)

@@ -49,7 +49,7 @@ class QwenVisionMixin:
         timer = StageTimer(pixel_values_videos.device, self.holitom_sync_timings)
         saliency = None
         with timer.stage("vision"):
-            if cfg is not None and cfg.outer_merge:
+            if cfg is not None and cfg.needs_saliency:
                 with QwenVisionSaliencyProbe(self.visual, self.holitom_probe_chunk, want_keys=True) as probe:
                     output = super().get_video_features(pixel_values_videos, video_grid_thw, **kwargs)
                 saliency = QwenVideoSaliency(probe.saliency(), probe.keys(), probe.grids(), probe.peak_elements)

@@ -16,13 +16,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from lmms_holitom.methods import METHODS
 from lmms_holitom.sweep.report_rows import METHOD_LABELS, Report, Row
 
 __all__ = ["PlotsUnavailable", "plot_report"]
 
-_COLORS = {"dense": "#444444", "fastv": "#9467bd", "visionzip": "#1f77b4", "holitom_wo_m": "#ff7f0e",
-           "holitom": "#d62728"}
-_MARKERS = {"dense": "s", "fastv": "D", "visionzip": "o", "holitom_wo_m": "^", "holitom": "*"}
+# one colour and marker per method, in the registry's order (dense, FastV, VisionZip, HoliTom w/o M, HoliTom, EVS,
+# VidCom2, then any later method)
+_PALETTE = ("#444444", "#9467bd", "#1f77b4", "#ff7f0e", "#d62728", "#2ca02c", "#8c564b", "#e377c2", "#17becf")
+_SHAPES = ("s", "D", "o", "^", "*", "v", "P", "X", "h")
+_COLORS = {name: _PALETTE[i % len(_PALETTE)] for i, name in enumerate(METHODS)}
+_MARKERS = {name: _SHAPES[i % len(_SHAPES)] for i, name in enumerate(METHODS)}
 
 ABLATIONS: dict[str, tuple[str, str, str]] = {
     # attribute -> (file stem, x label, title)
@@ -81,7 +85,7 @@ def plot_retain(report: Report, out: Path, plt: Any) -> Path | None:
     rows = _done(report, y)
     groups: dict[tuple, list[Row]] = defaultdict(list)
     for r in rows:
-        if r.retain_ratio is not None and r.method != "dense":
+        if r.retain_ratio is not None:
             # T at the paper's value for the budget (0.65 at 10 %, else 0.80) forms one curve; other T their own
             paper_t = r.tau is None or abs(r.tau - (0.65 if abs(r.retain_ratio - 0.10) < 1e-9 else 0.80)) < 1e-9
             groups[(r.method, r.pretrained, r.frames, r.merge_layer, r.merge_ratio,
@@ -104,11 +108,12 @@ def plot_retain(report: Report, out: Path, plt: Any) -> Path | None:
             ax.plot([p[0] for p in paper], [p[1] for p in paper], linestyle="--", marker=_MARKERS.get(method, "o"),
                     markerfacecolor="none", color=_COLORS.get(method), alpha=0.7,
                     label=f"{_label(members[0])} (paper)")
-    for r in rows:
-        if r.method in ("dense", "fastv"):
-            style = "--" if r.method == "dense" else ":"
-            extra = "" if r.method == "dense" else f" (K={r.merge_layer}, r={r.merge_ratio:g})"
-            ax.axhline(y(r), linestyle=style, color=_COLORS[r.method], label=f"{_label(r)}{extra}")  # type: ignore[arg-type]
+    for r in rows:  # methods without a retain ratio are reference lines: no reduction, or one inside the LLM
+        spec = METHODS.get(r.method or "")
+        if spec is not None and r.retain_ratio is None and spec.outer is None:
+            style = "--" if spec.inner is None else ":"
+            extra = "" if spec.inner is None else f" (K={r.merge_layer}, r={r.merge_ratio:g})"
+            ax.axhline(y(r), linestyle=style, color=_COLORS[spec.name], label=f"{_label(r)}{extra}")  # type: ignore[arg-type]
     ax.set_xlabel("retain ratio (% of visual tokens entering the LLM)")
     ax.set_ylabel(ylabel)
     ax.set_title("Accuracy vs retain ratio")
@@ -188,9 +193,9 @@ def plot_ablation(report: Report, attr: str, out: Path, plt: Any) -> Path | None
         color = _COLORS.get(members[0].method or "") if len(groups) == 1 else None  # else: one colour per curve
         ax.plot([getattr(r, attr) for r in members], [y(r) for r in members], marker=_MARKERS.get(
             members[0].method or "", "o"), color=color, label=", ".join(parts))
-    dense = [r for r in _done(report, y) if r.method == "dense"]
+    dense = [r for r in _done(report, y) if (spec := METHODS.get(r.method or "")) and spec.outer is spec.inner is None]
     if attr != "frames" and len(dense) == 1:
-        ax.axhline(y(dense[0]), linestyle="--", color=_COLORS["dense"], label="dense")  # type: ignore[arg-type]
+        ax.axhline(y(dense[0]), linestyle="--", color=_COLORS[dense[0].method], label=_label(dense[0]))  # type: ignore[arg-type]
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)

@@ -78,6 +78,18 @@ def _weighted(summary: Mapping[str, Any], key: str) -> float | None:
     return num / den if den else None
 
 
+def _visionzip_tokens(row: Row) -> int | None:
+    """VisionZip's tokens per frame on the model's grid (its FLOPs preset: 196 for OneVision, 169 for
+    LLaVA-Video); None for a model without a fixed grid (Qwen: it follows the video's resolution)."""
+    from lmms_holitom.flops import get_preset
+    from lmms_holitom.methods.visionzip import tokens_per_frame
+
+    preset = FLOPS_PRESET.get(row.model or "")
+    if preset is None or row.holitom is None:
+        return None
+    return tokens_per_frame(row.holitom, get_preset(preset).tokens_per_frame)
+
+
 def _theoretical_tflops(row: Row, visual_tokens: float | None) -> float | None:
     preset = FLOPS_PRESET.get(row.model or "")
     if preset is None or row.holitom is None:
@@ -104,13 +116,13 @@ def read_run(run_dir: Path) -> Row:
     if row.holitom is not None:
         cfg = row.holitom
         row.method = cfg.method
-        row.retain_ratio = cfg.retain_ratio if cfg.method not in ("dense", "fastv") else None
-        row.tau = cfg.tau if cfg.method in ("holitom", "holitom_wo_m") else None
+        row.retain_ratio = cfg.retain_ratio if "retain_ratio" in cfg.spec.reads else None
+        row.tau = cfg.tau if "tau" in cfg.spec.reads else None
         if cfg.inner_mode:
             row.merge_layer, row.merge_ratio = cfg.merge_layer, cfg.merge_ratio
-        if cfg.method == "visionzip":
-            row.visionzip_tokens = cfg.visionzip_tokens(196)
     row.pretrained = args.get("pretrained")
+    if row.holitom is not None and "spatial_tokens" in row.holitom.spec.reads:
+        row.visionzip_tokens = _visionzip_tokens(row)
     frames = args.get("max_frames_num", args.get("max_num_frames"))
     row.frames = int(frames) if frames not in (None, "") and str(frames).isdigit() else None
     check = check_recorded_run(run_dir, manifest)

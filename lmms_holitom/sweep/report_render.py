@@ -6,6 +6,7 @@ import csv
 import io
 from typing import Any
 
+from lmms_holitom.methods import METHODS
 from lmms_holitom.sweep.report_rows import METHOD_LABELS, Report, Row
 
 
@@ -51,8 +52,13 @@ def _errors_cell(row: Row, columns: list[str]) -> str:
 
 
 def _retain_cell(row: Row) -> str:
+    """The retain ratio; ``LLM`` for a method that reduces only inside the LLM, ``100 %`` for one that does not
+    reduce at all."""
     if row.retain_ratio is None:
-        return "LLM" if row.method == "fastv" else ("100 %" if row.method == "dense" else "")
+        spec = METHODS.get(row.method or "")
+        if spec is None:
+            return ""
+        return "100 %" if spec.outer is None and spec.inner is None else ("LLM" if spec.outer is None else "")
     return f"{row.retain_ratio * 100:g} %"
 
 

@@ -10,16 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from lmms_holitom.config import HoliTomConfig
+from lmms_holitom.methods import METHODS
 from lmms_holitom.sweep.paper import PaperRow, model_key
 
-METHOD_LABELS = {
-    "dense": "dense",
-    "fastv": "FastV",
-    "visionzip": "VisionZip",
-    "holitom_wo_m": "HoliTom w/o M",
-    "holitom": "HoliTom",
-}
-METHOD_ORDER = {"dense": 0, "fastv": 1, "visionzip": 2, "holitom_wo_m": 3, "holitom": 4}
+METHOD_LABELS = {name: spec.label for name, spec in METHODS.items()}  #: from the registry
+METHOD_ORDER = {name: i for i, name in enumerate(METHODS)}  #: the registry's order
 FLOPS_PRESET = {"ov-7b": "llava-onevision-7b", "ov-72b": "llava-onevision-72b",
                 "llava-video-7b": "llava-video-7b"}
 _CONSUMED_PREFIXES = ("mvbench", "egoschema", "longvideobench_val_v", "videomme")

@@ -12,6 +12,7 @@ from typing import Any
 
 from lmms_holitom.config import HoliTomConfig
 from lmms_holitom.lmms_eval_plugin import MODEL_ID
+from lmms_holitom.methods import METHODS as METHOD_REGISTRY
 
 TOP_KEYS = ("name", "description", "lmms_eval_model", "model", "tasks", "launcher", "limit", "include_path",
             "lmms_eval_args", "runs")
@@ -37,25 +38,12 @@ DTYPES = ("auto", "bfloat16", "float16", "float32")
 HOLITOM_KEYS = HoliTomConfig.field_names()
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
-#: HoliTomConfig fields each method does not read (dropped from its model_args and name).
-_HEADLINE = ("retain_ratio", "tau", "merge_layer", "merge_ratio")
-_OUTER = ("beta", "contextual_ratio", "knn_k", "max_window_size", "beta_merge")
-_VZ = ("spatial_tokens", "dominant_ratio")
+#: HoliTomConfig fields each method does not read (dropped from its model_args and name): `Method.reads`.
 IRRELEVANT: dict[str, frozenset[str]] = {
-    "dense": frozenset(set(HOLITOM_KEYS) - {"method"}),
-    "holitom": frozenset(_VZ),
-    "holitom_wo_m": frozenset(("merge_layer", "merge_ratio", *_VZ)),
-    "visionzip": frozenset(("tau", "merge_layer", "merge_ratio", *_OUTER)),
-    "fastv": frozenset(("retain_ratio", "tau", *_OUTER, *_VZ)),
+    name: frozenset(set(HOLITOM_KEYS) - {"method"} - spec.reads) for name, spec in METHOD_REGISTRY.items()
 }
 #: The settings every run of a method passes explicitly (resolved defaults included) and names itself by.
-HEADLINE: dict[str, tuple[str, ...]] = {
-    "dense": (),
-    "holitom": _HEADLINE,
-    "holitom_wo_m": ("retain_ratio", "tau"),
-    "visionzip": ("retain_ratio",),
-    "fastv": ("merge_layer", "merge_ratio"),
-}
+HEADLINE: dict[str, tuple[str, ...]] = {name: spec.headline for name, spec in METHOD_REGISTRY.items()}
 _ABBREV = {
     "retain_ratio": "r", "tau": "t", "merge_layer": "k", "merge_ratio": "m", "beta": "b",
     "contextual_ratio": "d", "knn_k": "knn", "max_window_size": "w", "spatial_tokens": "s",
