@@ -7,6 +7,7 @@ imports transformers, and the tiny model is built (about a second) into a per-se
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import tempfile
 from collections.abc import Iterator
@@ -22,6 +23,15 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Before collection imports anything that might build or look up the tiny model; removed at session end.
 _SESSION_CACHE = tempfile.TemporaryDirectory(prefix="lmms-holitom-test-cache-")
 os.environ["LMMS_HOLITOM_CACHE"] = _SESSION_CACHE.name
+
+
+def _has_vllm() -> bool:
+    spec = importlib.util.find_spec("vllm")
+    return spec is not None and spec.origin is not None  # a real package, not a folder of that name
+
+
+#: tests/vllm_backend run in the vLLM venv (``make test-vllm``); the main venv has no vLLM
+collect_ignore = [] if _has_vllm() else ["vllm_backend"]
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

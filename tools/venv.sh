@@ -5,13 +5,16 @@
 #                               fails unless `pip freeze` of the venv equals the lock
 #   tools/venv.sh floor  VENV   the lock, then requirements/floor.txt (the ranges' floors) over it
 #   tools/venv.sh latest VENV   a new venv with the newest versions pyproject.toml's ranges allow (no lock)
+#   tools/venv.sh vllm   VENV   exactly requirements/vllm-lock.txt (vLLM's CPU build; the project is imported from
+#                               the checkout, not installed); fails unless `pip freeze` equals that lock
 #   tools/venv.sh freeze VENV   print VENV's packages in the lock's format (the lock's header included)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-mode=${1:?usage: tools/venv.sh lock|floor|latest|freeze VENV}
-venv=${2:?usage: tools/venv.sh lock|floor|latest|freeze VENV}
+mode=${1:?usage: tools/venv.sh lock|floor|latest|vllm|freeze VENV}
+venv=${2:?usage: tools/venv.sh lock|floor|latest|vllm|freeze VENV}
 PYTHON=${PYTHON:-python3}
 LOCK=requirements/lock.txt
+[ "$mode" = vllm ] && LOCK=requirements/vllm-lock.txt
 FLOOR=requirements/floor.txt
 pip() { "$venv/bin/python" -m pip "$@"; }
 frozen() { pip freeze --all --exclude-editable | LC_ALL=C sort -f; }
@@ -28,17 +31,21 @@ install_lock() {
   # packages a previous install left that the lock does not name
   extra=$(grep -vxF -f <(locked | sed 's/==.*//') <(frozen | sed 's/==.*//') || true)
   [ -z "$extra" ] || pip uninstall -q -y $extra
-  pip install -q --no-deps --no-build-isolation -e .
+  [ "$mode" = vllm ] || pip install -q --no-deps --no-build-isolation -e .
+}
+
+check_lock() {
+  if ! diff <(frozen) <(locked) >/dev/null; then
+    echo "tools/venv.sh: $venv does not match $LOCK (< venv, > lock):" >&2
+    diff <(frozen) <(locked) >&2 || true
+    exit 1
+  fi
 }
 
 case "$mode" in
-  lock)
+  lock|vllm)
     install_lock
-    if ! diff <(frozen) <(locked) >/dev/null; then
-      echo "tools/venv.sh: $venv does not match $LOCK (< venv, > lock):" >&2
-      diff <(frozen) <(locked) >&2 || true
-      exit 1
-    fi
+    check_lock
     ;;
   floor)
     install_lock
@@ -66,7 +73,7 @@ HEADER
     frozen
     ;;
   *)
-    echo "tools/venv.sh: unknown mode $mode (lock, floor, latest, freeze)" >&2
+    echo "tools/venv.sh: unknown mode $mode (lock, floor, latest, vllm, freeze)" >&2
     exit 2
     ;;
 esac
