@@ -8,13 +8,13 @@ validation, the CLI's choices, ``flops``, ``bench``, studies, reports and plots 
 
 from __future__ import annotations
 
-from lmms_holitom.methods import dense, evs, fastv, holitom, visionzip
+from lmms_holitom.methods import dense, evs, fastv, holitom, vidcom2, visionzip
 from lmms_holitom.methods.base import InnerMode, Method, OuterMerge
 
 __all__ = ["METHODS", "InnerMode", "Method", "OuterMerge", "get_method", "method_names"]
 
 METHODS: dict[str, Method] = {m.name: m for m in (
-    dense.METHOD, fastv.METHOD, visionzip.METHOD, holitom.WO_M, holitom.METHOD, evs.METHOD,
+    dense.METHOD, fastv.METHOD, visionzip.METHOD, holitom.WO_M, holitom.METHOD, evs.METHOD, vidcom2.METHOD,
 )}
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from vllm.multimodal.video_prune import evs
+from vllm.multimodal.video_prune import evs, vidcom2
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -19,11 +19,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from prune_cases import CASES, embeddings, retain_ratio
 from record_prune import FIXTURE, record
 
-from lmms_holitom.ops.prune import evs_count, evs_keep
+from lmms_holitom.ops.prune import evs_count, evs_keep, vidcom2_count, vidcom2_keep
 
-VLLM = {"evs": evs}
-OURS = {"evs": evs_keep}
-COUNTS = {"evs": evs_count}
+VLLM = {"evs": evs, "vidcom2": vidcom2}
+OURS = {"evs": evs_keep, "vidcom2": vidcom2_keep}
+COUNTS = {"evs": evs_count, "vidcom2": vidcom2_count}
 
 
 
