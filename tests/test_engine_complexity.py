@@ -31,9 +31,9 @@ def outer_syncs(model, inputs, cfg) -> int:
         return 0
     with torch.no_grad():
         video = model.model.get_video_features(inputs["pixel_values_videos"])
-        saliency = video.holitom_saliency
+        saliency = video.holitom.saliency
         with OpCounter() as counter:
-            compress_video(video.holitom_features[0], saliency.attention, cfg, keys=saliency.keys)
+            compress_video(video.holitom.features[0], saliency.attention, cfg, keys=saliency.keys)
     return counter.syncs
 
 

@@ -59,7 +59,7 @@ def test_vision_saliency_equals_eager_attention(holitom_model, eager_model, tiny
     with torch.no_grad(), traced(holitom_model), holitom_model.holitom_override(HOLITOM):
         holitom_model(**tiny_video_inputs)
         video = holitom_model.model.get_video_features(tiny_video_inputs["pixel_values_videos"])
-    saliency = video.holitom_saliency
+    saliency = video.holitom.saliency
     # what ranked the tokens in the forward is this saliency
     assert torch.equal(holitom_model.holitom_last_trace.saliency, saliency.attention)
     # the tower stayed on SDPA and the probe's hook is gone
@@ -98,7 +98,7 @@ def test_other_feature_layer_is_probed(holitom_model, eager_model, tiny_video_in
     finally:
         holitom_model.model.holitom_encode = holitom_model.holitom
     want = out.attentions[0].mean(dim=1).mean(dim=1)
-    torch.testing.assert_close(video.holitom_saliency.raw_attention, want, atol=1e-5, rtol=0)
+    torch.testing.assert_close(video.holitom.saliency.raw_attention, want, atol=1e-5, rtol=0)
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +123,7 @@ def test_probe_memory_is_bounded_and_chunking_is_exact(holitom_model, video32):
             mode = LargestTensor()
             with torch.no_grad(), mode:
                 video = holitom_model.model.get_video_features(video32)
-            saliency = video.holitom_saliency
+            saliency = video.holitom.saliency
             assert saliency.peak_elements == chunk * heads * PATCHES**2
             assert mode.largest == max(baseline.largest, chunk * heads * PATCHES**2)
             results[chunk] = saliency
@@ -147,7 +147,7 @@ def test_probe_is_only_active_for_methods_that_need_it(holitom_model, tiny_video
                 video = holitom_model.model.get_video_features(pixels)
         finally:
             holitom_model.model.holitom_encode = holitom_model.holitom
-        assert (video.holitom_saliency is not None) == needed
+        assert (video.holitom.saliency is not None) == needed
 
 
 def test_probe_removes_its_hook_on_error(holitom_model):

@@ -82,12 +82,14 @@ class StageTimer:
                 self._ms[also_as] = self._ms.get(also_as, 0.0) + ms
 
     def absorb_encoded(self, encoded: Mapping[str, object] | None) -> None:
-        """Absorb the ``holitom_timer`` of every output ``generate`` encoded before the forward (their stages
-        also count as ``prefill``)."""
+        """Absorb the timer of every HoliTom output ``generate`` encoded before the forward (`outputs.HoliTomVision`;
+        their stages also count as ``prefill``)."""
+        from lmms_holitom.engine.outputs import holitom_vision
+
         for output in (encoded or {}).values():
-            timer = getattr(output, "holitom_timer", None) if output is not None else None
-            if timer is not None:
-                self.absorb(timer, also_as="prefill")
+            vision = holitom_vision(output)
+            if vision is not None:
+                self.absorb(vision.timer, also_as="prefill")
 
     @property
     def pending(self) -> bool:

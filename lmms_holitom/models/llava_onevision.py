@@ -34,6 +34,7 @@ from transformers.models.llava_onevision.modeling_llava_onevision import (
 from lmms_holitom.config import HoliTomConfig
 from lmms_holitom.engine.adapter import EncodedVideo
 from lmms_holitom.engine.model import HoliTomModelMixin
+from lmms_holitom.engine.outputs import holitom_vision
 from lmms_holitom.engine.splice import Spliced, VisualRun
 from lmms_holitom.engine.stats import StageTimer, empty_stats
 from lmms_holitom.models.checkpoints import register_weight_conversions
@@ -204,7 +205,8 @@ class HoliTomLlavaOnevisionForConditionalGeneration(HoliTomModelMixin, LlavaOnev
         stats = empty_stats(cfg.method).replace(prompt_tokens_dense=length, prompt_tokens=length)
         if output.video_outputs is not None:
             dense = int(output.video_outputs.pooler_output.shape[1])  # per video, newlines included
-            features = getattr(output.video_outputs, "holitom_features", None)
+            vision = holitom_vision(output.video_outputs)
+            features = vision.features if vision is not None else None
             per_frame = self.video_layout.tokens_per_frame(self.model.patch_side)
             frames = int(features.shape[1]) if features is not None else int(pixel_values_videos.shape[1])
             stats = stats.replace(
@@ -226,13 +228,13 @@ class HoliTomLlavaOnevisionForConditionalGeneration(HoliTomModelMixin, LlavaOnev
                 vision_feature_select_strategy=media["vision_feature_select_strategy"],
                 batch_num_images=media["batch_num_images"], return_dict=True,
             )
-            timer.absorb(mm["image"].holitom_timer)
+            timer.absorb(mm["image"].holitom.timer)
         if media["pixel_values_videos"] is not None and mm.get("video") is None:
             mm["video"] = self.model.get_video_features(
                 media["pixel_values_videos"], vision_feature_layer=media["vision_feature_layer"],
                 vision_feature_select_strategy=media["vision_feature_select_strategy"], return_dict=True,
             )
-            timer.absorb(mm["video"].holitom_timer)
+            timer.absorb(mm["video"].holitom.timer)
         media.update(pixel_values=None, pixel_values_videos=None)
         return mm
 
@@ -258,7 +260,8 @@ class HoliTomLlavaOnevisionForConditionalGeneration(HoliTomModelMixin, LlavaOnev
             image_mask, _ = self.model.get_placeholder_mask(input_ids, embeds, image_features=image_features)
             embeds = embeds.masked_scatter(image_mask, image_features)
         video = mm["video"]
-        features = getattr(video, "holitom_features", None)
+        vision = holitom_vision(video)  # None: features encoded by a stock model
+        features = vision.features if vision is not None else None
         if features is None and self.video_layout.grid:
             raise ValueError(
                 "these video features were encoded without HoliTom's model (pre-computed mm_encoder_outputs); in the "
@@ -270,7 +273,7 @@ class HoliTomLlavaOnevisionForConditionalGeneration(HoliTomModelMixin, LlavaOnev
             features = pooled[:, :-1].reshape(pooled.shape[0], -1, per_frame, pooled.shape[-1])
         if features.shape[0] != 1:
             raise ValueError(f"a compressed method compresses one video per call, got {features.shape[0]}")
-        saliency = getattr(video, "holitom_saliency", None)
+        saliency = vision.saliency if vision is not None else None
         return embeds, EncodedVideo(
             features=features[0],
             saliency=saliency.attention if saliency is not None else None,

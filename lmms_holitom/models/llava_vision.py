@@ -1,9 +1,9 @@
 """The vision side of HoliTom's LLaVA adapter: `HoliTomLlavaOnevisionModel` (a `LlavaOnevisionModel` subclass).
 
 ``get_video_features`` runs the stock method — with `probes.VisionSaliencyProbe` hooked on ONE of its own vision
-attention modules while the active method needs saliency — in the checkpoint's `VideoLayout`, and attaches to the
-returned output: ``.holitom_saliency`` (`VideoSaliency` or None), ``.holitom_features`` ((B, F, N, E) pooled
-features without newlines) and ``.holitom_timer`` (a `StageTimer` with the ``vision`` stage). transformers 5.x
+attention modules while the active method needs saliency — in the checkpoint's `VideoLayout`, and returns the stock
+output as a `HoliTomVisionOutput` whose ``holitom`` field (`HoliTomVision`) holds the saliency (`VideoSaliency` or
+None), the (B, F, N, E) pooled features without newlines and the `StageTimer` of the ``vision`` stage. transformers 5.x
 ``generate`` calls ``get_video_features`` itself before the first forward and hands the result over as
 ``mm_encoder_outputs``; this is why the probe lives here.
 """
@@ -16,6 +16,7 @@ import torch
 from transformers import LlavaOnevisionModel
 
 from lmms_holitom.config import HoliTomConfig
+from lmms_holitom.engine.outputs import HoliTomVision, HoliTomVisionOutput, typed_output
 from lmms_holitom.engine.stats import StageTimer
 from lmms_holitom.models.layout import VideoLayout
 from lmms_holitom.models.llava_layout import dense_grid, pool_average
@@ -60,7 +61,7 @@ class HoliTomLlavaOnevisionModel(LlavaOnevisionModel):
         vision_feature_select_strategy: str | None = None,
         **kwargs: Any,
     ) -> Any:
-        """Stock `get_video_features` (same arguments and output) in this layout, plus the attributes above."""
+        """Stock `get_video_features` (same arguments and output) in this layout, typed with ``holitom`` (above)."""
         if pixel_values_videos.ndim != 5 or pixel_values_videos.shape[1] == 0:
             raise ValueError(
                 "the video has 0 frames or a wrong shape: pixel_values_videos must be (batch, frames >= 1, "
@@ -89,10 +90,8 @@ class HoliTomLlavaOnevisionModel(LlavaOnevisionModel):
             features = output.pooler_output[:, :-1].reshape(batch, frames, -1, output.pooler_output.shape[-1])
             if self.holitom_layout.grid:
                 output.pooler_output = dense_grid(features, self.image_newline)
-        output.holitom_features = features
-        output.holitom_saliency = saliency
-        output.holitom_timer = timer
-        return output if return_dict else output.to_tuple()
+        typed = typed_output(HoliTomVisionOutput, output, HoliTomVision(timer, features=features, saliency=saliency))
+        return typed if return_dict else typed.to_tuple()
 
     def get_image_features(
         self,
@@ -105,7 +104,7 @@ class HoliTomLlavaOnevisionModel(LlavaOnevisionModel):
         **kwargs: Any,
     ) -> Any:
         """Stock `get_image_features` (same arguments — ``generate`` selects them by name — and output), plus
-        ``.holitom_timer`` (a `StageTimer` with the ``vision`` stage)."""
+        ``holitom`` (`HoliTomVision`: a `StageTimer` with the ``vision`` stage)."""
         return_dict = kwargs.pop("return_dict", True)
         timer = StageTimer(pixel_values.device, self.holitom_sync_timings)
         with timer.stage("vision"):
@@ -115,8 +114,8 @@ class HoliTomLlavaOnevisionModel(LlavaOnevisionModel):
                 vision_aspect_ratio=vision_aspect_ratio, batch_num_images=batch_num_images, return_dict=True,
                 **kwargs,
             )
-        output.holitom_timer = timer
-        return output if return_dict else output.to_tuple()
+        typed = typed_output(HoliTomVisionOutput, output, HoliTomVision(timer))
+        return typed if return_dict else typed.to_tuple()
 
     def _pool_saliency(self, probe: VisionSaliencyProbe, rows: int, select_strategy: str) -> VideoSaliency:
         """Probe outputs pooled exactly like the features (`apply_pooling`)."""

@@ -10,19 +10,30 @@ attention probe.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from transformers import Qwen3VLForConditionalGeneration
 from transformers.models.qwen3_vl import modeling_qwen3_vl as stock
 
 from lmms_holitom.config import HoliTomConfig
 from lmms_holitom.engine.model import HoliTomModelMixin
+from lmms_holitom.engine.outputs import HoliTomVision
 from lmms_holitom.models.qwen_common import QwenForwardMixin, QwenVisionMixin
 
-__all__ = ["HoliTomQwen3VLForConditionalGeneration", "HoliTomQwen3VLModel"]
+__all__ = ["HoliTomQwen3VLForConditionalGeneration", "HoliTomQwen3VLModel", "HoliTomQwen3VLVisionOutput"]
 
+
+@dataclass
+class HoliTomQwen3VLVisionOutput(stock.BaseModelOutputWithDeepstackFeatures):
+    """Qwen3-VL's vision output (with its deepstack features) plus ``holitom`` (`HoliTomVision`)."""
+
+    holitom: HoliTomVision | None = None
 
 
 class HoliTomQwen3VLModel(QwenVisionMixin, stock.Qwen3VLModel):
     """The stock Qwen3-VL base model; ``get_video_features`` also records HoliTom's saliency."""
+
+    vision_output_class = HoliTomQwen3VLVisionOutput
 
 
 class HoliTomQwen3VLForConditionalGeneration(

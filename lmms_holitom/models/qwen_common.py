@@ -1,8 +1,9 @@
 """What HoliTom's Qwen2.5-VL and Qwen3-VL adapters share (docs/algorithm.md §10, §11.3–§11.4).
 
 * `QwenVisionMixin` (mixed into the family's base model): ``get_video_features`` runs the stock method with
-  `qwen_vision.QwenVisionSaliencyProbe` hooked on the encoder while the active method needs saliency, and attaches
-  ``.holitom_saliency`` (`QwenVideoSaliency`) and ``.holitom_timer``;
+  `qwen_vision.QwenVisionSaliencyProbe` hooked on the encoder while the active method needs saliency, and returns the
+  stock output typed (`vision_output_class`) with ``holitom`` (`HoliTomVision`: the `QwenVideoSaliency`, the token
+  grids and the `StageTimer`), also with ``return_dict=False``;
 * `QwenAdapterMixin` (mixed into the ForConditionalGeneration class): the engine's adapter methods. A HoliTom frame
   is one temporal patch group; positions are **preserved**: the stock ``get_rope_index`` runs on the dense prompt,
   and every surviving row takes the dense position of its origin (a static token: its segment's first group).
@@ -19,6 +20,7 @@ from torch import nn
 
 from lmms_holitom.config import HoliTomConfig
 from lmms_holitom.engine.adapter import EncodedVideo
+from lmms_holitom.engine.outputs import HoliTomVision, HoliTomVisionOutput, holitom_vision, typed_output
 from lmms_holitom.engine.splice import Spliced, VisualRun
 from lmms_holitom.engine.stats import StageTimer, empty_stats
 from lmms_holitom.models.qwen_vision import QwenVisionSaliencyProbe, VideoTokenGrid, video_token_grid
@@ -42,9 +44,13 @@ class QwenVisionMixin:
     holitom_encode: HoliTomConfig | None = None
     holitom_probe_chunk: int = 8
     holitom_sync_timings: bool = False
+    #: the stock vision output class of the family with the ``holitom`` field
+    vision_output_class: type = HoliTomVisionOutput
 
     def get_video_features(self, pixel_values_videos: torch.Tensor, video_grid_thw: Any = None, **kwargs: Any) -> Any:
-        """Stock ``get_video_features`` (same arguments and output) plus ``.holitom_saliency`` / ``.holitom_timer``."""
+        """Stock ``get_video_features`` (same arguments and output), typed with ``holitom`` (`HoliTomVision`)."""
+        return_dict = kwargs.pop("return_dict", True)
+        kwargs["return_dict"] = True
         cfg = self.holitom_encode
         timer = StageTimer(pixel_values_videos.device, self.holitom_sync_timings)
         saliency = None
@@ -55,10 +61,9 @@ class QwenVisionMixin:
                 saliency = QwenVideoSaliency(probe.saliency(), probe.keys(), probe.grids(), probe.peak_elements)
             else:
                 output = super().get_video_features(pixel_values_videos, video_grid_thw, **kwargs)
-        output.holitom_saliency = saliency
-        output.holitom_grids = video_token_grid(video_grid_thw, self.visual.spatial_merge_size)
-        output.holitom_timer = timer
-        return output
+        grids = video_token_grid(video_grid_thw, self.visual.spatial_merge_size)
+        typed = typed_output(self.vision_output_class, output, HoliTomVision(timer, saliency=saliency, grids=grids))
+        return typed if return_dict else typed.to_tuple()
 
 
 class QwenAdapterMixin:
@@ -83,7 +88,7 @@ class QwenAdapterMixin:
             mm["video"] = self.model.get_video_features(
                 media["pixel_values_videos"], media["video_grid_thw"], return_dict=True
             )
-            timer.absorb(mm["video"].holitom_timer)
+            timer.absorb(mm["video"].holitom.timer)
         return mm
 
     def holitom_encode(
@@ -109,7 +114,8 @@ class QwenAdapterMixin:
         video = mm["video"]
         (grid,) = self._video_grids(video, media)
         features = video.pooler_output[0].view(grid.t, grid.n, -1)
-        saliency = getattr(video, "holitom_saliency", None)
+        vision = holitom_vision(video)  # None: features encoded by a stock model
+        saliency = vision.saliency if vision is not None else None
         streams = tuple(s[0].view(grid.t, grid.n, -1) for s in getattr(video, "deepstack_features", None) or ())
         return embeds, EncodedVideo(
             features=features,
@@ -124,7 +130,8 @@ class QwenAdapterMixin:
     def _video_grids(self, video: Any, media: dict[str, Any]) -> list[VideoTokenGrid]:
         """The token grids of the encoded videos (``generate`` encodes them before the forward and drops
         ``video_grid_thw``; our ``get_video_features`` records them)."""
-        grids = getattr(video, "holitom_grids", None)
+        vision = holitom_vision(video)
+        grids = vision.grids if vision is not None else None
         if grids is None:
             grids = video_token_grid(media["video_grid_thw"], self.model.visual.spatial_merge_size)
         return grids

@@ -1,0 +1,58 @@
+"""Typed vision outputs: every family's ``get_video_features`` returns the stock output class (subclassed) with a
+``holitom`` field, with ``return_dict`` True and False alike; the stock part equals the stock model's."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from method_checks import FAMILIES, tiny_family
+
+from lmms_holitom.config import HoliTomConfig
+from lmms_holitom.engine.outputs import HoliTomVision, holitom_vision
+
+
+def _stock(name: str):
+    from transformers import (
+        LlavaOnevisionForConditionalGeneration,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen3VLForConditionalGeneration,
+    )
+
+    from lmms_holitom.tiny import resolve_pretrained
+
+    cls = {"tiny": LlavaOnevisionForConditionalGeneration, "tiny-qwen2.5-vl": Qwen2_5_VLForConditionalGeneration,
+           "tiny-qwen3-vl": Qwen3VLForConditionalGeneration}[name]
+    return cls.from_pretrained(resolve_pretrained(name)).eval()
+
+
+def _same(a: object, b: object) -> bool:
+    """Equal tensors, or equal nestings of lists / tuples of them (None for None)."""
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and torch.equal(a, b)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return a is None and b is None
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_get_video_features_is_typed_with_and_without_return_dict(family: str) -> None:
+    model, inputs = tiny_family(family)
+    stock = _stock(family)
+    model.set_holitom(HoliTomConfig(method="holitom_wo_m", retain_ratio=0.3))
+    kwargs = {"video_grid_thw": inputs["video_grid_thw"]} if "video_grid_thw" in inputs else {}
+    pixels = inputs["pixel_values_videos"]
+    with torch.no_grad():
+        typed = model.get_video_features(pixels, return_dict=True, **kwargs)
+        as_tuple = model.get_video_features(pixels, return_dict=False, **kwargs)
+        want = stock.get_video_features(pixels, return_dict=True, **kwargs)
+    assert isinstance(typed, type(want))  # a subclass of the stock output class
+    vision = holitom_vision(typed)
+    assert isinstance(vision, HoliTomVision) and vision.saliency is not None and vision.timer is not None
+    assert isinstance(as_tuple, tuple) and isinstance(as_tuple[-1], HoliTomVision)
+    stock_tuple = want.to_tuple()
+    assert len(as_tuple) == len(stock_tuple) + 1
+    assert _same(as_tuple[:-1], stock_tuple)
+    assert holitom_vision(want) is None and holitom_vision(None) is None  # a stock output has none
+    model.set_holitom(HoliTomConfig(method="evs", retain_ratio=0.3))
+    with torch.no_grad():
+        assert holitom_vision(model.get_video_features(pixels, **kwargs)).saliency is None  # EVS needs no probe
