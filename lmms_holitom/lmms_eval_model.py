@@ -57,8 +57,9 @@ class LlavaOneVisionHoliTom(HoliTomLmms):
       (``"[video error]"``), counted, and recorded with its error and file in the stats files and the
       end-of-run summary — never answered from the text alone; ``fail`` (alias ``raise``) stops at the first.
     * ``stats_path``: folder of the statistics files (`lmms_holitom.stats`); default: lmms-eval's results
-      folder ``<output_path>/<model subdir>`` of this evaluation, found on the call stack; without either,
-      no files are written (the summary is still logged).
+      folder ``<output_path>/<model subdir>`` of the lmms-eval command line that started the process
+      (`stats.discover_output_dir`); without either (``simple_evaluate`` from Python), no files are written
+      (the summary is still logged).
     * Every `HoliTomConfig` field: ``method`` (``holitom``), ``retain_ratio``, ``tau``, ``merge_layer``,
       ``merge_ratio``, ``beta``, ``contextual_ratio``, ``knn_k``, ``max_window_size``, ``beta_merge``,
       ``fidelity``, ``spatial_tokens``, ``dominant_ratio``.

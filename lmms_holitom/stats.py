@@ -21,13 +21,14 @@ apart (``image_samples``, ``mean_image_tokens``, ``mean_image_tflops``), so zero
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
 import re
 import sys
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -219,32 +220,39 @@ def format_summary(task: str, s: Mapping[str, Any]) -> str:
 
 
 # ------------------------------------------------------------------------------ output folder discovery
-def discover_output_dir() -> Path | None:
-    """lmms-eval's results folder ``<output_path>/<model subdir>`` of the evaluation that is creating the model.
-
-    lmms-eval does not tell a model where it writes. During ``simple_evaluate`` (the CLI and the Python API
-    both go through it) the model is constructed from inside that function, whose locals hold the
-    ``evaluation_tracker`` (with ``output_path``) and the ``model_args`` string that names the subfolder;
-    we read them from the call stack and compute the subfolder exactly as lmms-eval's tracker does. Returns
-    None when no output path is set (lmms-eval then writes no files either) or when not called that way.
-    """
-    frame = sys._getframe(1)
-    while frame is not None:
-        code = frame.f_code
-        if code.co_name == "simple_evaluate" and "lmms_eval" in code.co_filename:
-            tracker = frame.f_locals.get("evaluation_tracker")
-            output_path = getattr(tracker, "output_path", None)
-            if not output_path:
-                return None
-            return Path(output_path) / _model_subdir(frame.f_locals.get("model_args"))
-        frame = frame.f_back
-    return None
+#: lmms-eval's keys naming a model in --model_args, in the order its results folder name takes them
+_MODEL_NAME_KEYS = ("peft", "delta", "pretrained", "model", "model_version", "model_name", "model_id", "path", "engine")
 
 
-def _model_subdir(model_args: Any) -> str:
-    from lmms_eval.loggers.evaluation_tracker import GeneralConfigTracker
+def results_subdir(model_args: str | Mapping[str, Any] | None) -> str:
+    """The subfolder of ``--output_path`` where lmms-eval 0.7.3 writes an evaluation's results: the value of the
+    first of ``peft=``, ``delta=``, ``pretrained=``, ``model=``, ... in the model args, its last two path parts,
+    sanitised by lmms-eval's public ``lmms_eval.utils.sanitize_model_name`` (``lmms-lab/llava-onevision-qwen2-7b-ov``
+    -> ``lmms-lab__llava-onevision-qwen2-7b-ov``; ``tiny`` -> ``tiny``)."""
     from lmms_eval.utils import sanitize_model_name
 
     if isinstance(model_args, Mapping):
         model_args = ",".join(f"{k}={v}" for k, v in model_args.items())
-    return sanitize_model_name(GeneralConfigTracker._get_model_name(str(model_args or "")))
+    text = str(model_args or "")
+    for key in _MODEL_NAME_KEYS:
+        if f"{key}=" in text:
+            return sanitize_model_name(text.split(f"{key}=")[1].split(",")[0])
+    return sanitize_model_name("")
+
+
+def discover_output_dir(argv: Sequence[str] | None = None) -> Path | None:
+    """lmms-eval's results folder of the command that started this process: ``<--output_path>/<results_subdir>``.
+
+    The route is lmms-eval's own command line (``python -m lmms_eval``, ``accelerate launch -m lmms_eval``,
+    ``torchrun -m lmms_eval``, and every process they start, keep ``--output_path`` and ``--model_args`` in
+    ``sys.argv``). Returns None without ``--output_path`` (lmms-eval then writes no files either) — e.g. under
+    ``lmms_eval.evaluator.simple_evaluate`` called from Python, where the model arg ``stats_path`` says where the
+    records go.
+    """
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("--output_path", default=None)
+    parser.add_argument("--model_args", default="")
+    known, _ = parser.parse_known_args(list(sys.argv[1:] if argv is None else argv))
+    if not known.output_path:
+        return None
+    return Path(known.output_path) / results_subdir(known.model_args)

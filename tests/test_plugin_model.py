@@ -250,5 +250,18 @@ def test_summarize_counts_errors_and_averages_good_samples() -> None:
     assert s["mean_tflops"] == 1.5 and s["mean_prefill_ms"] == 3.0 and s["mean_ttft_ms"] == 4.0
 
 
-def test_output_dir_is_unknown_outside_lmms_eval() -> None:
-    assert discover_output_dir() is None
+def test_output_dir_comes_from_lmms_evals_command_line() -> None:
+    """``<--output_path>/<the subfolder lmms-eval names after the model>``: no call-stack walking, no private lmms-eval
+    name (the subfolder equals what lmms-eval's public EvaluationTracker computes)."""
+    from lmms_eval.loggers.evaluation_tracker import EvaluationTracker
+
+    assert discover_output_dir() is None  # pytest's command line has no --output_path
+    for model_args in ("pretrained=lmms-lab/llava-onevision-qwen2-7b-ov,method=holitom", "pretrained=tiny",
+                       "method=dense,pretrained=/data/ckpt/Qwen/Qwen2.5-VL-7B-Instruct", "method=dense"):
+        tracker = EvaluationTracker(output_path="/out")
+        tracker.general_config_tracker.log_experiment_args("m", model_args, "", "", False)
+        want = Path("/out") / tracker.general_config_tracker.model_name_sanitized
+        argv = ["--model", "llava_onevision_holitom", "--model_args", model_args, "--output_path", "/out", "--x", "1"]
+        assert discover_output_dir(argv) == want
+        assert discover_output_dir([*argv[:4], "--output_path=/out"]) == want
+    assert discover_output_dir(["--model_args", "pretrained=tiny"]) is None
