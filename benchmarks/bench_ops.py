@@ -48,7 +48,7 @@ sys.path.insert(0, str(ROOT))
 from reference_loops import loop_compress_video, loop_merge_inner, synthetic_video  # noqa: E402
 
 from lmms_holitom.config import HoliTomConfig  # noqa: E402
-from lmms_holitom.engine.outer import compress_video  # noqa: E402
+from lmms_holitom.core.outer import compress_video  # noqa: E402
 from lmms_holitom.ops import frame_similarity, merge_inner  # noqa: E402
 
 

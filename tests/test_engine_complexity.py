@@ -25,7 +25,7 @@ def prefill_ops(model, inputs, cfg) -> OpCounter:
 
 def outer_syncs(model, inputs, cfg) -> int:
     """Host syncs of the tensor layer's own outer merge on the same video (counted by tests/test_ops_complexity)."""
-    from lmms_holitom.engine.outer import compress_video
+    from lmms_holitom.core.outer import compress_video
 
     if not cfg.outer_merge:
         return 0

@@ -66,8 +66,10 @@ def test_a_config_knows_what_was_set() -> None:
     assert set(cfg.to_dict()) == set(HoliTomConfig.field_names()) and "given" not in HoliTomConfig.field_names()
 
 
-def test_methods_and_ops_import_no_transformers() -> None:
-    code = ("import sys, lmms_holitom.methods, lmms_holitom.ops, lmms_holitom.config; "
+def test_core_methods_and_ops_import_no_transformers() -> None:
+    code = ("import sys, lmms_holitom.methods, lmms_holitom.ops, lmms_holitom.config, lmms_holitom.core.outer, "
+            "lmms_holitom.core.splice, lmms_holitom.core.state, lmms_holitom.core.stats, lmms_holitom.core.trace, "
+            "lmms_holitom.core.video; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('transformers', 'lmms_eval')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from lmms_holitom.engine.stats import STAGES, StageTimer, empty_stats
+from lmms_holitom.core.stats import STAGES, StageTimer, empty_stats
 
 CONTRACT_KEYS = {
     "method", "frames", "tokens_per_frame", "dense_tokens", "outer_tokens", "inner_tokens", "merge_layer",

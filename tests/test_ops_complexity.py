@@ -13,7 +13,7 @@ from op_counter import OpCounter
 from reference_loops import synthetic_video
 
 from lmms_holitom import HoliTomConfig
-from lmms_holitom.engine.outer import compress_video
+from lmms_holitom.core.outer import compress_video
 from lmms_holitom.ops import merge_inner
 
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from reference_loops import loop_compress_video, loop_segment_video, loop_visionzip, synthetic_video
 
 from lmms_holitom.config import HoliTomConfig
-from lmms_holitom.engine.outer import compress_video
+from lmms_holitom.core.outer import compress_video
 from lmms_holitom.methods.visionzip import tokens_per_frame
 from lmms_holitom.ops import CompressedVideo, frame_similarity
 

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from lmms_holitom.config import HoliTomConfig
-from lmms_holitom.engine.outer import compress_video
+from lmms_holitom.core.outer import compress_video
 from lmms_holitom.ops import merge_inner, merge_inner_plan
 
 CUDA = torch.cuda.is_available()

@@ -11,7 +11,7 @@ import torch
 from reference_loops import loop_compress_video, loop_visionzip, synthetic_video
 
 from lmms_holitom.config import HoliTomConfig
-from lmms_holitom.engine.outer import compress_video
+from lmms_holitom.core.outer import compress_video
 from lmms_holitom.ops import MergePlan, holitom_merge, identity_merge, visionzip_merge
 
 METHODS = ["holitom", "holitom_wo_m", "visionzip", "dense", "fastv"]

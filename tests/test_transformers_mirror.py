@@ -22,8 +22,8 @@ from transformers import AutoConfig
 from transformers.cache_utils import DynamicCache
 
 from lmms_holitom import compat
+from lmms_holitom.core.state import PrefillState, SequenceState
 from lmms_holitom.engine.attention import last_token_attention
-from lmms_holitom.engine.cache import PrefillState, SequenceState
 from lmms_holitom.engine.decoder import decode_decoder, prefill_decoder
 from lmms_holitom.tiny import resolve_pretrained
 

@@ -1,4 +1,4 @@
-"""What the engine needs from a model family: `EncodedVideo` and the `HoliTomAdapter` methods.
+"""What the engine needs from a model family: the `HoliTomAdapter` methods (returning `core.video.EncodedVideo`).
 
 A family's model class (``lmms_holitom/models/<family>.py``) subclasses the transformers class and
 `engine.model.HoliTomModelMixin`, and implements these methods; the engine never names a family.
@@ -6,50 +6,16 @@ A family's model class (``lmms_holitom/models/<family>.py``) subclasses the tran
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
 from torch import nn
 
-from lmms_holitom.engine.splice import Spliced, VisualRun
-from lmms_holitom.engine.stats import StageTimer
+from lmms_holitom.core.splice import Spliced, VisualRun
+from lmms_holitom.core.stats import StageTimer
+from lmms_holitom.core.video import EncodedVideo
 
-__all__ = ["EncodedVideo", "HoliTomAdapter"]
-
-
-@dataclass(frozen=True)
-class EncodedVideo:
-    """One video after the vision side (docs/algorithm.md §1).
-
-    Attributes:
-        features: (F, N, E) projected, pooled features of the patch grid (no newlines), model dtype.
-        saliency: (F, N) fp32 received attention pooled like the features, or None (not probed).
-        keys: (F, N, Dk) fp32 head-averaged keys pooled like the features (VisionZip), or None.
-        newline: (E,) the layout's newline embedding, or None (no newlines).
-        streams: further (F, N, E') tensors aligned with ``features`` (Qwen3-VL's deepstack).
-        peak_elements: elements of the largest score tensor the probe created.
-        image_streams: the same kind of streams for the prompt's images (each (I, E'), all images), added at
-            ``image_rows`` — images are not compressed, but their streams must still be added.
-        image_rows: (I,) long, the dense (un-spliced) rows of the image placeholders, or None.
-    """
-
-    features: torch.Tensor
-    saliency: torch.Tensor | None = None
-    keys: torch.Tensor | None = None
-    newline: torch.Tensor | None = None
-    streams: tuple[torch.Tensor, ...] = ()
-    peak_elements: int = 0
-    image_streams: tuple[torch.Tensor, ...] = ()
-    image_rows: torch.Tensor | None = None
-
-    @property
-    def frames(self) -> int:
-        return int(self.features.shape[0])
-
-    @property
-    def tokens_per_frame(self) -> int:
-        return int(self.features.shape[1])
+__all__ = ["HoliTomAdapter"]
 
 
 class HoliTomAdapter(Protocol):

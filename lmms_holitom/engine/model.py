@@ -19,11 +19,11 @@ from transformers.modeling_utils import slice_logits_to_keep
 
 from lmms_holitom.compat import check_transformers_version
 from lmms_holitom.config import HoliTomConfig
+from lmms_holitom.core.stats import HoliTomStats, StageTimer
+from lmms_holitom.core.trace import HoliTomTrace
 from lmms_holitom.engine.cache import HoliTomCache
 from lmms_holitom.engine.decoder import decode_decoder
 from lmms_holitom.engine.prefill import PrefillResult, compressed_prefill
-from lmms_holitom.engine.stats import HoliTomStats, StageTimer
-from lmms_holitom.engine.trace import HoliTomTrace
 
 __all__ = ["HoliTomModelMixin", "default_merge_layer"]
 
@@ -46,7 +46,7 @@ class HoliTomModelMixin:
         holitom_trace: when True, every following compressed prefill leaves `holitom_last_trace` (default False:
             no tensors of a prefill are kept alive).
         holitom_last_trace: the `HoliTomTrace` of the last compressed prefill while tracing, else None.
-        holitom_sync_timings: see `engine.stats.StageTimer`.
+        holitom_sync_timings: see `core.stats.StageTimer`.
     """
 
     def holitom_init(

@@ -9,6 +9,7 @@ it from any output — a stock one (features encoded elsewhere) has none.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,9 +17,9 @@ import torch
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.utils import ModelOutput
 
-from lmms_holitom.engine.stats import StageTimer
+from lmms_holitom.core.stats import StageTimer
 
-__all__ = ["HoliTomVision", "HoliTomVisionOutput", "holitom_vision", "typed_output"]
+__all__ = ["HoliTomVision", "HoliTomVisionOutput", "absorb_encoded", "holitom_vision", "typed_output"]
 
 
 @dataclass(frozen=True)
@@ -61,3 +62,12 @@ def typed_output(cls: type[ModelOutput], output: ModelOutput, vision: HoliTomVis
     for key in [*output.keys(), "holitom"]:
         typed.move_to_end(key)
     return typed
+
+
+def absorb_encoded(timer: StageTimer, encoded: Mapping[str, object] | None) -> None:
+    """Add to ``timer`` the vision stages of every HoliTom output ``generate`` encoded before the forward (they also
+    count as ``prefill``)."""
+    for output in (encoded or {}).values():
+        vision = holitom_vision(output)
+        if vision is not None:
+            timer.absorb(vision.timer, also_as="prefill")

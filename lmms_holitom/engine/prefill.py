@@ -14,13 +14,15 @@ import torch
 from transformers.modeling_utils import slice_logits_to_keep
 
 from lmms_holitom.config import HoliTomConfig
-from lmms_holitom.engine.adapter import EncodedVideo, HoliTomAdapter
-from lmms_holitom.engine.cache import HoliTomCache, PrefillState, SequenceState
+from lmms_holitom.core.outer import compress_video
+from lmms_holitom.core.splice import Spliced, splice
+from lmms_holitom.core.state import PrefillState, SequenceState
+from lmms_holitom.core.stats import HoliTomStats, StageTimer
+from lmms_holitom.core.trace import HoliTomTrace
+from lmms_holitom.core.video import EncodedVideo
+from lmms_holitom.engine.adapter import HoliTomAdapter
+from lmms_holitom.engine.cache import HoliTomCache
 from lmms_holitom.engine.decoder import InnerMergeSpec, VisualResidual, check_language_model, prefill_decoder
-from lmms_holitom.engine.outer import compress_video
-from lmms_holitom.engine.splice import Spliced, splice
-from lmms_holitom.engine.stats import HoliTomStats, StageTimer
-from lmms_holitom.engine.trace import HoliTomTrace
 
 __all__ = ["PrefillResult", "compressed_prefill"]
 

@@ -15,8 +15,8 @@ import math
 
 import torch
 
-from lmms_holitom.engine.splice import VisualRun
-from lmms_holitom.engine.trace import NEWLINE_ORIGIN
+from lmms_holitom.core.splice import VisualRun
+from lmms_holitom.core.trace import NEWLINE_ORIGIN
 
 __all__ = ["dense_grid", "grid_run", "one_token_run", "pool_average"]
 

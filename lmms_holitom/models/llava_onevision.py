@@ -32,11 +32,11 @@ from transformers.models.llava_onevision.modeling_llava_onevision import (
 )
 
 from lmms_holitom.config import HoliTomConfig
-from lmms_holitom.engine.adapter import EncodedVideo
+from lmms_holitom.core.splice import Spliced, VisualRun
+from lmms_holitom.core.stats import StageTimer, empty_stats
+from lmms_holitom.core.video import EncodedVideo
 from lmms_holitom.engine.model import HoliTomModelMixin
-from lmms_holitom.engine.outputs import holitom_vision
-from lmms_holitom.engine.splice import Spliced, VisualRun
-from lmms_holitom.engine.stats import StageTimer, empty_stats
+from lmms_holitom.engine.outputs import absorb_encoded, holitom_vision
 from lmms_holitom.models.checkpoints import register_weight_conversions
 from lmms_holitom.models.layout import VideoLayout
 from lmms_holitom.models.llava_layout import grid_run, one_token_run
@@ -221,7 +221,7 @@ class HoliTomLlavaOnevisionForConditionalGeneration(HoliTomModelMixin, LlavaOnev
         vision time is added to ``prefill``), plus the raw ``pixel_values``/``pixel_values_videos`` encoded here
         with exactly the calls of the stock forward. The pixel entries of ``media`` are set to None."""
         mm = dict(media["mm_encoder_outputs"] or {})
-        timer.absorb_encoded(mm)
+        absorb_encoded(timer, mm)
         if media["pixel_values"] is not None and mm.get("image") is None:
             mm["image"] = self.model.get_image_features(
                 media["pixel_values"], media["image_sizes"], vision_feature_layer=media["vision_feature_layer"],

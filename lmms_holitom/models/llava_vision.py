@@ -16,8 +16,8 @@ import torch
 from transformers import LlavaOnevisionModel
 
 from lmms_holitom.config import HoliTomConfig
+from lmms_holitom.core.stats import StageTimer
 from lmms_holitom.engine.outputs import HoliTomVision, HoliTomVisionOutput, typed_output
-from lmms_holitom.engine.stats import StageTimer
 from lmms_holitom.models.layout import VideoLayout
 from lmms_holitom.models.llava_layout import dense_grid, pool_average
 from lmms_holitom.models.probes import VideoSaliency, VisionSaliencyProbe, feature_attention_module

@@ -19,10 +19,16 @@ import torch
 from torch import nn
 
 from lmms_holitom.config import HoliTomConfig
-from lmms_holitom.engine.adapter import EncodedVideo
-from lmms_holitom.engine.outputs import HoliTomVision, HoliTomVisionOutput, holitom_vision, typed_output
-from lmms_holitom.engine.splice import Spliced, VisualRun
-from lmms_holitom.engine.stats import StageTimer, empty_stats
+from lmms_holitom.core.splice import Spliced, VisualRun
+from lmms_holitom.core.stats import StageTimer, empty_stats
+from lmms_holitom.core.video import EncodedVideo
+from lmms_holitom.engine.outputs import (
+    HoliTomVision,
+    HoliTomVisionOutput,
+    absorb_encoded,
+    holitom_vision,
+    typed_output,
+)
 from lmms_holitom.models.qwen_vision import QwenVisionSaliencyProbe, VideoTokenGrid, video_token_grid
 
 __all__ = ["QwenAdapterMixin", "QwenVideoSaliency", "QwenVisionMixin"]
@@ -79,7 +85,7 @@ class QwenAdapterMixin:
 
     def _encode_media(self, media: dict[str, Any], timer: StageTimer) -> dict[str, Any]:
         mm = dict(media["mm_encoder_outputs"] or {})
-        timer.absorb_encoded(mm)
+        absorb_encoded(timer, mm)
         if media["pixel_values"] is not None and mm.get("image") is None:
             mm["image"] = self.model.get_image_features(
                 media["pixel_values"], media["image_grid_thw"], return_dict=True

@@ -11,7 +11,7 @@ Public API:
   `holitom_merge(features, attention, *, retain_ratio, tau, max_window_size, contextual_ratio, knn_k,
   beta, beta_merge)` — algorithm §2–§5; `visionzip_merge(features, attention, keys, *, tokens, dominant)` —
   §7; `identity_merge(features)` (dense / FastV). The method switch over a configuration,
-  ``compress_video(features, attention, config, keys=None)``, lives in ``lmms_holitom.engine.outer``;
+  ``compress_video(features, attention, config, keys=None)``, lives in ``lmms_holitom.core.outer``;
 * `MergePlan` — the sparse (M x F·N) matrix of an outer merge: ``plan.apply(x)`` merges any tensor
   aligned with the features, ``plan.origins()`` gives each output's (frame, spatial index);
 * `merge_inner(hidden, attention, start, length, ratio, fidelity, mode) -> (hidden_out, keep)` — §6;

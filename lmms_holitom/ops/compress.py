@@ -7,7 +7,7 @@
 
 Each takes explicit arguments (no configuration object) and returns the tokens with their `MergePlan`.
 The method switch (which merge a configuration asks for) lives one level up, in
-``lmms_holitom.engine.outer.compress_video``.
+``lmms_holitom.core.outer.compress_video``.
 """
 
 from __future__ import annotations

@@ -81,16 +81,6 @@ class StageTimer:
             if also_as is not None:
                 self._ms[also_as] = self._ms.get(also_as, 0.0) + ms
 
-    def absorb_encoded(self, encoded: Mapping[str, object] | None) -> None:
-        """Absorb the timer of every HoliTom output ``generate`` encoded before the forward (`outputs.HoliTomVision`;
-        their stages also count as ``prefill``)."""
-        from lmms_holitom.engine.outputs import holitom_vision
-
-        for output in (encoded or {}).values():
-            vision = holitom_vision(output)
-            if vision is not None:
-                self.absorb(vision.timer, also_as="prefill")
-
     @property
     def pending(self) -> bool:
         return bool(self._events)
