@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from lmms_holitom.bench.settings import DEFAULT_METHODS
+from lmms_holitom.config import DEFAULTS
 
 __all__ = ["BenchOptions", "resolve_device", "resolve_dtype"]
 
@@ -23,7 +24,7 @@ class BenchOptions:
     frames: int = 32
     methods: tuple[str, ...] = DEFAULT_METHODS
     retain_ratios: tuple[float, ...] = (0.10, 0.25)
-    merge_layer: int = 18
+    merge_layer: int = DEFAULTS["merge_layer"]
     merge_ratio: float = 0.5
     tau: float | None = None
     fastv_layer: int = 2

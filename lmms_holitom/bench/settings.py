@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from lmms_holitom.config import METHODS, HoliTomConfig
+from lmms_holitom.config import DEFAULTS, METHODS, HoliTomConfig
 from lmms_holitom.methods import get_method
 from lmms_holitom.shapes import scale_layer
 
@@ -69,7 +69,7 @@ def build_settings(
     retain_ratios: Sequence[float],
     layers: int,
     *,
-    merge_layer: int = 18,
+    merge_layer: int = DEFAULTS["merge_layer"],
     merge_ratio: float = 0.5,
     tau: float | None = None,
     fastv_layer: int = 2,

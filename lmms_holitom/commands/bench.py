@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from lmms_holitom.config import DEFAULTS, METHODS
+
 HELP = "measure vision/merge/prefill time, TTFT, decoding speed and memory, dense vs methods"
 
 
@@ -68,11 +70,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     model.add_argument("--attn-implementation", default="sdpa", help="LLM/vision attention (default sdpa)")
 
     study = p.add_argument_group("settings")
-    study.add_argument("--methods", type=_methods, default=("dense", "holitom_wo_m", "holitom", "visionzip", "fastv"),
-                       help="comma list (default dense,holitom_wo_m,holitom,visionzip,fastv); dense always runs")
+    study.add_argument("--methods", type=_methods, default=METHODS,
+                       help=f"comma list (default: every method, {','.join(METHODS)}); dense always runs")
     study.add_argument("--retain-ratios", type=_floats, default=(0.10, 0.25), help="comma list (default 0.10,0.25)")
-    study.add_argument("--merge-layer", type=int, default=18,
-                       help="HoliTom K (default 18); on a model without layer K: round(K/28 * layers)")
+    study.add_argument("--merge-layer", type=int, default=DEFAULTS["merge_layer"],
+                       help=f"HoliTom K (default {DEFAULTS['merge_layer']}); on a model without layer K: "
+                       "round(K/28 * layers)")
     study.add_argument("--merge-ratio", type=float, default=0.5, help="HoliTom r (default 0.5)")
     study.add_argument("--tau", type=float, default=None, help="default: the paper's 0.65 at retain 10%%, else 0.80")
     study.add_argument("--fastv-layer", type=int, default=2, help="FastV K (default 2, scaled like --merge-layer)")

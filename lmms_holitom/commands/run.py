@@ -20,7 +20,7 @@ import json
 import sys
 from typing import Any
 
-from lmms_holitom.config import FIDELITIES, METHODS
+from lmms_holitom.config import DEFAULTS, FIDELITIES, METHODS
 
 HELP = "answer a question about one video and print the compression stats"
 
@@ -144,7 +144,7 @@ def check_args(args: argparse.Namespace) -> None:
     at_least("--max-new-tokens", args.max_new_tokens, 1)
     at_least("--probe-chunk", args.probe_chunk, 1)
     check_device("--device", args.device)
-    _holitom_config(args, default_layer=18)  # the settings' ranges; K is checked again against the model
+    _holitom_config(args, default_layer=DEFAULTS["merge_layer"])  # the ranges; K is checked again with the model
 
 
 def main(args: argparse.Namespace) -> int:

@@ -18,7 +18,7 @@ from transformers.cache_utils import DynamicCache
 from transformers.modeling_utils import slice_logits_to_keep
 
 from lmms_holitom.compat import check_transformers_version
-from lmms_holitom.config import HoliTomConfig
+from lmms_holitom.config import DEFAULTS, HoliTomConfig
 from lmms_holitom.core.stats import HoliTomStats, StageTimer
 from lmms_holitom.core.trace import HoliTomTrace
 from lmms_holitom.engine.cache import HoliTomCache
@@ -28,7 +28,7 @@ from lmms_holitom.engine.prefill import PrefillResult, compressed_prefill
 __all__ = ["HoliTomModelMixin", "default_merge_layer"]
 
 logger = logging.getLogger(__name__)
-_PAPER_MERGE_LAYER, _PAPER_LAYERS = 18, 28
+_PAPER_MERGE_LAYER, _PAPER_LAYERS = DEFAULTS["merge_layer"], 28  # K = 18 of LLaVA-OV-7B's 28 layers
 
 
 def default_merge_layer(num_layers: int) -> int:

@@ -124,7 +124,7 @@ class HoliTomLmms(lmms):
             self._device = model.device  # inputs go where the embeddings are
         self._model = model
         self._config = model.config
-        self.holitom_config = self._fit_merge_layer(self.holitom_config, holitom_args, model)
+        self.holitom_config = self._fit_merge_layer(self.holitom_config, model)
         model.set_holitom(self.holitom_config)  # validates against the model (merge_layer < layers)
 
     def _log_setup(self, dtype: torch.dtype, load_map: Any, source: str) -> None:
@@ -178,18 +178,14 @@ class HoliTomLmms(lmms):
         self._on_video_error = parse_on_video_error(value)
 
     @staticmethod
-    def _fit_merge_layer(cfg: HoliTomConfig, holitom_args: dict[str, Any], model: Any) -> HoliTomConfig:
+    def _fit_merge_layer(cfg: HoliTomConfig, model: Any) -> HoliTomConfig:
         """A default ``merge_layer`` (18 of 28) that a shallower model lacks moves to the same relative depth.
 
-        Only when nobody chose it (no ``merge_layer`` model arg, no ``HOLITOM_k``/``FASTV_k``); an explicit
-        out-of-range value is an error (raised by ``set_holitom``).
+        Only when nobody chose it (``merge_layer`` not in ``cfg.given``: no model arg, no ``HOLITOM_k``/``FASTV_k``);
+        an explicit out-of-range value is an error (raised by ``set_holitom``).
         """
-        from_env = os.environ.get("WRAPPER", "").strip() != "" and any(
-            os.environ.get(var, "").strip() for var in ("HOLITOM_k", "FASTV_k")
-        )
-        explicit = "merge_layer" in holitom_args or from_env
         layers = int(model.num_decoder_layers)
-        if explicit or cfg.merge_layer is None or cfg.merge_layer < layers:
+        if "merge_layer" in cfg.given or cfg.merge_layer is None or cfg.merge_layer < layers:
             return cfg
         fitted = model.holitom.merge_layer  # the model's own depth-scaled default
         logger.info(f"[holitom] default merge_layer {cfg.merge_layer} does not exist in this {layers}-layer "
