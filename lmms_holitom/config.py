@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from lmms_holitom.methods import Method, get_method, method_names
 
-__all__ = ["DEFAULTS", "ENV_VARS", "FIDELITIES", "METHODS", "HoliTomConfig"]
+__all__ = ["DEFAULTS", "ENV_VARS", "FIDELITIES", "METHODS", "HoliTomConfig", "parse_bool", "resolve_dtype"]
 
 #: every method's name (the registry, `lmms_holitom.methods`, is the one list)
 METHODS = method_names()
@@ -77,9 +77,10 @@ _TRUE = {"1", "true", "yes", "on", "y", "t"}
 _FALSE = {"0", "false", "no", "off", "n", "f"}
 
 
-def _parse_bool(name: str, value: Any) -> bool:
-    """``true/false``, ``1/0``, ``yes/no``, ``on/off``; an empty string is an error, not False (for
-    ``beta_merge=`` in lmms-eval ``model_args`` silently meaning "off" would invert the default)."""
+def parse_bool(name: str, value: Any) -> bool:
+    """``true/false``, ``1/0``, ``yes/no``, ``on/off``, ``y/n``, ``t/f``; an empty string is an error, not False (for
+    ``beta_merge=`` in lmms-eval ``model_args`` silently meaning "off" would invert the default). The one boolean
+    parser of the package (config fields, model args, env vars)."""
     if isinstance(value, bool):
         return value
     if isinstance(value, (int, float)) and value in (0, 1):
@@ -87,6 +88,26 @@ def _parse_bool(name: str, value: Any) -> bool:
     if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
         return value.strip().lower() in _TRUE
     raise ValueError(f"{name} must be a boolean (true/false), got {value!r}")
+
+
+_DTYPE_ALIASES = {"bf16": "bfloat16", "fp16": "float16", "half": "float16", "fp32": "float32", "float": "float32"}
+
+
+def resolve_dtype(value: Any, device: Any, name: str = "dtype") -> Any:
+    """A torch floating dtype from ``auto`` (bf16 on CUDA, fp32 elsewhere), a name (``float32``, ``bfloat16``,
+    ``float16``, ``torch.bfloat16``) or an alias (``fp32``, ``bf16``, ``fp16``, ``half``, ``float``), or a dtype;
+    ValueError naming ``name`` otherwise. The one dtype parser of the package (model args, CLI flags)."""
+    import torch
+
+    if isinstance(value, torch.dtype):
+        return value
+    text = str(value or "auto").strip().lower().removeprefix("torch.")
+    if text == "auto":
+        return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+    dtype = getattr(torch, _DTYPE_ALIASES.get(text, text), None)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"{name} must be auto, float32, bfloat16 or float16 (or fp32, bf16, fp16), got {value!r}")
+    return dtype
 
 
 def _parse_optional_int(name: str, value: Any) -> int | None:
@@ -138,7 +159,7 @@ _COERCE: dict[str, Any] = {
     "contextual_ratio": _parse_float,
     "knn_k": _parse_int,
     "max_window_size": _parse_int,
-    "beta_merge": _parse_bool,
+    "beta_merge": parse_bool,
     "fidelity": _parse_name,
     "spatial_tokens": _parse_optional_int,
     "dominant_ratio": _parse_float,
@@ -333,7 +354,7 @@ class HoliTomConfig:
         given = {var: env[var] for var in (*ENV_VARS, "FASTV_k", "FASTV_r") if env.get(var, "").strip() != ""}
         values = {ENV_VARS[var]: value for var, value in given.items() if var in ENV_VARS}
         if "beta_merge" in values:  # NO_BETA=1 -> plain mean
-            values["beta_merge"] = not _parse_bool("NO_BETA", values["beta_merge"])
+            values["beta_merge"] = not parse_bool("NO_BETA", values["beta_merge"])
         wrapper = env.get("WRAPPER", "").strip().lower()
         if wrapper in ("", "none", "dense"):
             values["method"] = "dense"

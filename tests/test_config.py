@@ -127,3 +127,24 @@ def test_wrapper_error_lists_every_method():
         HoliTomConfig.from_env({"WRAPPER": "prunevid"})
     assert str(info.value) == f"WRAPPER must be one of {', '.join(METHODS)}, none (or unset), got 'prunevid'"
     assert HoliTomConfig.from_env({"WRAPPER": "holitom_wo_m"}).method == "holitom_wo_m"
+
+
+def test_one_boolean_and_one_dtype_parser_everywhere() -> None:
+    """The config's ``beta_merge`` and the lmms-eval model args (``use_cache``, ``truncation``) accept the same
+    spellings; every entry point's dtype goes through `config.resolve_dtype`."""
+    import torch
+
+    from lmms_holitom.config import parse_bool, resolve_dtype
+    from lmms_holitom.lmms_eval import settings
+
+    assert settings.parse_bool is parse_bool
+    for text, want in (("y", True), ("t", True), ("On", True), ("1", True), ("n", False), ("off", False)):
+        assert parse_bool("use_cache", text) is want
+        assert HoliTomConfig.from_dict({"beta_merge": text}).beta_merge is want
+    with pytest.raises(ValueError, match="use_cache must be a boolean"):
+        parse_bool("use_cache", "")
+    cpu = torch.device("cpu")
+    assert [resolve_dtype(v, cpu) for v in ("auto", "bf16", "torch.float16", "float32")] == [
+        torch.float32, torch.bfloat16, torch.float16, torch.float32]
+    with pytest.raises(ValueError, match="--dtype must be auto, float32"):
+        resolve_dtype("int8", cpu, name="--dtype")

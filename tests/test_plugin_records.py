@@ -32,7 +32,7 @@ def clean_env():
     ({"mm_spatial_pool_mode": "max"}, "mm_spatial_pool_mode must be one of"),
     ({"mm_newline_position": "row"}, "mm_newline_position must be one of"),
     ({"on_video_error": "skip"}, "on_video_error must be one of record, fail (aliases: raise)"),
-    ({"truncation": "maybe"}, "truncation must be true or false"),
+    ({"truncation": "maybe"}, "truncation must be a boolean (true/false)"),
 ])
 def test_model_args_fail_at_load_with_one_line(clean_env, kwargs, message) -> None:
     from lmms_holitom.lmms_eval_model import LlavaOneVisionHoliTom

@@ -8,12 +8,9 @@ import torch
 
 from lmms_holitom.bench.settings import DEFAULT_METHODS
 from lmms_holitom.config import DEFAULTS
+from lmms_holitom.config import resolve_dtype as _resolve_dtype
 
 __all__ = ["BenchOptions", "resolve_device", "resolve_dtype"]
-
-_DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
-           "fp16": torch.float16, "float16": torch.float16}
-
 
 @dataclass
 class BenchOptions:
@@ -57,9 +54,5 @@ def resolve_device(name: str | None) -> torch.device:
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """``auto``: bf16 on CUDA, fp32 otherwise; else one of fp32 / bf16 / fp16 (or their long names)."""
-    if name == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    if name not in _DTYPES:
-        raise ValueError(f"dtype must be auto, fp32, bf16 or fp16, got {name!r}")
-    return _DTYPES[name]
+    """``auto``: bf16 on CUDA, fp32 otherwise; else fp32 / bf16 / fp16 or their long names (`config.resolve_dtype`)."""
+    return _resolve_dtype(name, device, name="--dtype")

@@ -72,15 +72,12 @@ def _holitom_config(args: argparse.Namespace, default_layer: int) -> Any:
 def _device_and_dtype(device: str, dtype: str) -> tuple[Any, Any]:
     import torch
 
+    from lmms_holitom.config import resolve_dtype
+
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     dev = torch.device(device)
-    if dtype == "auto":
-        return dev, torch.bfloat16 if dev.type == "cuda" else torch.float32
-    resolved = getattr(torch, dtype, None)
-    if not isinstance(resolved, torch.dtype):
-        raise ValueError(f"--dtype must be a torch dtype name (float32, bfloat16, float16), got {dtype!r}")
-    return dev, resolved
+    return dev, resolve_dtype(dtype, dev, name="--dtype")
 
 
 def format_stats(stats: dict[str, Any]) -> str:

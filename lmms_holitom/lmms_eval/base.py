@@ -17,10 +17,10 @@ from lmms_eval.api.model import lmms
 from loguru import logger
 from tqdm import tqdm
 
-from lmms_holitom.config import METHODS, HoliTomConfig
+from lmms_holitom.config import METHODS, HoliTomConfig, resolve_dtype
 from lmms_holitom.lmms_eval.prompts import generation_kwargs
 from lmms_holitom.lmms_eval.recorder import SampleRecorder
-from lmms_holitom.lmms_eval.runtime import FirstTokenClock, barrier, placement, process_layout, resolve_dtype
+from lmms_holitom.lmms_eval.runtime import FirstTokenClock, barrier, placement, process_layout
 from lmms_holitom.lmms_eval.settings import (
     none_if_empty,
     original_env_set,

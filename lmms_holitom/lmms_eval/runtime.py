@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["FirstTokenClock", "barrier", "placement", "process_layout", "resolve_dtype"]
+__all__ = ["FirstTokenClock", "barrier", "placement", "process_layout"]
 
 
 def process_layout(accelerator: Any) -> tuple[int, int, int]:
@@ -74,15 +74,3 @@ def placement(
     if device_map is not None:
         return torch.device(device_map), device_map
     return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu")), None
-
-def resolve_dtype(value: Any, device: torch.device) -> torch.dtype:
-    if isinstance(value, torch.dtype):
-        return value
-    name = str(value or "auto").strip().lower().removeprefix("torch.")
-    if name == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    aliases = {"bf16": "bfloat16", "fp16": "float16", "half": "float16", "fp32": "float32", "float": "float32"}
-    dtype = getattr(torch, aliases.get(name, name), None)
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise ValueError(f"dtype must be auto, float32, bfloat16 or float16, got {value!r}")
-    return dtype

@@ -10,7 +10,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from lmms_holitom.config import ENV_VARS, HoliTomConfig
+from lmms_holitom.config import ENV_VARS, HoliTomConfig, parse_bool
 
 __all__ = ["ORIGINAL_ENV_VARS", "none_if_empty", "original_env_set", "parse_bool", "parse_choice", "parse_int",
            "parse_layout_args", "parse_on_video_error", "resolve_holitom_config"]
@@ -41,17 +41,6 @@ def parse_int(name: str, value: Any, low: int = 1, high: int | None = None) -> i
     if number < low or (high is not None and number > high):
         raise ValueError(f"{name} must be {allowed}, got {number}")
     return number
-
-
-def parse_bool(name: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in {"1", "true", "yes", "on"}:
-        return True
-    if text in {"0", "false", "no", "off"}:
-        return False
-    raise ValueError(f"{name} must be true or false, got {value!r}")
 
 
 def parse_choice(name: str, value: Any, choices: tuple[str, ...], aliases: dict[str, str] | None = None) -> str:
