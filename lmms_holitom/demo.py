@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (include / TASK / f"{TASK}.yaml").is_file():
         print(f"cannot find {TASK}/{TASK}.yaml under {include}: run from a checkout or pass --include-path")
         return 2
-    from lmms_holitom.tiny import ensure_tiny_model
+    from lmms_holitom.testing import ensure_tiny_model
 
     print(f"tiny model: {ensure_tiny_model()}")
     args.output.mkdir(parents=True, exist_ok=True)

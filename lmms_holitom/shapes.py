@@ -86,7 +86,7 @@ class BenchShape:
     family: str = "llava_onevision"
 
 
-#: A tiny shape like `lmms_holitom.tiny.TinySpec` (real 384/14 geometry, 729 patches -> 196 tokens per frame).
+#: A tiny shape like `lmms_holitom.testing.TinySpec` (real 384/14 geometry, 729 patches -> 196 tokens per frame).
 TINY_SHAPE = BenchShape(
     name="tiny",
     llm=ModelShape("tiny", layers=4, hidden=64, intermediate=128, heads=4, kv_heads=2, vocab=512,

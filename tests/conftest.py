@@ -41,8 +41,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 # ---------------------------------------------------------------------------------------------- tiny model
 @pytest.fixture(scope="session")
 def tiny_model_path() -> Path:
-    """Folder of the tiny offline LLaVA-OneVision (`lmms_holitom.tiny`), built once per session."""
-    from lmms_holitom.tiny import ensure_tiny_model
+    """Folder of the tiny offline LLaVA-OneVision (`lmms_holitom.testing`), built once per session."""
+    from lmms_holitom.testing import ensure_tiny_model
 
     return ensure_tiny_model()
 

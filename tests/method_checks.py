@@ -24,7 +24,7 @@ def tiny_family(name: str) -> tuple[Any, dict[str, torch.Tensor]]:
     from transformers import AutoProcessor
 
     from lmms_holitom.models import model_class_for
-    from lmms_holitom.tiny import resolve_pretrained
+    from lmms_holitom.testing import resolve_pretrained
 
     path = resolve_pretrained(name)
     processor = AutoProcessor.from_pretrained(path)

@@ -76,7 +76,7 @@ def test_tflops_use_the_qwen_geometry(bench_run) -> None:
     assert text > meta["text_tokens"]  # the vision markers (and Qwen3-VL's timestamps) are text rows
     from transformers import AutoConfig
 
-    from lmms_holitom.tiny import resolve_pretrained
+    from lmms_holitom.testing import resolve_pretrained
 
     shape = qwen_shape(AutoConfig.from_pretrained(resolve_pretrained(meta["pretrained"])), name=meta["model"])
     for method in ("dense", "holitom"):
@@ -114,7 +114,7 @@ def test_synthetic_inputs_match_the_processor(name: str) -> None:
     from transformers import AutoProcessor
 
     from lmms_holitom.models import model_class_for
-    from lmms_holitom.tiny import resolve_pretrained
+    from lmms_holitom.testing import resolve_pretrained
 
     path = resolve_pretrained(name)
     processor = AutoProcessor.from_pretrained(path)

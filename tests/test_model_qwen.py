@@ -33,7 +33,7 @@ def family(request):
     """(name, HoliTom model, stock model, processor, video inputs: 8 frames a×4 b×4 at 112 px -> 4 groups of 16)."""
     from transformers import AutoProcessor
 
-    from lmms_holitom.tiny import resolve_pretrained
+    from lmms_holitom.testing import resolve_pretrained
 
     path = resolve_pretrained(request.param)
     ours, theirs = family_classes(request.param)
@@ -200,7 +200,7 @@ def test_image_and_video_in_one_prompt(family):
     with nothing merged the compressed path equals the stock model, image before or after the video."""
     from transformers import AutoProcessor
 
-    from lmms_holitom.tiny import resolve_pretrained
+    from lmms_holitom.testing import resolve_pretrained
 
     name, model, stock, _ = family
     processor = AutoProcessor.from_pretrained(resolve_pretrained(name))

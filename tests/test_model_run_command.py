@@ -113,7 +113,7 @@ def _stock_answer(name: str, video, question: str, max_new_tokens: int) -> tuple
     from transformers import AutoModelForImageTextToText, AutoProcessor
     from transformers.video_utils import VideoMetadata
 
-    from lmms_holitom.tiny import resolve_pretrained
+    from lmms_holitom.testing import resolve_pretrained
     from lmms_holitom.video import load_video_frames
 
     path = resolve_pretrained(name)

@@ -17,8 +17,8 @@ from transformers import (
 )
 
 from lmms_holitom.models.qwen_vision import QwenVisionSaliencyProbe, video_token_grid
-from lmms_holitom.tiny import resolve_pretrained
-from lmms_holitom.tiny_qwen import TINY_QWEN_NAMES, ensure_tiny_qwen_model, tiny_qwen_cache_dir
+from lmms_holitom.testing import resolve_pretrained
+from lmms_holitom.testing.tiny_qwen import TINY_QWEN_NAMES, ensure_tiny_qwen_model, tiny_qwen_cache_dir
 
 CLASSES = {"tiny-qwen2.5-vl": Qwen2_5_VLForConditionalGeneration, "tiny-qwen3-vl": Qwen3VLForConditionalGeneration}
 QUESTION = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "what is in the video?"}]}]
@@ -131,7 +131,7 @@ def test_make_tiny_builds_every_model(tmp_path: Path, capsys: pytest.CaptureFixt
     """``holitom make-tiny --model all`` prints one ``NAME FOLDER`` line per built-in model, each folder built;
     ``--model NAME --path DIR`` builds that one model there."""
     from lmms_holitom.cli import main
-    from lmms_holitom.tiny import tiny_model_dir, tiny_model_names
+    from lmms_holitom.testing import tiny_model_dir, tiny_model_names
 
     assert main(["make-tiny", "--model", "all"]) == 0
     lines = [line.split(" ", 1) for line in capsys.readouterr().out.splitlines()]

@@ -25,7 +25,7 @@ from lmms_holitom import compat
 from lmms_holitom.core.state import PrefillState, SequenceState
 from lmms_holitom.engine.attention import last_token_attention
 from lmms_holitom.engine.decoder import decode_decoder, prefill_decoder
-from lmms_holitom.tiny import resolve_pretrained
+from lmms_holitom.testing import resolve_pretrained
 
 KINDS = ("tiny", "tiny-qwen2.5-vl", "tiny-qwen3-vl")
 LENGTH = 40

@@ -18,7 +18,7 @@ def _stock(name: str):
         Qwen3VLForConditionalGeneration,
     )
 
-    from lmms_holitom.tiny import resolve_pretrained
+    from lmms_holitom.testing import resolve_pretrained
 
     cls = {"tiny": LlavaOnevisionForConditionalGeneration, "tiny-qwen2.5-vl": Qwen2_5_VLForConditionalGeneration,
            "tiny-qwen3-vl": Qwen3VLForConditionalGeneration}[name]

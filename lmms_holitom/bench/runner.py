@@ -77,7 +77,7 @@ def load_model(opts: BenchOptions, device: torch.device, dtype: torch.dtype) -> 
     (LLaVA-OneVision, Qwen2.5-VL, Qwen3-VL).
     """
     if opts.pretrained:
-        from lmms_holitom.tiny import resolve_pretrained
+        from lmms_holitom.testing import resolve_pretrained
 
         path = resolve_pretrained(opts.pretrained)
         cls = _checkpoint_class(path)

@@ -11,7 +11,7 @@ _MARKER = "lmms_holitom_tiny.json"  # every tiny model's folder holds it
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from lmms_holitom.tiny import tiny_model_names
+    from lmms_holitom.testing import tiny_model_names
 
     names = tiny_model_names()
     parser.add_argument(
@@ -42,7 +42,7 @@ def _prepare(target: Path, force: bool) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from lmms_holitom.commands import UsageError
-    from lmms_holitom.tiny import ensure_tiny, tiny_model_dir, tiny_model_names
+    from lmms_holitom.testing import ensure_tiny, tiny_model_dir, tiny_model_names
 
     if args.model == "all":
         if args.path is not None:

@@ -106,7 +106,7 @@ class HoliTomLmms(lmms):
             self._log_setup(dtype, load_map, source)
 
     def _load(self, args: dict[str, Any], dtype: torch.dtype, load_map: Any, holitom_args: dict[str, Any]) -> None:
-        from lmms_holitom.tiny import resolve_pretrained
+        from lmms_holitom.testing import resolve_pretrained
 
         self.checkpoint = resolve_pretrained(self.pretrained)
         self.processor = self._load_processor(self.checkpoint)

@@ -94,7 +94,7 @@ def load_checkpoint(
             the caller (they win over the checkpoint's).
     """
     from lmms_holitom.models.layout import VideoLayout
-    from lmms_holitom.tiny import resolve_pretrained
+    from lmms_holitom.testing import resolve_pretrained
 
     if isinstance(name, (str, os.PathLike)):
         name = resolve_pretrained(os.fspath(name))
@@ -132,7 +132,7 @@ def load_family_checkpoint(
     tiny models), its model_type checked (a ValueError naming the one found), loaded, configured."""
     from transformers import PretrainedConfig
 
-    from lmms_holitom.tiny import resolve_pretrained
+    from lmms_holitom.testing import resolve_pretrained
 
     if isinstance(name, (str, os.PathLike)):
         name = resolve_pretrained(os.fspath(name))

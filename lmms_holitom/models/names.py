@@ -12,6 +12,6 @@ __all__ = ["resolve_model_name"]
 
 def resolve_model_name(name: str) -> str:
     """The folder of a built-in tiny model (built on first use), or ``name`` unchanged."""
-    from lmms_holitom.tiny import resolve_pretrained
+    from lmms_holitom.testing import resolve_pretrained
 
     return resolve_pretrained(str(name))

@@ -93,8 +93,8 @@ def _with_layout(processor: Any, layout: VideoLayout) -> LayoutLlavaOnevisionPro
 def _llava_next_processor(path_or_name: str, raw: dict, layout: VideoLayout | None, hub: dict[str, Any]):
     from transformers import LlavaOnevisionImageProcessor, LlavaOnevisionVideoProcessor
 
+    from lmms_holitom.models.chat_templates import QWEN_1_5 as CHAT_TEMPLATE
     from lmms_holitom.models.llava_next import llava_next_config, load_llava_next_tokenizer
-    from lmms_holitom.tiny import CHAT_TEMPLATE  # the qwen_1_5 conversation template the authors prompt with
 
     config = llava_next_config(raw, cache_dir=hub.get("cache_dir"))
     vision = config.vision_config
@@ -121,7 +121,7 @@ def load_processor(path_or_name: str | os.PathLike, layout: VideoLayout | None =
     """
     from lmms_holitom.models.llava_next import hub_kwargs as pick_hub_kwargs
     from lmms_holitom.models.llava_next import read_llava_next_config
-    from lmms_holitom.tiny import resolve_pretrained
+    from lmms_holitom.testing import resolve_pretrained
 
     name = resolve_pretrained(str(path_or_name))
     hub = pick_hub_kwargs(hub_kwargs)

@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from lmms_holitom.offline_tokenizer import byte_level_tokenizer
-from lmms_holitom.tiny_cache import build_once, cache_root
+from lmms_holitom.testing.cache import build_once, cache_root
 
 __all__ = [
     "TINY_QWEN_NAMES",

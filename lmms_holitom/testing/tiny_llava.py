@@ -8,7 +8,7 @@ tokens, and a processor with SigLIP's 0.5/0.5 normalisation. Nothing is download
 ``ensure_tiny_model()`` builds it once into a cache folder (``$LMMS_HOLITOM_CACHE`` or
 ``~/.cache/lmms_holitom``) and returns the folder; ``pretrained=tiny`` in the lmms-eval model args and
 ``--pretrained tiny`` on the command line resolve to it (``tiny-qwen2.5-vl`` and ``tiny-qwen3-vl`` resolve to
-the tiny Qwen models of `lmms_holitom.tiny_qwen`).
+the tiny Qwen models of `lmms_holitom.testing.tiny_qwen`).
 """
 
 from __future__ import annotations
@@ -18,41 +18,16 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from lmms_holitom.models.chat_templates import QWEN_1_5 as CHAT_TEMPLATE
 from lmms_holitom.offline_tokenizer import byte_level_tokenizer
-from lmms_holitom.tiny_cache import build_once, cache_root
+from lmms_holitom.testing.cache import build_once, cache_root
 
-__all__ = [
-    "TINY_NAME",
-    "TinySpec",
-    "build_tiny_model",
-    "ensure_tiny",
-    "ensure_tiny_model",
-    "resolve_pretrained",
-    "tiny_cache_dir",
-    "tiny_model_dir",
-    "tiny_model_names",
-]
+__all__ = ["TINY_NAME", "TinySpec", "build_tiny_model", "ensure_tiny_model", "tiny_cache_dir"]
 
 TINY_NAME = "tiny"
 _FORMAT_VERSION = 1
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>"]
-# Qwen-1.5 chat template: the same prompt lmms-eval's `qwen_1_5` conversation template builds.
-CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{% if loop.first and message['role'] != 'system' %}"
-    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
-    "<|im_start|>{{ message['role'] }}\n"
-    "{% if message['content'] is string %}{{ message['content'] }}"
-    "{% else %}{% for content in message['content'] %}"
-    "{% if content['type'] == 'image' %}<image>\n"
-    "{% elif content['type'] == 'video' %}<video>\n"
-    "{% elif content['type'] == 'text' %}{{ content['text'] }}{% endif %}"
-    "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-
-
 @dataclass(frozen=True)
 class TinySpec:
     """Shape of the tiny model (defaults: ~0.5 M parameters, runs in milliseconds on a CPU)."""
@@ -167,39 +142,3 @@ def ensure_tiny_model(path: str | os.PathLike | None = None) -> Path:
     """Return the folder of the tiny model, building it (atomically) on first use."""
     target = Path(path) if path is not None else tiny_cache_dir()
     return build_once(target, "lmms_holitom_tiny.json", build_tiny_model, ".tiny-")
-
-
-def tiny_model_names() -> tuple[str, ...]:
-    """Every built-in tiny model: ``tiny`` (LLaVA-OneVision), ``tiny-qwen2.5-vl``, ``tiny-qwen3-vl``."""
-    from lmms_holitom.tiny_qwen import TINY_QWEN_NAMES
-
-    return (TINY_NAME, *TINY_QWEN_NAMES)
-
-
-def tiny_model_dir(name: str) -> Path:
-    """The default folder of the built-in tiny model ``name`` (built or not). ValueError for an unknown name."""
-    from lmms_holitom.tiny_qwen import TINY_QWEN_NAMES, tiny_qwen_cache_dir
-
-    if name == TINY_NAME:
-        return tiny_cache_dir()
-    if name in TINY_QWEN_NAMES:
-        return tiny_qwen_cache_dir(name)
-    raise ValueError(f"unknown tiny model {name!r}; known: {', '.join(tiny_model_names())}")
-
-
-def ensure_tiny(name: str, path: str | os.PathLike | None = None) -> Path:
-    """The folder of the built-in tiny model ``name``, built (atomically) on first use into ``path`` or its
-    default folder. ValueError for an unknown name."""
-    from lmms_holitom.tiny_qwen import TINY_QWEN_NAMES, ensure_tiny_qwen_model
-
-    if name == TINY_NAME:
-        return ensure_tiny_model(path)
-    if name in TINY_QWEN_NAMES:
-        return ensure_tiny_qwen_model(name, path)
-    raise ValueError(f"unknown tiny model {name!r}; known: {', '.join(tiny_model_names())}")
-
-
-def resolve_pretrained(name: str) -> str:
-    """Map the name of a built-in tiny model (``tiny``, ``tiny-qwen2.5-vl``, ``tiny-qwen3-vl``) to its folder,
-    building it on first use; anything else is returned unchanged."""
-    return str(ensure_tiny(name)) if name in tiny_model_names() else name
