@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from plugin_fixtures import BenchmarkHome, CliRun, benchmark_env, build_benchmark_home, run_lmms_eval
 
-from lmms_holitom.lmms_eval.visuals import FAILED_ANSWER
-from lmms_holitom.stats import RECORD_KEYS
+from lmms_holitom.integrations.lmms_eval.records import RECORD_KEYS
+from lmms_holitom.integrations.lmms_eval.visuals import FAILED_ANSWER
 
 pytestmark = pytest.mark.slow
 

@@ -135,7 +135,7 @@ def test_one_boolean_and_one_dtype_parser_everywhere() -> None:
     import torch
 
     from lmms_holitom.config import parse_bool, resolve_dtype
-    from lmms_holitom.lmms_eval import settings
+    from lmms_holitom.integrations.lmms_eval import settings
 
     assert settings.parse_bool is parse_bool
     for text, want in (("y", True), ("t", True), ("On", True), ("1", True), ("n", False), ("off", False)):

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from plugin_fixtures import FRAMES, HOLITOM_ARGS, ROOT, CliRun, cli_env, run_lmms_eval
 
-from lmms_holitom.lmms_eval.visuals import FAILED_ANSWER
+from lmms_holitom.integrations.lmms_eval.visuals import FAILED_ANSWER
 
 pytestmark = pytest.mark.slow
 

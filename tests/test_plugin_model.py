@@ -13,9 +13,9 @@ import pytest
 from plugin_fixtures import ORIGINAL_ENV, ROOT
 
 from lmms_holitom.config import HoliTomConfig
-from lmms_holitom.lmms_eval.visuals import FAILED_ANSWER
-from lmms_holitom.lmms_eval_model import MODEL_ARGS, resolve_holitom_config
-from lmms_holitom.stats import discover_output_dir, merge_rank_files, rank_file_name, summarize
+from lmms_holitom.integrations.lmms_eval.llava import MODEL_ARGS, resolve_holitom_config
+from lmms_holitom.integrations.lmms_eval.records import discover_output_dir, merge_rank_files, rank_file_name, summarize
+from lmms_holitom.integrations.lmms_eval.visuals import FAILED_ANSWER
 from lmms_holitom.video import VideoDecodeError
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -45,7 +45,7 @@ def clips(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def lm(clean_env, tmp_path_factory):
-    from lmms_holitom.lmms_eval_model import LlavaOneVisionHoliTom
+    from lmms_holitom.integrations.lmms_eval.llava import LlavaOneVisionHoliTom
 
     stats = tmp_path_factory.mktemp("stats")
     return LlavaOneVisionHoliTom(
@@ -73,7 +73,7 @@ def _request(context: str, doc_id: int, task: str = "t", padding: bool = False):
 def test_entry_point_resolves() -> None:
     from lmms_eval.models import get_model
 
-    from lmms_holitom.lmms_eval_model import LlavaOneVisionHoliTom
+    from lmms_holitom.integrations.lmms_eval.llava import LlavaOneVisionHoliTom
 
     cls = get_model("llava_onevision_holitom")
     assert cls is LlavaOneVisionHoliTom
@@ -143,7 +143,7 @@ def test_unknown_model_arg_lists_valid_ones(clean_env) -> None:
     ],
 )
 def test_invalid_model_args(clean_env, kwargs, match) -> None:
-    from lmms_holitom.lmms_eval_model import LlavaOneVisionHoliTom
+    from lmms_holitom.integrations.lmms_eval.llava import LlavaOneVisionHoliTom
 
     with pytest.raises(ValueError, match=match):
         LlavaOneVisionHoliTom(pretrained="tiny", device="cpu", **kwargs)
@@ -155,7 +155,7 @@ def test_model_args_cover_lmms_eval_cli_extras() -> None:
 
 
 def test_merge_layer_default_fits_shallow_model_but_explicit_is_strict(clean_env) -> None:
-    from lmms_holitom.lmms_eval_model import LlavaOneVisionHoliTom
+    from lmms_holitom.integrations.lmms_eval.llava import LlavaOneVisionHoliTom
 
     lm_default = LlavaOneVisionHoliTom(pretrained="tiny", device="cpu")
     assert lm_default.holitom_config.method == "holitom"

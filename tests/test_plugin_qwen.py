@@ -52,7 +52,7 @@ def test_dense_and_holitom_runs(tmp_path, clips, model, name):
 
 
 def test_bad_model_args_are_one_line_errors():
-    from lmms_holitom.lmms_eval.qwen import Qwen2_5_VLHoliTom, Qwen3VLHoliTom
+    from lmms_holitom.integrations.lmms_eval.qwen import Qwen2_5_VLHoliTom, Qwen3VLHoliTom
 
     with pytest.raises(ValueError, match=r"max_num_frames must be an integer in \[1, 4096\], got 'abc'"):
         Qwen2_5_VLHoliTom(pretrained="tiny-qwen2.5-vl", max_num_frames="abc", device="cpu")

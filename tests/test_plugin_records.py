@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from plugin_fixtures import ORIGINAL_ENV, write_clip
 
-from lmms_holitom.lmms_eval.settings import parse_int, parse_on_video_error
-from lmms_holitom.stats import RECORD_KEYS
+from lmms_holitom.integrations.lmms_eval.records import RECORD_KEYS
+from lmms_holitom.integrations.lmms_eval.settings import parse_int, parse_on_video_error
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -35,7 +35,7 @@ def clean_env():
     ({"truncation": "maybe"}, "truncation must be a boolean (true/false)"),
 ])
 def test_model_args_fail_at_load_with_one_line(clean_env, kwargs, message) -> None:
-    from lmms_holitom.lmms_eval_model import LlavaOneVisionHoliTom
+    from lmms_holitom.integrations.lmms_eval.llava import LlavaOneVisionHoliTom
 
     with pytest.raises(ValueError) as info:
         LlavaOneVisionHoliTom(pretrained="tiny", device="cpu", **kwargs)
@@ -51,7 +51,7 @@ def test_parsers() -> None:
 
 @pytest.fixture(scope="module")
 def lm(clean_env, tmp_path_factory):
-    from lmms_holitom.lmms_eval_model import LlavaOneVisionHoliTom
+    from lmms_holitom.integrations.lmms_eval.llava import LlavaOneVisionHoliTom
 
     return LlavaOneVisionHoliTom(pretrained="tiny", device="cpu", max_frames_num="2", retain_ratio="0.25",
                                  merge_layer="2", stats_path=str(tmp_path_factory.mktemp("stats")),

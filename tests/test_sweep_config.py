@@ -241,7 +241,7 @@ def test_lmms_eval_model_and_its_model_keys_checked():
 
 
 def test_study_models_are_the_registered_lmms_eval_models():
-    from lmms_holitom.lmms_eval_plugin import MODELS
+    from lmms_holitom.integrations.lmms_eval.plugin import MODELS
     from lmms_holitom.sweep.spec import LMMS_EVAL_MODELS
 
     assert set(LMMS_EVAL_MODELS) == set(MODELS)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from sweep_helpers import REPO
 
-import lmms_holitom.lmms_eval_model  # noqa: F401  (the plugin the sweep runs)
+import lmms_holitom.integrations.lmms_eval.llava  # noqa: F401  (the plugin the sweep runs)
 
 assert (REPO / "task_overrides" / "holitom_smoke").is_dir(), "task_overrides/holitom_smoke is missing"
 

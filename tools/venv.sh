@@ -58,6 +58,7 @@ case "$mode" in
     new_venv
     pip install -q --upgrade pip setuptools wheel
     pip install -q --upgrade --upgrade-strategy eager -e ".[dev]"
+    rm -rf lmms_holitom.egg-info  # the isolated build leaves it in the checkout, where it would go stale
     echo "tools/venv.sh: $venv holds the newest allowed versions; differences from the lock (< venv, > lock):"
     diff <(frozen) <(locked) || true
     ;;

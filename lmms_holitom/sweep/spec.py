@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from lmms_holitom.config import HoliTomConfig
-from lmms_holitom.lmms_eval_plugin import MODEL_ID
+from lmms_holitom.integrations.lmms_eval.plugin import MODEL_ID
 from lmms_holitom.methods import METHODS as METHOD_REGISTRY
 
 TOP_KEYS = ("name", "description", "lmms_eval_model", "model", "tasks", "launcher", "limit", "include_path",

@@ -1,7 +1,6 @@
 """`HoliTomLmms`: what every lmms-eval model of this plugin shares — settings, placement, loading, the request
-loop, failed videos, statistics. A family is a thin subclass (`lmms_holitom.lmms_eval_model` for LLaVA,
-`lmms_holitom.lmms_eval.qwen` for Qwen2.5-VL / Qwen3-VL) that says which model class, processor, visuals and prompt
-it uses.
+loop, failed videos, statistics. A family is a thin subclass (`llava` for LLaVA, `qwen` for Qwen2.5-VL / Qwen3-VL)
+that says which model class, processor, visuals and prompt it uses.
 """
 
 from __future__ import annotations
@@ -18,10 +17,11 @@ from loguru import logger
 from tqdm import tqdm
 
 from lmms_holitom.config import METHODS, HoliTomConfig, resolve_dtype
-from lmms_holitom.lmms_eval.prompts import generation_kwargs
-from lmms_holitom.lmms_eval.recorder import SampleRecorder
-from lmms_holitom.lmms_eval.runtime import FirstTokenClock, barrier, placement, process_layout
-from lmms_holitom.lmms_eval.settings import (
+from lmms_holitom.integrations.lmms_eval.prompts import generation_kwargs
+from lmms_holitom.integrations.lmms_eval.recorder import SampleRecorder
+from lmms_holitom.integrations.lmms_eval.records import discover_output_dir
+from lmms_holitom.integrations.lmms_eval.runtime import FirstTokenClock, barrier, placement, process_layout
+from lmms_holitom.integrations.lmms_eval.settings import (
     none_if_empty,
     original_env_set,
     parse_bool,
@@ -29,8 +29,7 @@ from lmms_holitom.lmms_eval.settings import (
     parse_on_video_error,
     resolve_holitom_config,
 )
-from lmms_holitom.lmms_eval.visuals import FAILED_ANSWER, VisualError, Visuals, call_doc_to_visual
-from lmms_holitom.stats import discover_output_dir
+from lmms_holitom.integrations.lmms_eval.visuals import FAILED_ANSWER, VisualError, Visuals, call_doc_to_visual
 from lmms_holitom.video import VideoDecodeError
 
 __all__ = ["COMMON_MODEL_ARGS", "HoliTomLmms"]

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from lmms_holitom.lmms_eval.base import HoliTomLmms
-from lmms_holitom.lmms_eval.prompts import CONV_TEMPLATES, build_prompt
-from lmms_holitom.lmms_eval.settings import (
+from lmms_holitom.integrations.lmms_eval.base import HoliTomLmms
+from lmms_holitom.integrations.lmms_eval.prompts import CONV_TEMPLATES, build_prompt
+from lmms_holitom.integrations.lmms_eval.settings import (
     ORIGINAL_ENV_VARS,
     none_if_empty,
     parse_bool,
@@ -26,7 +26,7 @@ from lmms_holitom.lmms_eval.settings import (
     parse_layout_args,
     resolve_holitom_config,
 )
-from lmms_holitom.lmms_eval.visuals import Visuals, load_visuals
+from lmms_holitom.integrations.lmms_eval.visuals import Visuals, load_visuals
 from lmms_holitom.video import check_backend
 
 __all__ = ["MODEL_ARGS", "LlavaOneVisionHoliTom", "ORIGINAL_ENV_VARS", "resolve_holitom_config"]
@@ -56,9 +56,9 @@ class LlavaOneVisionHoliTom(HoliTomLmms):
       task's ``doc_to_visual`` raises, ``SystemExit`` included — is answered with ``FAILED_ANSWER``
       (``"[video error]"``), counted, and recorded with its error and file in the stats files and the
       end-of-run summary — never answered from the text alone; ``fail`` (alias ``raise``) stops at the first.
-    * ``stats_path``: folder of the statistics files (`lmms_holitom.stats`); default: lmms-eval's results
-      folder ``<output_path>/<model subdir>`` of the lmms-eval command line that started the process
-      (`stats.discover_output_dir`); without either (``simple_evaluate`` from Python), no files are written
+    * ``stats_path``: folder of the statistics files (`records`); default: lmms-eval's results folder
+      ``<output_path>/<model subdir>`` of the lmms-eval command line that started the process
+      (`records.discover_output_dir`); without either (``simple_evaluate`` from Python), no files are written
       (the summary is still logged).
     * Every `HoliTomConfig` field: ``method`` (``holitom``), ``retain_ratio``, ``tau``, ``merge_layer``,
       ``merge_ratio``, ``beta``, ``contextual_ratio``, ``knn_k``, ``max_window_size``, ``beta_merge``,

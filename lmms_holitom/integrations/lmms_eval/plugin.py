@@ -8,12 +8,12 @@ and an exception here silently stops all plugin loading. The model classes are i
 from __future__ import annotations
 
 MODEL_ID = "llava_onevision_holitom"
-CLASS_PATH = "lmms_holitom.lmms_eval_model.LlavaOneVisionHoliTom"
+CLASS_PATH = "lmms_holitom.integrations.lmms_eval.llava.LlavaOneVisionHoliTom"
 #: model id -> class path, every model the plugin registers
 MODELS = {
     MODEL_ID: CLASS_PATH,
-    "qwen2_5_vl_holitom": "lmms_holitom.lmms_eval.qwen.Qwen2_5_VLHoliTom",
-    "qwen3_vl_holitom": "lmms_holitom.lmms_eval.qwen.Qwen3VLHoliTom",
+    "qwen2_5_vl_holitom": "lmms_holitom.integrations.lmms_eval.qwen.Qwen2_5_VLHoliTom",
+    "qwen3_vl_holitom": "lmms_holitom.integrations.lmms_eval.qwen.Qwen3VLHoliTom",
 }
 
 

@@ -17,10 +17,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from lmms_holitom.lmms_eval.base import HoliTomLmms
-from lmms_holitom.lmms_eval.prompts import SYSTEM_PROMPT
-from lmms_holitom.lmms_eval.settings import none_if_empty, parse_int
-from lmms_holitom.lmms_eval.visuals import VisualError, Visuals
+from lmms_holitom.integrations.lmms_eval.base import HoliTomLmms
+from lmms_holitom.integrations.lmms_eval.prompts import SYSTEM_PROMPT
+from lmms_holitom.integrations.lmms_eval.settings import none_if_empty, parse_int
+from lmms_holitom.integrations.lmms_eval.visuals import VisualError, Visuals
 
 __all__ = ["Qwen2_5_VLHoliTom", "Qwen3VLHoliTom"]
 

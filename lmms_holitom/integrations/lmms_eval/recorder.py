@@ -1,6 +1,6 @@
 """The per-sample recorder of an lmms-eval model: one record per sample, then the per-task summary.
 
-Records have every key of `lmms_holitom.stats.RECORD_KEYS`; the files are written by `lmms_holitom.stats`.
+Records have every key of `lmms_holitom.integrations.lmms_eval.records.RECORD_KEYS`; the files are written by `records`.
 Video samples record what the model reports it fed the LLM (``model.holitom_stats``); image samples record
 their image tokens and those tokens' TFLOPs (nothing is compressed), with the video fields null.
 """
@@ -13,7 +13,13 @@ from typing import Any
 
 from loguru import logger
 
-from lmms_holitom.stats import StatsWriter, format_summary, merge_rank_files, summarize, write_summary
+from lmms_holitom.integrations.lmms_eval.records import (
+    StatsWriter,
+    format_summary,
+    merge_rank_files,
+    summarize,
+    write_summary,
+)
 
 __all__ = ["SampleRecorder", "visual_tflops"]
 

@@ -13,7 +13,7 @@ statistics (frames, dense/outer/inner tokens, segments, TFLOPs) describe the vid
 image samples carry ``image_tokens`` and the TFLOPs of those (uncompressed) tokens instead, with the video
 fields null. A failed sample has ``error`` (``"VideoDecodeError: ..."`` or ``"doc_to_visual raised ..."``) and
 ``video`` (the file, when known) set and every measurement null: it was answered with
-`lmms_holitom.lmms_eval.visuals.FAILED_ANSWER`, never from the text alone.
+`lmms_holitom.integrations.lmms_eval.visuals.FAILED_ANSWER`, never from the text alone.
 
 The summary's video means are over the video samples without error; image samples are counted and averaged
 apart (``image_samples``, ``mean_image_tokens``, ``mean_image_tflops``), so zeros never skew them.
