@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from plugin_fixtures import ORIGINAL_ENV, write_clip
 
+from lmms_holitom.config import HoliTomConfig
 from lmms_holitom.integrations.lmms_eval.records import RECORD_KEYS
 from lmms_holitom.integrations.lmms_eval.settings import parse_int, parse_on_video_error
 
@@ -88,7 +89,10 @@ def test_second_generate_until_appends_and_records_images_apart(lm, tmp_path: Pa
     assert video["modality"] == "video" and video["outer_tokens"] > 0 and video["image_tokens"] is None
     assert failed["error"].startswith("VideoDecodeError") and failed["video"] == str(tmp_path / "gone.mp4")
     assert all(failed[k] is None for k in RECORD_KEYS if k not in
-               {"doc_id", "task", "split", "rank", "method", "video", "error"})
+               {"doc_id", "task", "split", "rank", "method", "video", "error", "settings"})
+    # every record carries the full effective settings, not only the method's name
+    settings = {**HoliTomConfig().to_dict(), "retain_ratio": 0.25, "merge_layer": 2}
+    assert all(r["settings"] == settings for r in lines)
     assert img["modality"] == "image" and img["image_tokens"] > 0 and img["tflops"] > 0
     assert img["dense_tokens"] is None and img["outer_tokens"] is None
     summary = json.loads((lm.stats_dir / "holitom_summary.json").read_text())["t"]

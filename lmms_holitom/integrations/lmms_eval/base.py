@@ -274,7 +274,7 @@ class HoliTomLmms(lmms):
 
     def _answer(self, context: str, gen_kwargs: dict, doc_to_visual, doc_id, task: str, split: str) -> str:
         base = {"doc_id": doc_id, "task": task, "split": split, "rank": self.rank,
-                "method": self.holitom_config.method}
+                "method": self.holitom_config.method, "settings": self.holitom_config.to_dict()}
         try:
             doc = self.task_dict[task][split][doc_id]
             visuals = self._load_visuals(call_doc_to_visual(doc_to_visual, doc))

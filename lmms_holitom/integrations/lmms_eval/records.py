@@ -8,7 +8,8 @@ Files (`docs/CONTRACTS.md`), all in one folder — by default lmms-eval's own re
 * ``holitom_summary.json`` — ``{task: {samples, errors, mean_outer_tokens, mean_inner_tokens,
   mean_dense_tokens, mean_tflops, mean_tflops_dense, mean_prefill_ms, mean_ttft_ms, ...}}``.
 
-A sample line has every key of `RECORD_KEYS`. ``modality`` is ``video``, ``image`` or ``text``; the video
+A sample line has every key of `RECORD_KEYS`; ``settings`` is the full effective `HoliTomConfig` of the sample
+(every field, the method's defaults resolved). ``modality`` is ``video``, ``image`` or ``text``; the video
 statistics (frames, dense/outer/inner tokens, segments, TFLOPs) describe the video a video sample's model saw,
 image samples carry ``image_tokens`` and the TFLOPs of those (uncompressed) tokens instead, with the video
 fields null. A failed sample has ``error`` (``"VideoDecodeError: ..."`` or ``"doc_to_visual raised ..."``) and
@@ -52,7 +53,7 @@ SUMMARY_NAME = "holitom_summary.json"
 RECORD_KEYS: tuple[str, ...] = (
     "doc_id", "task", "split", "rank", "method", "modality", "video", "frames", "tokens_per_frame",
     "dense_tokens", "outer_tokens", "inner_tokens", "merge_layer", "segments", "static_tokens", "image_tokens",
-    "prompt_tokens_dense", "prompt_tokens", "new_tokens", "tflops_dense", "tflops", "timings_ms", "error",
+    "prompt_tokens_dense", "prompt_tokens", "new_tokens", "tflops_dense", "tflops", "timings_ms", "error", "settings",
 )
 _RANK_RE = re.compile(r"^holitom_stats\.rank(\d+)\.jsonl$")
 
