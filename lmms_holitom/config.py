@@ -22,8 +22,9 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 from lmms_holitom.methods import Method, get_method, method_names
+from lmms_holitom.values import parse_bool, parse_float, parse_int, parse_name, parse_optional_int
 
-__all__ = ["DEFAULTS", "ENV_VARS", "FIDELITIES", "METHODS", "HoliTomConfig", "parse_bool", "resolve_dtype"]
+__all__ = ["DEFAULTS", "ENV_VARS", "FIDELITIES", "METHODS", "HoliTomConfig"]
 
 #: every method's name (the registry, `lmms_holitom.methods`, is the one list)
 METHODS = method_names()
@@ -73,96 +74,21 @@ ENV_VARS: dict[str, str] = {
     "DOMINANT_RATIO": "dominant_ratio",
 }
 
-_TRUE = {"1", "true", "yes", "on", "y", "t"}
-_FALSE = {"0", "false", "no", "off", "n", "f"}
-
-
-def parse_bool(name: str, value: Any) -> bool:
-    """``true/false``, ``1/0``, ``yes/no``, ``on/off``, ``y/n``, ``t/f``; an empty string is an error, not False (for
-    ``beta_merge=`` in lmms-eval ``model_args`` silently meaning "off" would invert the default). The one boolean
-    parser of the package (config fields, model args, env vars)."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, (int, float)) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
-        return value.strip().lower() in _TRUE
-    raise ValueError(f"{name} must be a boolean (true/false), got {value!r}")
-
-
-_DTYPE_ALIASES = {"bf16": "bfloat16", "fp16": "float16", "half": "float16", "fp32": "float32", "float": "float32"}
-
-
-def resolve_dtype(value: Any, device: Any, name: str = "dtype") -> Any:
-    """A torch floating dtype from ``auto`` (bf16 on CUDA, fp32 elsewhere), a name (``float32``, ``bfloat16``,
-    ``float16``, ``torch.bfloat16``) or an alias (``fp32``, ``bf16``, ``fp16``, ``half``, ``float``), or a dtype;
-    ValueError naming ``name`` otherwise. The one dtype parser of the package (model args, CLI flags)."""
-    import torch
-
-    if isinstance(value, torch.dtype):
-        return value
-    text = str(value or "auto").strip().lower().removeprefix("torch.")
-    if text == "auto":
-        return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
-    dtype = getattr(torch, _DTYPE_ALIASES.get(text, text), None)
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise ValueError(f"{name} must be auto, float32, bfloat16 or float16 (or fp32, bf16, fp16), got {value!r}")
-    return dtype
-
-
-def _parse_optional_int(name: str, value: Any) -> int | None:
-    if value is None or (isinstance(value, str) and value.strip().lower() in {"", "none", "null"}):
-        return None
-    return _parse_int(name, value)
-
-
-def _parse_int(name: str, value: Any) -> int:
-    if isinstance(value, bool):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str):
-        try:
-            return int(value.strip())
-        except ValueError:
-            pass
-    raise ValueError(f"{name} must be an integer, got {value!r}")
-
-
-def _parse_float(name: str, value: Any) -> float:
-    if isinstance(value, bool):
-        raise ValueError(f"{name} must be a number, got {value!r}")
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value.strip())
-        except ValueError:
-            pass
-    raise ValueError(f"{name} must be a number, got {value!r}")
-
-
-def _parse_name(name: str, value: Any) -> str:
-    return str(value).strip().lower()
-
-
 #: field -> coercion (raises ValueError naming the field)
 _COERCE: dict[str, Any] = {
-    "method": _parse_name,
-    "retain_ratio": _parse_float,
-    "tau": _parse_float,
-    "merge_layer": _parse_optional_int,
-    "merge_ratio": _parse_float,
-    "beta": _parse_float,
-    "contextual_ratio": _parse_float,
-    "knn_k": _parse_int,
-    "max_window_size": _parse_int,
+    "method": parse_name,
+    "retain_ratio": parse_float,
+    "tau": parse_float,
+    "merge_layer": parse_optional_int,
+    "merge_ratio": parse_float,
+    "beta": parse_float,
+    "contextual_ratio": parse_float,
+    "knn_k": parse_int,
+    "max_window_size": parse_int,
     "beta_merge": parse_bool,
-    "fidelity": _parse_name,
-    "spatial_tokens": _parse_optional_int,
-    "dominant_ratio": _parse_float,
+    "fidelity": parse_name,
+    "spatial_tokens": parse_optional_int,
+    "dominant_ratio": parse_float,
 }
 _FINITE = ("retain_ratio", "tau", "merge_ratio", "beta", "contextual_ratio", "dominant_ratio")
 _UNIT = "in [0, 1]"
@@ -213,7 +139,7 @@ def _resolve(values: Mapping[str, Any]) -> tuple[dict[str, Any], list[str], froz
     `DEFAULTS` — coerced and checked: (coerced, problems, the fields that were set)."""
     given = frozenset(n for n in _COERCE if n in values and values[n] is not _DEFAULT)
     try:
-        own = get_method(_parse_name("method", values["method"])).defaults if "method" in given else {}
+        own = get_method(parse_name("method", values["method"])).defaults if "method" in given else {}
     except ValueError:
         own = {}  # the unknown method is reported by _coerce
     resolved = {n: values[n] if n in given else own.get(n, DEFAULTS[n]) for n in _COERCE}

@@ -134,8 +134,8 @@ def test_one_boolean_and_one_dtype_parser_everywhere() -> None:
     spellings; every entry point's dtype goes through `config.resolve_dtype`."""
     import torch
 
-    from lmms_holitom.config import parse_bool, resolve_dtype
     from lmms_holitom.integrations.lmms_eval import settings
+    from lmms_holitom.values import parse_bool, resolve_dtype
 
     assert settings.parse_bool is parse_bool
     for text, want in (("y", True), ("t", True), ("On", True), ("1", True), ("n", False), ("off", False)):

@@ -8,7 +8,7 @@ import torch
 
 from lmms_holitom.bench.settings import DEFAULT_METHODS
 from lmms_holitom.config import DEFAULTS
-from lmms_holitom.config import resolve_dtype as _resolve_dtype
+from lmms_holitom.values import resolve_dtype as _resolve_dtype
 
 __all__ = ["BenchOptions", "resolve_device", "resolve_dtype"]
 

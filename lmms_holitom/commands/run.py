@@ -72,7 +72,7 @@ def _holitom_config(args: argparse.Namespace, default_layer: int) -> Any:
 def _device_and_dtype(device: str, dtype: str) -> tuple[Any, Any]:
     import torch
 
-    from lmms_holitom.config import resolve_dtype
+    from lmms_holitom.values import resolve_dtype
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -16,7 +16,7 @@ from lmms_eval.api.model import lmms
 from loguru import logger
 from tqdm import tqdm
 
-from lmms_holitom.config import METHODS, HoliTomConfig, resolve_dtype
+from lmms_holitom.config import METHODS, HoliTomConfig
 from lmms_holitom.integrations.lmms_eval.prompts import generation_kwargs
 from lmms_holitom.integrations.lmms_eval.recorder import SampleRecorder
 from lmms_holitom.integrations.lmms_eval.records import discover_output_dir
@@ -30,6 +30,7 @@ from lmms_holitom.integrations.lmms_eval.settings import (
     resolve_holitom_config,
 )
 from lmms_holitom.integrations.lmms_eval.visuals import FAILED_ANSWER, VisualError, Visuals, call_doc_to_visual
+from lmms_holitom.values import resolve_dtype
 from lmms_holitom.video import VideoDecodeError
 
 __all__ = ["COMMON_MODEL_ARGS", "HoliTomLmms"]

@@ -10,7 +10,8 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from lmms_holitom.config import ENV_VARS, HoliTomConfig, parse_bool
+from lmms_holitom.config import ENV_VARS, HoliTomConfig
+from lmms_holitom.values import parse_bool
 
 __all__ = ["ORIGINAL_ENV_VARS", "none_if_empty", "original_env_set", "parse_bool", "parse_choice", "parse_int",
            "parse_layout_args", "parse_on_video_error", "resolve_holitom_config"]
