@@ -11,6 +11,8 @@ Three constructors:
 * ``HoliTomConfig.from_env()`` — the environment variables of the authors' scripts (``WRAPPER``,
   ``RETAIN_RATIO``, ``T``, ``HOLITOM_k``, ``HOLITOM_r``, ``BETA``, ``D``, ``K``, ``MAX_WINDOW_SIZE``,
   ``NO_BETA``, ``SPATIAL_TOKENS``, ``DOMINANT_RATIO``, ``FASTV_k``, ``FASTV_r``).
+
+Over 300 lines on purpose: the config's fields, ranges, per-method resolution and the authors' env-var rules.
 """
 
 from __future__ import annotations

@@ -30,6 +30,8 @@ gives the same logits as cached decoding.
 
 Limitations: batch size 1; full-attention layers only (no sliding-window layers); a `DynamicCache` (the engine's
 `HoliTomCache`); ``output_hidden_states``/``output_attentions`` are not collected on this path.
+
+Over 300 lines on purpose: the one mirror of transformers' decoder forward, prefill and decoding side by side.
 """
 
 from __future__ import annotations

@@ -15,6 +15,8 @@ tower's minus one, ``vision_use_head=False``, ``vision_feature_layer=-1``, ``vis
 
 Public: `is_llava_next_checkpoint`, `read_llava_next_config`, `llava_next_config`, `convert_key`, `KEY_MAPPING`,
 `load_llava_next_tokenizer`, `load_llava_next`.
+
+Over 300 lines on purpose: one checkpoint format's facts (config, key mapping, tokenizer, loading) in one place.
 """
 
 from __future__ import annotations

@@ -21,6 +21,9 @@ The public equal-size helpers (`dpc_knn_centres`, `cluster_merge`,
 * every non-centre token joins the nearest centre (argmin over ``dist``; equal distances go to the
   lower-index centre); a centre with members becomes ``beta * centre + (1 - beta) * mean(members)``
   (``beta_merge=False``: ``mean(centre, members)``), one without members stays as it is.
+
+Over 300 lines on purpose: DPC-kNN's centres, its merge and the ragged-batch engine share their tie rules; apart
+they would drift.
 """
 
 from __future__ import annotations

@@ -25,6 +25,8 @@ and ``<name>-<split>*.arrow``; the datasets cache is ``$LMMS_EVAL_DATASETS_CACHE
 video paths, which are then counted; the video root must exist (else lmms-eval calls
 ``snapshot_download``, which fails offline), and for MVBench it must be a real folder, not the symlink
 lmms-eval creates (a symlink makes it call ``snapshot_download(revision="video")`` again).
+
+Over 300 lines on purpose: the offline data checks of the four benchmarks, each a few lines, in one table.
 """
 
 from __future__ import annotations

@@ -25,6 +25,8 @@ A run whose only missing results are remote-scored tasks with saved answers (``e
 will touch is locked first (`lmms_holitom.sweep.lock`), so a second sweep on the same folder refuses. A
 run folder that cannot be written (read-only, full disk) marks the run ``failed`` with the reason when the
 manifest can still be written, and stops the sweep (`SweepIOError`).
+
+Over 300 lines on purpose: the run loop and its resume, lock, interrupt and manifest states are one state machine.
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
 """`HoliTomLmms`: what every lmms-eval model of this plugin shares — settings, placement, loading, the request
 loop, failed videos, statistics. A family is a thin subclass (`llava` for LLaVA, `qwen` for Qwen2.5-VL / Qwen3-VL)
 that says which model class, processor, visuals and prompt it uses.
+
+Over 300 lines on purpose: lmms-eval's model interface (setup, request loop, failures, records) is one class.
 """
 
 from __future__ import annotations
