@@ -25,6 +25,7 @@ from lmms_holitom.bench.runner import load_model, measure_settings, model_label
 from lmms_holitom.bench.settings import build_settings
 from lmms_holitom.bench.summary import add_ratios, dense_stats, ratio, setting_result, targets
 from lmms_holitom.flops import ModelShape, shape_from_hf_config
+from lmms_holitom.methods import get_method
 
 __all__ = ["SCHEMA", "run_bench"]
 
@@ -119,11 +120,12 @@ def _inputs(model: Any, opts: BenchOptions, device: torch.device, dtype: torch.d
 
 
 def _pipeline_vision_overhead(probe: dict[str, Any], results: list[dict[str, Any]], stat: str) -> None:
-    """The probe's overhead seen inside ``generate``: the first HoliTom setting's vision stage vs dense's.
+    """The probe's overhead seen inside ``generate``: the vision stage of the first measured setting whose method
+    reads the saliency (HoliTom, VisionZip) vs dense's.
 
-    (Tower + projector + pooling, plus the probe and the pooling of its saliency for HoliTom.)
+    (Tower + projector + pooling, plus the probe and the pooling of its saliency.)
     """
-    outer = [r for r in results if r["method"] in ("holitom", "holitom_wo_m")]
+    outer = [r for r in results if get_method(r["method"]).saliency]
     if outer and "variants" in probe:
         r = ratio(outer[0]["timings_ms"]["vision"][stat], results[0]["timings_ms"]["vision"][stat])
         probe["pipeline_vision_overhead_pct"] = None if r is None else 100.0 * (r - 1.0)

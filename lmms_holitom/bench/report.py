@@ -10,6 +10,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from lmms_holitom.methods import get_method
+
 __all__ = ["format_table", "write_json", "write_plot"]
 
 
@@ -93,7 +95,7 @@ def format_table(result: dict[str, Any]) -> str:
         lines.append(f"peak MB: {meta['memory_measure']}; LLM MB: the same after the vision tower "
                      "(projector, pooling, merge, prefill, decoding); KV MB: the cache after decoding")
     for r in result["settings"][1:]:
-        if r["merge_overhead_pct_of_dense_prefill"] is not None and r["method"] != "fastv":
+        if r["merge_overhead_pct_of_dense_prefill"] is not None and get_method(r["method"]).outer is not None:
             lines.append(f"  {r['name']}: merge overhead {r['merge_overhead_pct_of_dense_prefill']:.2f} % of dense "
                          f"LLM prefill (outer {_fmt(r['timings_ms']['outer_merge'][stat], '.2f')} ms, inner "
                          f"{_fmt(r['timings_ms']['inner_merge'][stat], '.2f')} ms)")
