@@ -90,13 +90,13 @@ def test_vision_saliency_equals_eager_attention(holitom_model, eager_model, tiny
 def test_other_feature_layer_is_probed(holitom_model, eager_model, tiny_video_inputs):
     """vision_feature_layer=-2 -> the probe sits on layer 0, whose output the features then come from."""
     pixels = tiny_video_inputs["pixel_values_videos"]
-    holitom_model.model.holitom_encode = HOLITOM
+    holitom_model.model.holitom_runtime.config = HOLITOM
     try:
         with torch.no_grad():
             video = holitom_model.model.get_video_features(pixels, vision_feature_layer=-2)
             out = eager_model.model.vision_tower(pixels.flatten(0, 1), output_attentions=True)
     finally:
-        holitom_model.model.holitom_encode = holitom_model.holitom
+        holitom_model.model.holitom_runtime.config = holitom_model.holitom
     want = out.attentions[0].mean(dim=1).mean(dim=1)
     torch.testing.assert_close(video.holitom.saliency.raw_attention, want, atol=1e-5, rtol=0)
 
@@ -116,7 +116,7 @@ def test_probe_memory_is_bounded_and_chunking_is_exact(holitom_model, video32):
         holitom_model.model.get_video_features(video32)
     assert baseline.largest < full_layer  # SDPA materialises no attention matrix
     results = {}
-    holitom_model.model.holitom_encode = HOLITOM
+    holitom_model.model.holitom_runtime.config = HOLITOM
     try:
         for chunk in (1, 3, 32):
             holitom_model.holitom_probe_chunk = chunk
@@ -129,7 +129,7 @@ def test_probe_memory_is_bounded_and_chunking_is_exact(holitom_model, video32):
             results[chunk] = saliency
     finally:
         holitom_model.holitom_probe_chunk = 8
-        holitom_model.model.holitom_encode = holitom_model.holitom
+        holitom_model.model.holitom_runtime.config = holitom_model.holitom
     assert results[3].peak_elements < full_layer
     assert results[32].peak_elements == full_layer  # the instrument sees a whole-video score tensor
     for chunk in (1, 3):
@@ -141,12 +141,12 @@ def test_probe_memory_is_bounded_and_chunking_is_exact(holitom_model, video32):
 def test_probe_is_only_active_for_methods_that_need_it(holitom_model, tiny_video_inputs):
     pixels = tiny_video_inputs["pixel_values_videos"]
     for method, needed in (("dense", False), ("fastv", False), ("holitom", True), ("visionzip", True)):
-        holitom_model.model.holitom_encode = HoliTomConfig(method=method, merge_layer=2)
+        holitom_model.model.holitom_runtime.config = HoliTomConfig(method=method, merge_layer=2)
         try:
             with torch.no_grad():
                 video = holitom_model.model.get_video_features(pixels)
         finally:
-            holitom_model.model.holitom_encode = holitom_model.holitom
+            holitom_model.model.holitom_runtime.config = holitom_model.holitom
         assert (video.holitom.saliency is not None) == needed
 
 

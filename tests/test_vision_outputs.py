@@ -56,3 +56,18 @@ def test_get_video_features_is_typed_with_and_without_return_dict(family: str) -
     model.set_holitom(HoliTomConfig(method="evs", retain_ratio=0.3))
     with torch.no_grad():
         assert holitom_vision(model.get_video_features(pixels, **kwargs)).saliency is None  # EVS needs no probe
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_one_runtime_state_per_model(family: str) -> None:
+    """The model and its vision side share one `HoliTomRuntime`: no copies of the config to keep in step."""
+    from lmms_holitom.core.state import HoliTomRuntime
+
+    model, _ = tiny_family(family)
+    runtime = model.holitom_runtime
+    assert isinstance(runtime, HoliTomRuntime) and model.model.holitom_runtime is runtime
+    cfg = model.set_holitom(HoliTomConfig(method="evs", retain_ratio=0.5))
+    assert runtime.config is cfg is model.holitom and not hasattr(model.model, "holitom_encode")
+    model.holitom_probe_chunk = 3
+    assert runtime.probe_chunk == 3
+    model.holitom_probe_chunk = 8

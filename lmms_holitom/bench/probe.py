@@ -60,7 +60,7 @@ def _overhead_pct(variant: dict[str, Any], base: dict[str, Any], stat: str) -> f
 
 def _chunks(model: Any, opts: BenchOptions) -> tuple[int, list[int]]:
     """(the model's own probe chunk, every chunk size to measure: it first, then ``opts.probe_chunks``)."""
-    default_chunk = int(getattr(model.model, "holitom_probe_chunk", getattr(model, "holitom_probe_chunk", 8)))
+    default_chunk = int(model.holitom_probe_chunk) if hasattr(model, "holitom_runtime") else 8
     return default_chunk, list(dict.fromkeys([default_chunk, *opts.probe_chunks]))
 
 

@@ -7,10 +7,11 @@ keep it wherever its per-request state lives.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
-__all__ = ["PrefillState", "SequenceState"]
+__all__ = ["HoliTomRuntime", "PrefillState", "SequenceState"]
 
 
 @dataclass(frozen=True)
@@ -50,3 +51,20 @@ class PrefillState:
     def group_of(self, layer_idx: int) -> str:
         """``high`` for layers >= K (they hold the inner-merged sequence), else ``low``."""
         return "high" if self.merge_layer is not None and layer_idx >= self.merge_layer else "low"
+
+
+@dataclass
+class HoliTomRuntime:
+    """A HoliTom model's runtime state, one object shared by the model and its vision side (which encodes videos,
+    also when ``generate`` calls it before the first forward).
+
+    Attributes:
+        config: the active `HoliTomConfig` (set by ``set_holitom``); the vision side probes saliency when its method
+            needs it.
+        probe_chunk: frames per chunk of the saliency probe (>= 1).
+        sync_timings: see `core.stats.StageTimer`.
+    """
+
+    config: Any = None
+    probe_chunk: int = 8
+    sync_timings: bool = False

@@ -19,6 +19,7 @@ from transformers.modeling_utils import slice_logits_to_keep
 
 from lmms_holitom.compat import check_transformers_version
 from lmms_holitom.config import DEFAULTS, HoliTomConfig
+from lmms_holitom.core.state import HoliTomRuntime
 from lmms_holitom.core.stats import HoliTomStats, StageTimer
 from lmms_holitom.core.trace import HoliTomTrace
 from lmms_holitom.engine.cache import HoliTomCache
@@ -59,6 +60,7 @@ class HoliTomModelMixin:
         self._holitom_timer: StageTimer | None = None
         self.holitom_trace = False
         self.holitom_last_trace: HoliTomTrace | None = None
+        self.model.holitom_runtime = HoliTomRuntime()  # the one runtime state, shared with the vision side
         self.holitom_probe_chunk = probe_chunk
         self.holitom_sync_timings = sync_timings
         self.set_holitom(self._default_holitom() if holitom is None else holitom)
@@ -109,38 +111,36 @@ class HoliTomModelMixin:
     def set_holitom(self, holitom: HoliTomConfig | Mapping[str, Any]) -> HoliTomConfig:
         """Validate ``holitom`` against this model and make it the active configuration."""
         cfg = self.validate_holitom(holitom)
-        self._holitom = cfg
-        self.holitom_on_config(cfg)
+        self.holitom_runtime.config = cfg
         return cfg
 
-    def holitom_on_config(self, cfg: HoliTomConfig) -> None:
-        """The active configuration changed: the vision side (the family's base model, ``self.model``) learns
-        whether the next encoding must probe saliency."""
-        self.model.holitom_encode = cfg
+    # One runtime state (`core.state.HoliTomRuntime`), held by the family's base model (``self.model``, which encodes
+    # the videos, also when ``generate`` calls it directly) and read here through it: no copies.
+    @property
+    def holitom_runtime(self) -> HoliTomRuntime:
+        return self.model.holitom_runtime
 
-    # The vision side's settings live on the family's base model (``self.model``), which encodes the videos (also
-    # when ``generate`` calls it directly, before the first forward).
     @property
     def holitom_probe_chunk(self) -> int:
-        return self.model.holitom_probe_chunk
+        return self.holitom_runtime.probe_chunk
 
     @holitom_probe_chunk.setter
     def holitom_probe_chunk(self, value: int) -> None:
         if isinstance(value, bool) or int(value) < 1:
             raise ValueError(f"probe_chunk must be an integer >= 1, got {value!r}")
-        self.model.holitom_probe_chunk = int(value)
+        self.holitom_runtime.probe_chunk = int(value)
 
     @property
     def holitom_sync_timings(self) -> bool:
-        return self.model.holitom_sync_timings
+        return self.holitom_runtime.sync_timings
 
     @holitom_sync_timings.setter
     def holitom_sync_timings(self, value: bool) -> None:
-        self.model.holitom_sync_timings = bool(value)
+        self.holitom_runtime.sync_timings = bool(value)
 
     @property
     def holitom(self) -> HoliTomConfig:
-        return self._holitom
+        return self.holitom_runtime.config
 
     @holitom.setter
     def holitom(self, value: HoliTomConfig | Mapping[str, Any]) -> None:
@@ -149,7 +149,7 @@ class HoliTomModelMixin:
     @contextmanager
     def holitom_override(self, holitom: HoliTomConfig | Mapping[str, Any] | None) -> Iterator[HoliTomConfig]:
         """Temporarily make ``holitom`` the active configuration (None: keep the current one)."""
-        previous = self._holitom
+        previous = self.holitom
         if holitom is None:
             yield previous
             return

@@ -149,7 +149,7 @@ def load_family_checkpoint(
     want_info = bool(kwargs.get("output_loading_info", False))
     loaded = hf_from_pretrained(name, *model_args, **kwargs)
     model, info = loaded if want_info else (loaded, None)
-    model.model.holitom_probe_chunk = int(probe_chunk)
+    model.holitom_probe_chunk = int(probe_chunk)
     model.holitom_sync_timings = sync_timings
     if holitom is not None:
         model.set_holitom(holitom)

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from transformers import LlavaOnevisionModel
 
-from lmms_holitom.config import HoliTomConfig
+from lmms_holitom.core.state import HoliTomRuntime
 from lmms_holitom.core.stats import StageTimer
 from lmms_holitom.engine.outputs import HoliTomVision, HoliTomVisionOutput, typed_output
 from lmms_holitom.models.layout import VideoLayout
@@ -29,19 +29,15 @@ class HoliTomLlavaOnevisionModel(LlavaOnevisionModel):
     """The stock LLaVA-OneVision base model in a given video layout, recording HoliTom's vision saliency.
 
     Attributes:
-        holitom_encode: the configuration the next video encoding serves (set by the outer model); saliency is
-            computed when ``holitom_encode.needs_saliency`` (HoliTom, VisionZip).
+        holitom_runtime: the model's one `HoliTomRuntime` (its active config — saliency is computed when the method
+            needs it — probe chunk and timing mode), shared with the outer model.
         holitom_layout: the `VideoLayout` (bilinear + one newline: LLaVA-OneVision; average + grid: LLaVA-Video).
-        holitom_probe_chunk: frames per chunk of the probe.
-        holitom_sync_timings: see `StageTimer`.
     """
 
     def __init__(self, config: Any) -> None:
         super().__init__(config)
-        self.holitom_encode: HoliTomConfig | None = None
+        self.holitom_runtime = HoliTomRuntime()
         self.holitom_layout = VideoLayout()
-        self.holitom_probe_chunk = 8
-        self.holitom_sync_timings = False
 
     @property
     def patch_side(self) -> int:
@@ -70,12 +66,12 @@ class HoliTomLlavaOnevisionModel(LlavaOnevisionModel):
         return_dict = kwargs.pop("return_dict", True)
         layer = self.config.vision_feature_layer if vision_feature_layer is None else vision_feature_layer
         strategy = vision_feature_select_strategy or self.config.vision_feature_select_strategy
-        cfg = self.holitom_encode
+        runtime = self.holitom_runtime
         probe = None
-        if cfg is not None and cfg.needs_saliency:
+        if runtime.config is not None and runtime.config.needs_saliency:
             module = feature_attention_module(self.vision_tower, layer)
-            probe = VisionSaliencyProbe(module, self.holitom_probe_chunk, want_keys=True)
-        timer = StageTimer(pixel_values_videos.device, self.holitom_sync_timings)
+            probe = VisionSaliencyProbe(module, runtime.probe_chunk, want_keys=True)
+        timer = StageTimer(pixel_values_videos.device, runtime.sync_timings)
         with timer.stage("vision"):
             call = dict(vision_feature_layer=layer, vision_feature_select_strategy=strategy, return_dict=True)
             if probe is None:
@@ -106,7 +102,7 @@ class HoliTomLlavaOnevisionModel(LlavaOnevisionModel):
         """Stock `get_image_features` (same arguments — ``generate`` selects them by name — and output), plus
         ``holitom`` (`HoliTomVision`: a `StageTimer` with the ``vision`` stage)."""
         return_dict = kwargs.pop("return_dict", True)
-        timer = StageTimer(pixel_values.device, self.holitom_sync_timings)
+        timer = StageTimer(pixel_values.device, self.holitom_runtime.sync_timings)
         with timer.stage("vision"):
             output = super().get_image_features(
                 pixel_values, image_sizes, vision_feature_layer=vision_feature_layer,

@@ -20,6 +20,7 @@ from torch import nn
 
 from lmms_holitom.config import HoliTomConfig
 from lmms_holitom.core.splice import Spliced, VisualRun
+from lmms_holitom.core.state import HoliTomRuntime
 from lmms_holitom.core.stats import StageTimer, empty_stats
 from lmms_holitom.core.video import EncodedVideo
 from lmms_holitom.engine.outputs import (
@@ -47,9 +48,9 @@ class QwenVideoSaliency:
 class QwenVisionMixin:
     """Vision side of the Qwen adapters (see module docstring)."""
 
-    holitom_encode: HoliTomConfig | None = None
-    holitom_probe_chunk: int = 8
-    holitom_sync_timings: bool = False
+    #: the model's one `HoliTomRuntime`, set by the outer model's ``holitom_init`` (None: a base model built on its
+    #: own encodes as the stock one)
+    holitom_runtime: HoliTomRuntime | None = None
     #: the stock vision output class of the family with the ``holitom`` field
     vision_output_class: type = HoliTomVisionOutput
 
@@ -57,12 +58,13 @@ class QwenVisionMixin:
         """Stock ``get_video_features`` (same arguments and output), typed with ``holitom`` (`HoliTomVision`)."""
         return_dict = kwargs.pop("return_dict", True)
         kwargs["return_dict"] = True
-        cfg = self.holitom_encode
-        timer = StageTimer(pixel_values_videos.device, self.holitom_sync_timings)
+        runtime = self.holitom_runtime or HoliTomRuntime()
+        cfg = runtime.config
+        timer = StageTimer(pixel_values_videos.device, runtime.sync_timings)
         saliency = None
         with timer.stage("vision"):
             if cfg is not None and cfg.needs_saliency:
-                with QwenVisionSaliencyProbe(self.visual, self.holitom_probe_chunk, want_keys=True) as probe:
+                with QwenVisionSaliencyProbe(self.visual, runtime.probe_chunk, want_keys=True) as probe:
                     output = super().get_video_features(pixel_values_videos, video_grid_thw, **kwargs)
                 saliency = QwenVideoSaliency(probe.saliency(), probe.keys(), probe.grids(), probe.peak_elements)
             else:
