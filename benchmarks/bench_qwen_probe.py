@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from lmms_holitom.models.qwen_vision import QwenVisionSaliencyProbe
+from lmms_holitom.hf.models.qwen_vision import QwenVisionSaliencyProbe
 from lmms_holitom.shapes import QWEN_SHAPES, init_random_weights
 
 ENCODERS = tuple(QWEN_SHAPES)

@@ -82,7 +82,7 @@ EOF
     command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.used,memory.total,clocks.sm,temperature.gpu --format=csv
 } 2>&1 | tee "$OUT/env.txt"
 
-if ! "$PYTHON" -c "import lmms_holitom.bench, lmms_holitom.ops; from lmms_holitom.models import HoliTomLlavaOnevisionForConditionalGeneration" 2>>"$OUT/env.txt"; then
+if ! "$PYTHON" -c "import lmms_holitom.bench, lmms_holitom.ops; from lmms_holitom.hf.models import HoliTomLlavaOnevisionForConditionalGeneration" 2>>"$OUT/env.txt"; then
     echo "FATAL: lmms_holitom (bench / ops / models) does not import here; the traceback is in $OUT/env.txt"
     echo "(an ImportError from transformers means the image's transformers is older than the project's 5.24:"
     echo " carry its wheel in .whl/, see the header of this script)"

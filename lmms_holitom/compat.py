@@ -1,7 +1,7 @@
 """The transformers releases this package's mirrored internals were checked against, and the check at load time.
 
-Two pieces of the engine mirror transformers code rather than call it (`engine.decoder`: the decoder-layer loop of
-``Qwen2Model.forward`` and its Qwen2.5-VL / Qwen3-VL text-model twins; `engine.attention`: one row of a decoder
+Two pieces of the engine mirror transformers code rather than call it (`hf.decoder`: the decoder-layer loop of
+``Qwen2Model.forward`` and its Qwen2.5-VL / Qwen3-VL text-model twins; `hf.attention`: one row of a decoder
 layer's attention). ``tests/test_transformers_mirror.py`` compares each with the stock modules of the installed
 transformers on random inputs, so a release that diverges turns ``make test-latest`` red.
 

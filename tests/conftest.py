@@ -67,7 +67,7 @@ def holitom_model(tiny_model_path: Path):
     """The HoliTom subclass on the same weights (fp32, sdpa, eval). Tests switch methods per call
     (``generate(..., holitom=cfg)`` / ``forward(..., holitom=cfg)``) and must not leave another config set."""
     from lmms_holitom.config import HoliTomConfig
-    from lmms_holitom.models import HoliTomLlavaOnevisionForConditionalGeneration
+    from lmms_holitom.hf.models import HoliTomLlavaOnevisionForConditionalGeneration
 
     return HoliTomLlavaOnevisionForConditionalGeneration.from_pretrained(
         tiny_model_path, holitom=HoliTomConfig(method="dense")

@@ -23,7 +23,7 @@ def tiny_family(name: str) -> tuple[Any, dict[str, torch.Tensor]]:
     """(HoliTom model, processor outputs of an 8-frame video prompt) of the built-in tiny model ``name``."""
     from transformers import AutoProcessor
 
-    from lmms_holitom.models import model_class_for
+    from lmms_holitom.hf.models import model_class_for
     from lmms_holitom.testing import resolve_pretrained
 
     path = resolve_pretrained(name)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import lmms_holitom.models  # noqa: F401  (the HoliTom classes the bench drives)
+import lmms_holitom.hf.models  # noqa: F401  (the HoliTom classes the bench drives)
 from lmms_holitom.bench import (
     SETTING_FIELDS,
     TIMING_FIELDS,

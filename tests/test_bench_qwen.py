@@ -113,7 +113,7 @@ def test_synthetic_inputs_match_the_processor(name: str) -> None:
     gives a chat-template prompt, its token types; the text halves around the span."""
     from transformers import AutoProcessor
 
-    from lmms_holitom.models import model_class_for
+    from lmms_holitom.hf.models import model_class_for
     from lmms_holitom.testing import resolve_pretrained
 
     path = resolve_pretrained(name)

@@ -21,8 +21,8 @@ from llava_next_helpers import (
 from safetensors import safe_open
 from transformers import LlavaOnevisionForConditionalGeneration
 
-from lmms_holitom.models.layout import VideoLayout
-from lmms_holitom.models.llava_next import (
+from lmms_holitom.hf.models.layout import VideoLayout
+from lmms_holitom.hf.models.llava_next import (
     SIGLIP_SO400M_384,
     LlavaNextCheckpointError,
     convert_key,
@@ -30,7 +30,7 @@ from lmms_holitom.models.llava_next import (
     llava_next_config,
     load_llava_next,
 )
-from lmms_holitom.models.processing import LayoutLlavaOnevisionProcessor, load_processor
+from lmms_holitom.hf.models.processing import LayoutLlavaOnevisionProcessor, load_processor
 
 STOCK = LlavaOnevisionForConditionalGeneration
 

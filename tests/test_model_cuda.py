@@ -13,7 +13,7 @@ GEN = {"max_new_tokens": 4, "do_sample": False, "return_dict_in_generate": True,
 
 @pytest.fixture(scope="module")
 def cuda_model(tiny_model_path):
-    from lmms_holitom.models import HoliTomLlavaOnevisionForConditionalGeneration
+    from lmms_holitom.hf.models import HoliTomLlavaOnevisionForConditionalGeneration
 
     return HoliTomLlavaOnevisionForConditionalGeneration.from_pretrained(
         tiny_model_path, holitom=HoliTomConfig(method="dense"), dtype=torch.float32
@@ -48,7 +48,7 @@ def test_cuda_timings_and_cache_consistency(cuda_model, tiny_video_inputs, sync)
 
 @pytest.mark.parametrize("method", ["holitom", "visionzip", "fastv", "dense"])
 def test_cuda_bf16_runs(tiny_model_path, tiny_video_inputs, method):
-    from lmms_holitom.models import HoliTomLlavaOnevisionForConditionalGeneration
+    from lmms_holitom.hf.models import HoliTomLlavaOnevisionForConditionalGeneration
 
     model = HoliTomLlavaOnevisionForConditionalGeneration.from_pretrained(
         tiny_model_path, holitom=HoliTomConfig(method=method, retain_ratio=0.3, merge_layer=2),

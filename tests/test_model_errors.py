@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lmms_holitom.config import HoliTomConfig
-from lmms_holitom.models import (
+from lmms_holitom.hf.models import (
     HoliTomLlavaOnevisionForConditionalGeneration,
     check_checkpoint,
     resolve_model_name,

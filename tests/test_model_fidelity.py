@@ -75,7 +75,7 @@ def test_reference_runs_layer_k_minus_1_without_causal_mask(holitom_model, tiny_
 def test_eager_attention_agrees_with_sdpa(tiny_model_path, holitom_model, tiny_video_inputs, cfg):
     """The inner merge under eager attention (explicit masks, each sized to its layer group's cache — a mask
     sized to layer 0 would not even broadcast while decoding) gives what sdpa gives."""
-    from lmms_holitom.models import HoliTomLlavaOnevisionForConditionalGeneration
+    from lmms_holitom.hf.models import HoliTomLlavaOnevisionForConditionalGeneration
 
     gen = {"max_new_tokens": 4, "do_sample": False, "return_dict_in_generate": True, "output_logits": True}
     eager = HoliTomLlavaOnevisionForConditionalGeneration.from_pretrained(

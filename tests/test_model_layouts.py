@@ -11,7 +11,7 @@ import torch
 from model_helpers import traced
 
 from lmms_holitom.config import HoliTomConfig
-from lmms_holitom.models import HoliTomLlavaOnevisionForConditionalGeneration, VideoLayout
+from lmms_holitom.hf.models import HoliTomLlavaOnevisionForConditionalGeneration, VideoLayout
 
 GRID = {"mm_spatial_pool_mode": "average", "mm_newline_position": "grid"}
 SIDE, POOLED = 27, 13

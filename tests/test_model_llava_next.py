@@ -11,7 +11,7 @@ from model_helpers import traced
 from transformers import LlavaOnevisionForConditionalGeneration
 
 from lmms_holitom.config import HoliTomConfig
-from lmms_holitom.models import HoliTomLlavaOnevisionForConditionalGeneration, VideoLayout, load_processor
+from lmms_holitom.hf.models import HoliTomLlavaOnevisionForConditionalGeneration, VideoLayout, load_processor
 
 OURS = HoliTomLlavaOnevisionForConditionalGeneration
 

@@ -9,8 +9,8 @@ from model_helpers import llm_input_embeds, traced
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from lmms_holitom.config import HoliTomConfig
-from lmms_holitom.engine.attention import last_token_attention
-from lmms_holitom.models.probes import VisionSaliencyProbe, feature_attention_module
+from lmms_holitom.hf.attention import last_token_attention
+from lmms_holitom.hf.models.probes import VisionSaliencyProbe, feature_attention_module
 
 PATCHES = 729
 HOLITOM = HoliTomConfig(method="holitom", retain_ratio=0.3, tau=0.8, merge_layer=2, merge_ratio=0.5)

@@ -21,7 +21,7 @@ GEN = {"max_new_tokens": 4, "do_sample": False}
 def family_classes(name: str):
     from transformers import Qwen2_5_VLForConditionalGeneration, Qwen3VLForConditionalGeneration
 
-    from lmms_holitom.models import HoliTomQwen2_5_VLForConditionalGeneration, HoliTomQwen3VLForConditionalGeneration
+    from lmms_holitom.hf.models import HoliTomQwen2_5_VLForConditionalGeneration, HoliTomQwen3VLForConditionalGeneration
 
     if name == "tiny-qwen2.5-vl":
         return HoliTomQwen2_5_VLForConditionalGeneration, Qwen2_5_VLForConditionalGeneration
@@ -124,7 +124,7 @@ def test_cached_decoding_equals_uncached_recompute(family, method):
 
 def test_inner_merge_cache_lengths(family):
     _, model, _, inputs = family
-    from lmms_holitom.engine import HoliTomCache
+    from lmms_holitom.hf import HoliTomCache
 
     cfg = HoliTomConfig(method="holitom", retain_ratio=0.4, tau=0.8, merge_layer=2, merge_ratio=0.5)
     cache = HoliTomCache(config=model.config.get_text_config())
@@ -222,7 +222,7 @@ def test_image_and_video_in_one_prompt(family):
 def test_default_merge_layer_respects_deepstack():
     """The default merge layer never precedes Qwen3-VL's last deepstack injection; a decoder too shallow for one
     defaults to HoliTom w/o M instead of failing to build."""
-    from lmms_holitom.models import HoliTomQwen3VLForConditionalGeneration
+    from lmms_holitom.hf.models import HoliTomQwen3VLForConditionalGeneration
     from lmms_holitom.shapes import build_model
 
     shallow = build_model("qwen3-vl-8b-layers=2", device="meta", model_cls=HoliTomQwen3VLForConditionalGeneration)

@@ -189,7 +189,7 @@ def test_ops_import_neither_config_nor_engine():
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
             if isinstance(node, ast.ImportFrom) and node.module:
                 names = [node.module]
-            bad = [n for n in names if n.startswith(("lmms_holitom.config", "lmms_holitom.engine"))]
+            bad = [n for n in names if n.startswith(("lmms_holitom.config", "lmms_holitom.hf"))]
             assert not bad, f"{path.name} imports {bad}"
 
 

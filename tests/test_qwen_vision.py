@@ -8,7 +8,7 @@ from transformers import Qwen2_5_VLVisionConfig, Qwen3VLVisionConfig
 from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VisionTransformerPretrainedModel
 from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLVisionModel
 
-from lmms_holitom.models.qwen_vision import (
+from lmms_holitom.hf.models.qwen_vision import (
     QwenVisionSaliencyProbe,
     VideoTokenGrid,
     probed_block_index,

@@ -16,7 +16,7 @@ from transformers import (
     Qwen3VLForConditionalGeneration,
 )
 
-from lmms_holitom.models.qwen_vision import QwenVisionSaliencyProbe, video_token_grid
+from lmms_holitom.hf.models.qwen_vision import QwenVisionSaliencyProbe, video_token_grid
 from lmms_holitom.testing import resolve_pretrained
 from lmms_holitom.testing.tiny_qwen import TINY_QWEN_NAMES, ensure_tiny_qwen_model, tiny_qwen_cache_dir
 

@@ -23,8 +23,8 @@ from transformers.cache_utils import DynamicCache
 
 from lmms_holitom import compat
 from lmms_holitom.core.state import PrefillState, SequenceState
-from lmms_holitom.engine.attention import last_token_attention
-from lmms_holitom.engine.decoder import decode_decoder, prefill_decoder
+from lmms_holitom.hf.attention import last_token_attention
+from lmms_holitom.hf.decoder import decode_decoder, prefill_decoder
 from lmms_holitom.testing import resolve_pretrained
 
 KINDS = ("tiny", "tiny-qwen2.5-vl", "tiny-qwen3-vl")
@@ -138,7 +138,7 @@ def test_below_the_floor_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> 
     # building a HoliTom model checks the installed release
     import transformers
 
-    from lmms_holitom.models import HoliTomLlavaOnevisionForConditionalGeneration
+    from lmms_holitom.hf.models import HoliTomLlavaOnevisionForConditionalGeneration
 
     monkeypatch.setattr(transformers, "__version__", "5.23.0")
     with pytest.raises(compat.UnsupportedTransformersError, match="transformers 5.23.0 is installed"):

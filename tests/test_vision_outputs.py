@@ -8,7 +8,7 @@ import torch
 from method_checks import FAMILIES, tiny_family
 
 from lmms_holitom.config import HoliTomConfig
-from lmms_holitom.engine.outputs import HoliTomVision, holitom_vision
+from lmms_holitom.hf.outputs import HoliTomVision, holitom_vision
 
 
 def _stock(name: str):

@@ -38,7 +38,7 @@ Models: ``--pretrained PATH|tiny|tiny-qwen2.5-vl|tiny-qwen3-vl`` or
 For Qwen VL (`qwen`), ``--frames F`` are input frames: F/2 temporal groups of 448×448 px, each a HoliTom frame
 of 256 (Qwen2.5-VL) / 196 (Qwen3-VL) tokens; the probe study times the encoder alone with and without
 `QwenVisionSaliencyProbe` (no eager variant); on Qwen3-VL every inner-merge / FastV layer is at least the
-deepstack stream count. The HoliTom model class (`lmms_holitom.models`) runs every method; without it only
+deepstack stream count. The HoliTom model class (`lmms_holitom.hf.models`) runs every method; without it only
 dense can be measured (stock transformers class).
 
 Modules (each small, each with its own docstring):

@@ -166,7 +166,7 @@ def run_bench(
 
     methods = tuple(opts.methods) if holitom else ("dense",)
     if not holitom and set(opts.methods) - {"dense"}:
-        log("lmms_holitom.models does not export the HoliTom model yet: measuring dense only")
+        log("lmms_holitom.hf.models does not export the HoliTom model yet: measuring dense only")
     settings = build_settings(methods, opts.retain_ratios, layers, merge_layer=opts.merge_layer,
                               merge_ratio=opts.merge_ratio, tau=opts.tau, fastv_layer=opts.fastv_layer,
                               fastv_ratio=opts.fastv_ratio, min_layer=_min_merge_layer(model.config))

@@ -86,7 +86,7 @@ def qwen_probe_study(model: Any, inputs: dict[str, torch.Tensor], opts: BenchOpt
     Each probe variant also records ``scores_peak_mb``: the probe's largest score tensor (fp32, O(chunk)).
     No eager variant: the Qwen vision blocks do not return attention weights.
     """
-    from lmms_holitom.models.qwen_vision import QwenVisionSaliencyProbe
+    from lmms_holitom.hf.models.qwen_vision import QwenVisionSaliencyProbe
 
     visual = model.model.visual
     pixels, grid = inputs["pixel_values_videos"], inputs["video_grid_thw"]
@@ -131,9 +131,9 @@ def probe_study(model: Any, inputs: dict[str, torch.Tensor], opts: BenchOptions,
         return qwen_probe_study(model, inputs, opts, device, log)
     pixels = inputs["pixel_values_videos"]
     try:
-        from lmms_holitom.models.probes import VisionSaliencyProbe, feature_attention_module
+        from lmms_holitom.hf.models.probes import VisionSaliencyProbe, feature_attention_module
     except ImportError as err:
-        return {"skipped": f"lmms_holitom.models.probes unavailable: {err}"}
+        return {"skipped": f"lmms_holitom.hf.models.probes unavailable: {err}"}
     tower = model.model.vision_tower
     frames = pixels.flatten(0, 1)
     clock = Clock(device)

@@ -1,7 +1,7 @@
 """The measurement loop: load the model, then time and meter ``generate`` for every setting.
 
 `load_model` builds a model by shape (random weights) or loads a checkpoint, with the HoliTom class when
-`lmms_holitom.models` exports it. `Runner` makes the three kinds of call on one setting (a 1-token call for
+`lmms_holitom.hf.models` exports it. `Runner` makes the three kinds of call on one setting (a 1-token call for
 TTFT and the stage times, an n-token call for the decoding speed, an untimed n-token call for memory) and
 appends what it measured to the setting's `Record`; `measure_settings` runs warm-ups, then interleaves the
 repeats round-robin over the settings (so drift hits every setting alike), then the memory pass.
@@ -31,9 +31,9 @@ _FAMILY_CLASSES = {"llava_onevision": "HoliTomLlavaOnevisionForConditionalGenera
 
 
 def holitom_model_class(family: str = "llava_onevision") -> type | None:
-    """The HoliTom class of a family (a config ``model_type``) if `lmms_holitom.models` exports it, else None."""
+    """The HoliTom class of a family (a config ``model_type``) if `lmms_holitom.hf.models` exports it, else None."""
     try:
-        import lmms_holitom.models as models
+        import lmms_holitom.hf.models as models
     except ImportError:
         return None
     return getattr(models, _FAMILY_CLASSES.get(family, ""), None)
@@ -50,7 +50,7 @@ def _checkpoint_class(name: str) -> type:
     Without the models package: the stock LLaVA-OneVision class (dense only). ValueError for another family.
     """
     try:
-        from lmms_holitom.models import model_class_for
+        from lmms_holitom.hf.models import model_class_for
     except ImportError:
         from transformers import LlavaOnevisionForConditionalGeneration
 

@@ -1,6 +1,6 @@
 """``holitom run VIDEO --question "..."``: answer one question about one video and print the compression stats.
 
-The model class follows the checkpoint's ``model_type`` (`lmms_holitom.models.model_class_for`): LLaVA-OneVision
+The model class follows the checkpoint's ``model_type`` (`lmms_holitom.hf.models.model_class_for`): LLaVA-OneVision
 / LLaVA-Video (HF or LLaVA-NeXT format), Qwen2.5-VL, Qwen3-VL. Frames are sampled uniformly
 (``np.linspace(0, n - 1, max_frames)`` rounded down to int, as lmms-eval does) with PyAV; the prompt is the
 checkpoint's chat template with the family's processor (Qwen-1.5 for LLaVA-OneVision: system prompt, the video,
@@ -97,7 +97,7 @@ def format_stats(stats: dict[str, Any]) -> str:
 
 def _video_prompt(processor: Any, model: Any, video: str, frames: Any, question: str) -> dict[str, Any]:
     """Processor outputs of the one-video prompt; ``frames``: (F, H, W, 3) uint8, sampled from ``video``."""
-    from lmms_holitom.models import HoliTomLlavaOnevisionForConditionalGeneration
+    from lmms_holitom.hf.models import HoliTomLlavaOnevisionForConditionalGeneration
 
     conversation = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]}]
     prompt = processor.apply_chat_template(conversation, add_generation_prompt=True)
@@ -159,7 +159,7 @@ def main(args: argparse.Namespace) -> int:
 
     import torch
 
-    from lmms_holitom.models import load_processor, model_class_for, resolve_model_name
+    from lmms_holitom.hf.models import load_processor, model_class_for, resolve_model_name
 
     try:
         device, dtype = _device_and_dtype(args.device, args.dtype)

@@ -1,6 +1,6 @@
 """What decoding needs to know about a compressed prefill: `PrefillState` (per prompt) and `SequenceState` (per row).
 
-Framework-free: the transformers backend keeps it in its cache (`engine.cache.HoliTomCache`); another backend can
+Framework-free: the transformers backend keeps it in its cache (`hf.cache.HoliTomCache`); another backend can
 keep it wherever its per-request state lives.
 """
 

@@ -18,7 +18,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from lmms_holitom.models.chat_templates import QWEN_1_5 as CHAT_TEMPLATE
+from lmms_holitom.hf.models.chat_templates import QWEN_1_5 as CHAT_TEMPLATE
 from lmms_holitom.offline_tokenizer import byte_level_tokenizer
 from lmms_holitom.testing.cache import build_once, cache_root
 

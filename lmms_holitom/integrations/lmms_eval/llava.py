@@ -123,15 +123,15 @@ class LlavaOneVisionHoliTom(HoliTomLmms):
         return f"frames={self.max_frames_num} ({self.video_decode_backend}), conv_template={self.conv_template}"
 
     def _model_class(self) -> type:
-        from lmms_holitom.models import HoliTomLlavaOnevisionForConditionalGeneration
+        from lmms_holitom.hf.models import HoliTomLlavaOnevisionForConditionalGeneration
 
         return HoliTomLlavaOnevisionForConditionalGeneration
 
     def _load_processor(self, checkpoint: str) -> Any:
         """The processor of either checkpoint format, expanding ``<video>`` for the layout in use."""
-        from lmms_holitom.models.layout import VideoLayout
-        from lmms_holitom.models.llava_next import read_llava_next_config
-        from lmms_holitom.models.processing import load_processor
+        from lmms_holitom.hf.models.layout import VideoLayout
+        from lmms_holitom.hf.models.llava_next import read_llava_next_config
+        from lmms_holitom.hf.models.processing import load_processor
 
         layout = None
         if self._layout_kwargs:

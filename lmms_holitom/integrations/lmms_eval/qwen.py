@@ -116,7 +116,7 @@ class Qwen2_5_VLHoliTom(_QwenHoliTom):
     FAMILY_ARGS: ClassVar[dict[str, Any]] = {**_QwenHoliTom.FAMILY_ARGS, "pretrained": "Qwen/Qwen2.5-VL-7B-Instruct"}
 
     def _model_class(self) -> type:
-        from lmms_holitom.models import HoliTomQwen2_5_VLForConditionalGeneration
+        from lmms_holitom.hf.models import HoliTomQwen2_5_VLForConditionalGeneration
 
         return HoliTomQwen2_5_VLForConditionalGeneration
 
@@ -142,7 +142,7 @@ class Qwen3VLHoliTom(_QwenHoliTom):
     FAMILY_ARGS: ClassVar[dict[str, Any]] = {**_QwenHoliTom.FAMILY_ARGS, "pretrained": "Qwen/Qwen3-VL-8B-Instruct"}
 
     def _model_class(self) -> type:
-        from lmms_holitom.models import HoliTomQwen3VLForConditionalGeneration
+        from lmms_holitom.hf.models import HoliTomQwen3VLForConditionalGeneration
 
         return HoliTomQwen3VLForConditionalGeneration
 

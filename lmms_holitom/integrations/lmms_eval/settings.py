@@ -62,7 +62,7 @@ def parse_layout_args(given: dict[str, Any]) -> dict[str, Any]:
     """The video-layout model args the user gave (``mm_spatial_pool_mode``, ``mm_spatial_pool_stride``,
     ``mm_newline_position``), validated, as ``from_pretrained`` keyword arguments; absent ones are left out.
 
-    The allowed values are the model layer's (`lmms_holitom.models.layout.VideoLayout`) when it is there.
+    The allowed values are the model layer's (`lmms_holitom.hf.models.layout.VideoLayout`) when it is there.
     """
     out: dict[str, Any] = {}
     for name in ("mm_spatial_pool_mode", "mm_spatial_pool_stride", "mm_newline_position"):
@@ -72,7 +72,7 @@ def parse_layout_args(given: dict[str, Any]) -> dict[str, Any]:
         out[name] = parse_int(name, value) if name == "mm_spatial_pool_stride" else str(value).strip().lower()
     if out:
         try:
-            from lmms_holitom.models.layout import VideoLayout
+            from lmms_holitom.hf.models.layout import VideoLayout
         except ImportError:  # the model layer without layouts: only LLaVA-OneVision's
             fixed = {"mm_spatial_pool_mode": "bilinear", "mm_spatial_pool_stride": 2,
                      "mm_newline_position": "one_token"}

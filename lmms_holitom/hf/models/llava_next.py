@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from lmms_holitom.models.layout import VideoLayout
+from lmms_holitom.hf.models.layout import VideoLayout
 
 __all__ = [
     "HUB_KWARGS",

@@ -16,7 +16,7 @@ from lmms_holitom.core.outer import compress_video
 from lmms_holitom.core.state import PrefillState, SequenceState
 from lmms_holitom.core.stats import STAGES, HoliTomStats, StageTimer
 from lmms_holitom.core.trace import NEWLINE_ORIGIN, HoliTomTrace
-from lmms_holitom.engine.cache import HoliTomCache
+from lmms_holitom.hf.cache import HoliTomCache
 
 __all__ = [
     "NEWLINE_ORIGIN",

@@ -1,7 +1,7 @@
 """What the engine needs from a model family: the `HoliTomAdapter` methods (returning `core.video.EncodedVideo`).
 
-A family's model class (``lmms_holitom/models/<family>.py``) subclasses the transformers class and
-`engine.model.HoliTomModelMixin`, and implements these methods; the engine never names a family.
+A family's model class (``lmms_holitom/hf/models/<family>.py``) subclasses the transformers class and
+`hf.model.HoliTomModelMixin`, and implements these methods; the engine never names a family.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ __all__ = ["HoliTomAdapter"]
 
 
 class HoliTomAdapter(Protocol):
-    """The family-specific methods `engine.prefill.compressed_prefill` calls (implemented by the model class)."""
+    """The family-specific methods `hf.prefill.compressed_prefill` calls (implemented by the model class)."""
 
     config: Any
     lm_head: nn.Module

@@ -17,10 +17,10 @@ from transformers import LlavaOnevisionModel
 
 from lmms_holitom.core.state import HoliTomRuntime
 from lmms_holitom.core.stats import StageTimer
-from lmms_holitom.engine.outputs import HoliTomVision, HoliTomVisionOutput, typed_output
-from lmms_holitom.models.layout import VideoLayout
-from lmms_holitom.models.llava_layout import dense_grid, pool_average
-from lmms_holitom.models.probes import VideoSaliency, VisionSaliencyProbe, feature_attention_module
+from lmms_holitom.hf.models.layout import VideoLayout
+from lmms_holitom.hf.models.llava_layout import dense_grid, pool_average
+from lmms_holitom.hf.models.probes import VideoSaliency, VisionSaliencyProbe, feature_attention_module
+from lmms_holitom.hf.outputs import HoliTomVision, HoliTomVisionOutput, typed_output
 
 __all__ = ["HoliTomLlavaOnevisionModel"]
 

@@ -16,9 +16,9 @@ from transformers import Qwen3VLForConditionalGeneration
 from transformers.models.qwen3_vl import modeling_qwen3_vl as stock
 
 from lmms_holitom.config import HoliTomConfig
-from lmms_holitom.engine.model import HoliTomModelMixin
-from lmms_holitom.engine.outputs import HoliTomVision
-from lmms_holitom.models.qwen_common import QwenForwardMixin, QwenVisionMixin
+from lmms_holitom.hf.model import HoliTomModelMixin
+from lmms_holitom.hf.models.qwen_common import QwenForwardMixin, QwenVisionMixin
+from lmms_holitom.hf.outputs import HoliTomVision
 
 __all__ = ["HoliTomQwen3VLForConditionalGeneration", "HoliTomQwen3VLModel", "HoliTomQwen3VLVisionOutput"]
 

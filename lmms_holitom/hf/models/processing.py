@@ -17,7 +17,7 @@ from typing import Any
 
 from transformers import LlavaOnevisionProcessor
 
-from lmms_holitom.models.layout import VideoLayout
+from lmms_holitom.hf.models.layout import VideoLayout
 
 __all__ = ["LayoutLlavaOnevisionProcessor", "load_processor"]
 
@@ -93,8 +93,8 @@ def _with_layout(processor: Any, layout: VideoLayout) -> LayoutLlavaOnevisionPro
 def _llava_next_processor(path_or_name: str, raw: dict, layout: VideoLayout | None, hub: dict[str, Any]):
     from transformers import LlavaOnevisionImageProcessor, LlavaOnevisionVideoProcessor
 
-    from lmms_holitom.models.chat_templates import QWEN_1_5 as CHAT_TEMPLATE
-    from lmms_holitom.models.llava_next import llava_next_config, load_llava_next_tokenizer
+    from lmms_holitom.hf.models.chat_templates import QWEN_1_5 as CHAT_TEMPLATE
+    from lmms_holitom.hf.models.llava_next import llava_next_config, load_llava_next_tokenizer
 
     config = llava_next_config(raw, cache_dir=hub.get("cache_dir"))
     vision = config.vision_config
@@ -119,8 +119,8 @@ def load_processor(path_or_name: str | os.PathLike, layout: VideoLayout | None =
     checkpoint's own (a LLaVA-NeXT config's ``mm_*`` settings; for HF-format checkpoints the stock processor).
     ``hub_kwargs``: cache_dir, revision, local_files_only, token, ... (others are ignored).
     """
-    from lmms_holitom.models.llava_next import hub_kwargs as pick_hub_kwargs
-    from lmms_holitom.models.llava_next import read_llava_next_config
+    from lmms_holitom.hf.models.llava_next import hub_kwargs as pick_hub_kwargs
+    from lmms_holitom.hf.models.llava_next import read_llava_next_config
     from lmms_holitom.testing import resolve_pretrained
 
     name = resolve_pretrained(str(path_or_name))

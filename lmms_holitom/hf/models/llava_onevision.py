@@ -1,7 +1,7 @@
 """HoliTom's adapter for LLaVA-OneVision and LLaVA-Video (transformers' `LlavaOnevisionForConditionalGeneration`).
 
-`HoliTomLlavaOnevisionForConditionalGeneration` = the stock class + `engine.model.HoliTomModelMixin` + the adapter
-methods the engine calls (`engine.adapter.HoliTomAdapter`). Nothing global is patched; the modules are the stock
+`HoliTomLlavaOnevisionForConditionalGeneration` = the stock class + `hf.model.HoliTomModelMixin` + the adapter
+methods the engine calls (`hf.adapter.HoliTomAdapter`). Nothing global is patched; the modules are the stock
 ones (every checkpoint loads unchanged; the stock weight-key conversion is registered for our class name), the
 vision side is `llava_vision.HoliTomLlavaOnevisionModel`. What is LLaVA-specific:
 
@@ -35,12 +35,12 @@ from lmms_holitom.config import HoliTomConfig
 from lmms_holitom.core.splice import Spliced, VisualRun
 from lmms_holitom.core.stats import StageTimer, empty_stats
 from lmms_holitom.core.video import EncodedVideo
-from lmms_holitom.engine.model import HoliTomModelMixin
-from lmms_holitom.engine.outputs import absorb_encoded, holitom_vision
-from lmms_holitom.models.checkpoints import register_weight_conversions
-from lmms_holitom.models.layout import VideoLayout
-from lmms_holitom.models.llava_layout import grid_run, one_token_run
-from lmms_holitom.models.llava_vision import HoliTomLlavaOnevisionModel
+from lmms_holitom.hf.model import HoliTomModelMixin
+from lmms_holitom.hf.models.checkpoints import register_weight_conversions
+from lmms_holitom.hf.models.layout import VideoLayout
+from lmms_holitom.hf.models.llava_layout import grid_run, one_token_run
+from lmms_holitom.hf.models.llava_vision import HoliTomLlavaOnevisionModel
+from lmms_holitom.hf.outputs import absorb_encoded, holitom_vision
 
 __all__ = ["HoliTomLlavaOnevisionForConditionalGeneration"]
 
@@ -98,7 +98,7 @@ class HoliTomLlavaOnevisionForConditionalGeneration(HoliTomModelMixin, LlavaOnev
         ``from_pretrained`` (``dtype``, ``device_map``, ``attn_implementation``, ``output_loading_info``, ...).
         A checkpoint of another architecture raises a ValueError naming the model_type it has.
         """
-        from lmms_holitom.models.checkpoints import load_checkpoint
+        from lmms_holitom.hf.models.checkpoints import load_checkpoint
 
         overrides = {k: kwargs.pop(k) for k in _LAYOUT_KWARGS if k in kwargs}
         model, info = load_checkpoint(

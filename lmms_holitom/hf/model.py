@@ -1,7 +1,7 @@
 """`HoliTomModelMixin`: what every HoliTom model class shares — configuration, dispatch, cache, stats, trace.
 
 A family's class is ``class HoliTomXForConditionalGeneration(HoliTomModelMixin, XForConditionalGeneration)`` plus
-the `engine.adapter.HoliTomAdapter` methods. Its ``forward`` calls `HoliTomModelMixin.holitom_dispatch`, which
+the `hf.adapter.HoliTomAdapter` methods. Its ``forward`` calls `HoliTomModelMixin.holitom_dispatch`, which
 sends a prompt with a video under a compressed method to `prefill.compressed_prefill`, a decoding step after
 such a prefill to `decoder.decode_decoder`, and everything else (``dense``, text, images) to the stock forward.
 """
@@ -22,9 +22,9 @@ from lmms_holitom.config import DEFAULTS, HoliTomConfig
 from lmms_holitom.core.state import HoliTomRuntime
 from lmms_holitom.core.stats import HoliTomStats, StageTimer
 from lmms_holitom.core.trace import HoliTomTrace
-from lmms_holitom.engine.cache import HoliTomCache
-from lmms_holitom.engine.decoder import decode_decoder
-from lmms_holitom.engine.prefill import PrefillResult, compressed_prefill
+from lmms_holitom.hf.cache import HoliTomCache
+from lmms_holitom.hf.decoder import decode_decoder
+from lmms_holitom.hf.prefill import PrefillResult, compressed_prefill
 
 __all__ = ["HoliTomModelMixin", "default_merge_layer"]
 

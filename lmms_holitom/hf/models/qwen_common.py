@@ -23,14 +23,14 @@ from lmms_holitom.core.splice import Spliced, VisualRun
 from lmms_holitom.core.state import HoliTomRuntime
 from lmms_holitom.core.stats import StageTimer, empty_stats
 from lmms_holitom.core.video import EncodedVideo
-from lmms_holitom.engine.outputs import (
+from lmms_holitom.hf.models.qwen_vision import QwenVisionSaliencyProbe, VideoTokenGrid, video_token_grid
+from lmms_holitom.hf.outputs import (
     HoliTomVision,
     HoliTomVisionOutput,
     absorb_encoded,
     holitom_vision,
     typed_output,
 )
-from lmms_holitom.models.qwen_vision import QwenVisionSaliencyProbe, VideoTokenGrid, video_token_grid
 
 __all__ = ["QwenAdapterMixin", "QwenVideoSaliency", "QwenVisionMixin"]
 
@@ -220,7 +220,7 @@ class QwenAdapterMixin:
 
 
 class QwenForwardMixin(QwenAdapterMixin):
-    """The ``forward`` / ``__init__`` glue both Qwen-VL classes share (with `engine.model.HoliTomModelMixin`)."""
+    """The ``forward`` / ``__init__`` glue both Qwen-VL classes share (with `hf.model.HoliTomModelMixin`)."""
 
     #: set by the family module: its output class, the stock PreTrainedModel class, our base-model subclass and the
     #: checkpoints' model_type
@@ -247,7 +247,7 @@ class QwenForwardMixin(QwenAdapterMixin):
     ) -> Any:
         """Load a checkpoint of this family (hub id, local folder, or its ``tiny-...`` model); ``holitom`` selects
         the method, other keyword arguments go to transformers (``output_loading_info`` included)."""
-        from lmms_holitom.models.checkpoints import load_family_checkpoint
+        from lmms_holitom.hf.models.checkpoints import load_family_checkpoint
 
         return load_family_checkpoint(
             cls, super().from_pretrained, cls.checkpoint_model_type, pretrained_model_name_or_path, args, kwargs,

@@ -1,4 +1,4 @@
-"""The compressed prefill, as stages (docs/algorithm.md §1–§6, §10), for any adapter (`engine.adapter`).
+"""The compressed prefill, as stages (docs/algorithm.md §1–§6, §10), for any adapter (`hf.adapter`).
 
 encode (adapter) -> outer merge (`outer.compress_video`) -> layout (adapter) -> splice (`splice`) -> positions
 (adapter policy) -> decoder layers with the inner step (`decoder.prefill_decoder`) -> cache state.
@@ -20,9 +20,9 @@ from lmms_holitom.core.state import PrefillState, SequenceState
 from lmms_holitom.core.stats import HoliTomStats, StageTimer
 from lmms_holitom.core.trace import HoliTomTrace
 from lmms_holitom.core.video import EncodedVideo
-from lmms_holitom.engine.adapter import HoliTomAdapter
-from lmms_holitom.engine.cache import HoliTomCache
-from lmms_holitom.engine.decoder import InnerMergeSpec, VisualResidual, check_language_model, prefill_decoder
+from lmms_holitom.hf.adapter import HoliTomAdapter
+from lmms_holitom.hf.cache import HoliTomCache
+from lmms_holitom.hf.decoder import InnerMergeSpec, VisualResidual, check_language_model, prefill_decoder
 
 __all__ = ["PrefillResult", "compressed_prefill"]
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 from transformers import Qwen2_5_VLForConditionalGeneration
 from transformers.models.qwen2_5_vl import modeling_qwen2_5_vl as stock
 
-from lmms_holitom.engine.model import HoliTomModelMixin
-from lmms_holitom.models.checkpoints import register_weight_conversions
-from lmms_holitom.models.qwen_common import QwenForwardMixin, QwenVisionMixin
+from lmms_holitom.hf.model import HoliTomModelMixin
+from lmms_holitom.hf.models.checkpoints import register_weight_conversions
+from lmms_holitom.hf.models.qwen_common import QwenForwardMixin, QwenVisionMixin
 
 __all__ = ["HoliTomQwen2_5_VLForConditionalGeneration", "HoliTomQwen2_5_VLModel"]
 

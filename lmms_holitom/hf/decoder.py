@@ -47,7 +47,7 @@ from transformers.cache_utils import Cache, DynamicCache
 from transformers.masking_utils import create_bidirectional_mask, create_causal_mask
 
 from lmms_holitom.core.state import PrefillState
-from lmms_holitom.engine.attention import last_token_attention
+from lmms_holitom.hf.attention import last_token_attention
 
 __all__ = [
     "DecoderOutput",

@@ -17,7 +17,7 @@ from typing import Any
 
 __all__ = ["SUPPORTED_TEXT_MODELS", "check_checkpoint", "load_checkpoint", "register_weight_conversions"]
 
-#: Decoder families whose layers `engine.decoder` and `engine.attention` handle (q/k projections, rotate-half RoPE).
+#: Decoder families whose layers `hf.decoder` and `hf.attention` handle (q/k projections, rotate-half RoPE).
 SUPPORTED_TEXT_MODELS = ("qwen2", "llama", "mistral")
 HUB_KWARGS = (
     "cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder", "proxies",
@@ -73,7 +73,7 @@ def check_checkpoint(pretrained: str | os.PathLike, config: Any = None, **hub_kw
 def _is_llava_next(name: Any, hub_kwargs: Mapping[str, Any]) -> bool:
     if not isinstance(name, (str, os.PathLike)):
         return False
-    from lmms_holitom.models.llava_next import is_llava_next_checkpoint
+    from lmms_holitom.hf.models.llava_next import is_llava_next_checkpoint
 
     return is_llava_next_checkpoint(os.fspath(name), **hub_kwargs)
 
@@ -93,7 +93,7 @@ def load_checkpoint(
         layout_overrides: ``mm_spatial_pool_mode`` / ``mm_spatial_pool_stride`` / ``mm_newline_position`` given by
             the caller (they win over the checkpoint's).
     """
-    from lmms_holitom.models.layout import VideoLayout
+    from lmms_holitom.hf.models.layout import VideoLayout
     from lmms_holitom.testing import resolve_pretrained
 
     if isinstance(name, (str, os.PathLike)):
@@ -101,7 +101,7 @@ def load_checkpoint(
     want_info = bool(kwargs.get("output_loading_info", False))
     hub_kwargs = {k: kwargs[k] for k in HUB_KWARGS if k in kwargs}
     if _is_llava_next(name, hub_kwargs):
-        from lmms_holitom.models.llava_next import load_llava_next
+        from lmms_holitom.hf.models.llava_next import load_llava_next
 
         model, layout, info = load_llava_next(
             cls, os.fspath(name), layout_overrides=dict(layout_overrides), hf_from_pretrained=hf_from_pretrained,

@@ -6,7 +6,7 @@
   ``chunk · heads · T²`` fp32 elements, T = 729 patches), averages over heads and then over queries (the
   attention each patch *receives*), and optionally the head-averaged keys VisionZip needs. The tower itself
   keeps its attention implementation (SDPA / flash) and never returns attention weights.
-(The decoder-side probe, the last prompt token's attention row, is `lmms_holitom.engine.attention`.)
+(The decoder-side probe, the last prompt token's attention row, is `lmms_holitom.hf.attention`.)
 """
 
 from __future__ import annotations
