@@ -186,3 +186,26 @@ def test_paper_data_matches_published_table():
     row = match_paper("ov-72b", "holitom_wo_m", 0.15, 32, {"tau": 0.8})
     assert row is not None and row.tflops == 51.6 and "without the inner merge" in row.note
     assert match_paper("ov-7b", "holitom", 0.15, 64, {"tau": 0.8, "merge_layer": 18, "merge_ratio": 0.5}) is None
+
+
+def test_every_registry_method_is_reported_and_plotted(tmp_path: Path):
+    """EVS and VidCom2 (methods the report code never names) get their label, retain ratio, cost-model TFLOPs (their
+    own exact counts) and their curve in the retain plot, from the registry alone."""
+    from lmms_holitom.config import HoliTomConfig
+    from lmms_holitom.flops import setting_flops
+
+    root = tmp_path / "methods"
+    make_run(root, "dense", "method=dense", mvb=(58.0, 58.6), ego=0.604, lvb=0.564, vmme=58.6)
+    for method in ("evs", "vidcom2"):
+        for ratio, score in ((0.25, 57.0), (0.10, 55.0)):
+            make_run(root, f"{method}-r{ratio:.2f}", f"method={method},retain_ratio={ratio}",
+                     mvb=(score, score), ego=0.6, lvb=0.55, vmme=score)
+    report, written = write_report(root, tmp_path / "rep")
+    rows = {r["run"]: r for r in md_rows(to_markdown(report))}
+    for method, label in (("evs", "EVS"), ("vidcom2", "VidCom2")):
+        row = rows[f"{method}-r0.10"]
+        assert (row["method"], row["retain"]) == (label, "10 %")
+        want = setting_flops(HoliTomConfig(method=method, retain_ratio=0.1), "llava-onevision-7b", 32) / 1e12
+        assert row["TFLOPs"] == f"≈{want:.1f}" and want < 3.4  # 627 tokens, fewer than HoliTom's counted 640
+    retain_plot = next(p for p in written if p.name == "accuracy_vs_retain_ratio.png")
+    assert retain_plot.read_bytes().startswith(PNG)
