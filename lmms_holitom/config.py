@@ -23,7 +23,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
-from lmms_holitom.methods import Method, get_method, method_names
+from lmms_holitom.methods import DENSE, FASTV, HOLITOM, HOLITOM_WO_M, Method, get_method, method_names
+from lmms_holitom.methods import METHODS as METHOD_REGISTRY
 from lmms_holitom.values import parse_bool, parse_float, parse_int, parse_name, parse_optional_int
 
 __all__ = ["DEFAULTS", "ENV_VARS", "FIDELITIES", "METHODS", "HoliTomConfig"]
@@ -36,7 +37,7 @@ Fidelity = Literal["reference", "clean"]
 
 #: the default of every field; a method's own defaults (`Method.defaults`, e.g. FastV's K = 2, r = 0.8) win
 DEFAULTS: dict[str, Any] = {
-    "method": "holitom",
+    "method": HOLITOM,
     "retain_ratio": 0.10,
     "tau": 0.80,
     "merge_layer": 18,
@@ -131,8 +132,9 @@ def _coerce(values: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
             problems.append(f"{name} must be a finite number, got {out[name]!r}")
         elif not ok(out[name]):
             problems.append(f"{name} must be {allowed}, got {out[name]!r}")
-    if out.get("method") == "fastv" and "merge_layer" in out and out["merge_layer"] is None:
-        problems.append("merge_layer must be set (an integer >= 1) for method 'fastv', got None")
+    method = METHOD_REGISTRY.get(out.get("method", ""))
+    if method is not None and method.outer is None and method.inner and out.get("merge_layer", 0) is None:
+        problems.append(f"merge_layer must be set (an integer >= 1) for method {method.name!r}, got None")
     return out, problems
 
 
@@ -284,16 +286,16 @@ class HoliTomConfig:
         if "beta_merge" in values:  # NO_BETA=1 -> plain mean
             values["beta_merge"] = not parse_bool("NO_BETA", values["beta_merge"])
         wrapper = env.get("WRAPPER", "").strip().lower()
-        if wrapper in ("", "none", "dense"):
-            values["method"] = "dense"
-        elif wrapper == "holitom":
+        if wrapper in ("", "none", DENSE):
+            values["method"] = DENSE
+        elif wrapper == HOLITOM:
             full = "HOLITOM_k" in given and "HOLITOM_r" in given
-            values["method"] = "holitom" if full else "holitom_wo_m"
+            values["method"] = HOLITOM if full else HOLITOM_WO_M
             if not full:  # the original ignores a lone K or r, but not an invalid one
                 _raise_env_problems(cls.problems({k: values.pop(k) for k in ("merge_layer", "merge_ratio")
                                                   if k in values}))
-        elif wrapper == "fastv":
-            values["method"] = "fastv"
+        elif wrapper == FASTV:
+            values["method"] = FASTV
             values.update({name: given[var] for var, name in (("FASTV_k", "merge_layer"), ("FASTV_r", "merge_ratio"))
                            if var in given})
         elif wrapper in METHODS:
@@ -302,7 +304,7 @@ class HoliTomConfig:
             allowed = ", ".join((*METHODS, "none"))
             raise ValueError(f"WRAPPER must be one of {allowed} (or unset), got {env.get('WRAPPER')!r}")
         _raise_env_problems(cls.problems({k: v for k, v in values.items() if k not in overrides}),
-                            fastv=values["method"] == "fastv")
+                            fastv=values["method"] == FASTV)
         values.update(overrides)
         return cls.from_dict(values)
 

@@ -25,7 +25,7 @@ from lmms_holitom.bench.runner import load_model, measure_settings, model_label
 from lmms_holitom.bench.settings import build_settings
 from lmms_holitom.bench.summary import add_ratios, dense_stats, ratio, setting_result, targets
 from lmms_holitom.flops import ModelShape, shape_from_hf_config
-from lmms_holitom.methods import get_method
+from lmms_holitom.methods import DENSE, get_method
 
 __all__ = ["SCHEMA", "run_bench"]
 
@@ -164,8 +164,8 @@ def run_bench(
     log(f"model {label} on {device} ({dtype}): {params_m:.1f} M params, "
         f"{layers} decoder layers, built in {build_s:.1f} s; HoliTom class: {holitom}")
 
-    methods = tuple(opts.methods) if holitom else ("dense",)
-    if not holitom and set(opts.methods) - {"dense"}:
+    methods = tuple(opts.methods) if holitom else (DENSE,)
+    if not holitom and set(opts.methods) - {DENSE}:
         log("lmms_holitom.hf.models does not export the HoliTom model yet: measuring dense only")
     settings = build_settings(methods, opts.retain_ratios, layers, merge_layer=opts.merge_layer,
                               merge_ratio=opts.merge_ratio, tau=opts.tau, fastv_layer=opts.fastv_layer,

@@ -21,6 +21,7 @@ from lmms_holitom.bench.meters import MB, Clock, PhaseHooks, RssSampler, cache_b
 from lmms_holitom.bench.options import BenchOptions
 from lmms_holitom.bench.settings import Setting
 from lmms_holitom.config import HoliTomConfig
+from lmms_holitom.methods import DENSE
 
 __all__ = ["Record", "Runner", "holitom_model_class", "load_model", "measure_settings", "model_label"]
 
@@ -83,7 +84,7 @@ def load_model(opts: BenchOptions, device: torch.device, dtype: torch.dtype) -> 
         cls = _checkpoint_class(path)
         kwargs: dict[str, Any] = {"dtype": dtype, "attn_implementation": opts.attn_implementation}
         if hasattr(cls, "set_holitom"):
-            kwargs["holitom"] = HoliTomConfig(method="dense")
+            kwargs["holitom"] = HoliTomConfig(method=DENSE)
         model = cls.from_pretrained(path, **kwargs).to(device).eval()
     else:
         from lmms_holitom.shapes import build_model, parse_shape
@@ -135,7 +136,7 @@ class Runner:
         """Switch the model to ``setting`` (only dense without the HoliTom class)."""
         if self.holitom:
             self.model.set_holitom(setting.config)
-        elif setting.config.method != "dense":
+        elif setting.config.method != DENSE:
             raise RuntimeError("the HoliTom model class is not available: only dense can be measured")
 
     def _generate(self, new_tokens: int, **extra: Any) -> Any:

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from lmms_holitom.config import DEFAULTS, METHODS, HoliTomConfig
-from lmms_holitom.methods import get_method
+from lmms_holitom.methods import DENSE, get_method
 from lmms_holitom.shapes import scale_layer
 
 __all__ = ["DEFAULT_METHODS", "Setting", "build_settings", "paper_tau"]
@@ -95,7 +95,7 @@ def build_settings(
         raise ValueError(f"--retain-ratios must list at least one ratio for {' / '.join(by_ratio)}")
     k = _at_least(scale_layer(merge_layer, layers), min_layer, layers) if layers >= 2 else None
     k_fastv = _at_least(scale_layer(fastv_layer, layers), min_layer, layers) if layers >= 2 else None
-    settings: list[Setting] = [Setting("dense", HoliTomConfig(method="dense"))]
+    settings: list[Setting] = [Setting(DENSE, HoliTomConfig(method=DENSE))]
     for method in dict.fromkeys(methods):
         spec = get_method(method)
         if method in by_ratio:

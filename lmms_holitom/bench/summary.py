@@ -15,6 +15,7 @@ from typing import Any
 from lmms_holitom.bench.runner import Record
 from lmms_holitom.bench.settings import Setting
 from lmms_holitom.flops import ModelShape, setting_flops, vision_flops
+from lmms_holitom.methods import DENSE, HOLITOM
 
 __all__ = ["SETTING_FIELDS", "TIMING_FIELDS", "add_ratios", "dense_stats", "ratio", "setting_result", "summarize",
            "targets"]
@@ -74,7 +75,7 @@ def dense_stats(tokens_per_frame: int, prompt_tokens: int, frames: int, newline:
     ``frames`` HoliTom frames of ``tokens_per_frame`` tokens, plus ``newline`` tokens (LLaVA-OneVision's 1).
     """
     n, v = tokens_per_frame, frames * tokens_per_frame + newline
-    return {"method": "dense", "frames": frames, "tokens_per_frame": n, "dense_tokens": v,
+    return {"method": DENSE, "frames": frames, "tokens_per_frame": n, "dense_tokens": v,
             "outer_tokens": v, "inner_tokens": v, "merge_layer": None,
             "segments": frames, "static_tokens": 0, "prompt_tokens_dense": prompt_tokens,
             "prompt_tokens": prompt_tokens}
@@ -208,7 +209,7 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
                      "pass": ok if applies else None, "met": ok})
 
     for r in result["settings"]:
-        if r["method"] == "holitom":
+        if r["method"] == HOLITOM:  # the paper's targets are HoliTom's
             add(f"merge overhead % of dense prefill [{r['name']}]", r["merge_overhead_pct_of_dense_prefill"],
                 "<=", 3.0, on_target)
             if r["memory"] is not None:

@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from lmms_holitom.config import METHODS, HoliTomConfig
+from lmms_holitom.config import DEFAULTS, METHODS, HoliTomConfig
+from lmms_holitom.methods import DENSE
 from lmms_holitom.methods import METHODS as METHODS_BY_NAME
 
 HELP = "theoretical LLM TFLOPs of a setting (the paper's cost model)"
@@ -22,7 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="llava-onevision-7b",
                    help="model shape: llava-onevision-{0.5b,7b,72b}, llava-video-7b (default %(default)s)")
     p.add_argument("--frames", type=int, default=None, help="frames (default: the preset's, 32 or 64)")
-    p.add_argument("--method", choices=METHODS, default="holitom")
+    p.add_argument("--method", choices=METHODS, default=DEFAULTS["method"])
     p.add_argument("--retain-ratio", type=float, default=None, help="default: 0.10")
     p.add_argument("--merge-layer", type=int, default=None, help="K; pass -1 for none (default: the method's, "
                    "HoliTom 18, FastV 2)")
@@ -112,7 +113,7 @@ def main(args: argparse.Namespace) -> int:
         cfg, frames, shape.tokens_per_frame)
     flops = setting_flops(cfg, shape, frames, visual_tokens=n, convention=args.convention,
                           text_tokens=args.text_tokens)
-    dense = setting_flops(HoliTomConfig(method="dense"), shape, frames, convention=args.convention,
+    dense = setting_flops(HoliTomConfig(method=DENSE), shape, frames, convention=args.convention,
                           text_tokens=args.text_tokens)
     out = {"preset": shape.name, "frames": frames, "method": cfg.method, "visual_tokens": n,
            "tflops": flops / 1e12, "dense_tflops": dense / 1e12, "share_of_dense": flops / dense}

@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="checkpoint: local folder or hub id (LLaVA-OneVision, LLaVA-Video, Qwen2.5-VL, Qwen3-VL), or a "
         "built-in tiny model: tiny (default), tiny-qwen2.5-vl, tiny-qwen3-vl",
     )
-    parser.add_argument("--method", choices=METHODS, default="holitom", help="default: holitom")
+    parser.add_argument("--method", choices=METHODS, default=DEFAULTS["method"], help=f"default: {DEFAULTS['method']}")
     parser.add_argument("--retain-ratio", type=float, help="fraction of visual tokens entering the LLM (0.10)")
     parser.add_argument("--tau", type=float, help="static-token cosine threshold (0.80; > 1 disables)")
     parser.add_argument(

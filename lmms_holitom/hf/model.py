@@ -25,6 +25,7 @@ from lmms_holitom.core.trace import HoliTomTrace
 from lmms_holitom.hf.cache import HoliTomCache
 from lmms_holitom.hf.decoder import decode_decoder
 from lmms_holitom.hf.prefill import PrefillResult, compressed_prefill
+from lmms_holitom.methods import DENSE, HOLITOM_WO_M
 
 __all__ = ["HoliTomModelMixin", "default_merge_layer"]
 
@@ -83,7 +84,7 @@ class HoliTomModelMixin:
         if layer is None:
             logger.info("lmms-holitom: this %d-layer decoder has no valid merge layer; default method holitom_wo_m",
                         self.num_decoder_layers)
-            return cfg.replace(method="holitom_wo_m", merge_layer=None)
+            return cfg.replace(method=HOLITOM_WO_M, merge_layer=None)
         if layer != cfg.merge_layer:
             logger.info("lmms-holitom: default merge_layer %d -> %d for this %d-layer decoder", cfg.merge_layer, layer,
                         self.num_decoder_layers)
@@ -227,7 +228,7 @@ class HoliTomModelMixin:
                 hidden = decode_decoder(self.holitom_language_model(), embeds, state=state, cache=cache)
                 logits = self.lm_head(slice_logits_to_keep(hidden, logits_to_keep))
             return output_class(logits=logits, cache=cache)
-        if not has_video or cfg.method == "dense":
+        if not has_video or cfg.method == DENSE:
             return stock_forward()
         if labels is not None:
             raise NotImplementedError(

@@ -11,11 +11,17 @@ from __future__ import annotations
 from lmms_holitom.methods import dense, evs, fastv, holitom, vidcom2, visionzip
 from lmms_holitom.methods.base import InnerMode, Method, OuterMerge
 
-__all__ = ["METHODS", "InnerMode", "Method", "OuterMerge", "get_method", "method_names"]
+__all__ = ["DENSE", "FASTV", "HOLITOM", "HOLITOM_WO_M", "METHODS", "InnerMode", "Method", "OuterMerge",
+           "get_method", "method_names"]
 
 METHODS: dict[str, Method] = {m.name: m for m in (
     dense.METHOD, fastv.METHOD, visionzip.METHOD, holitom.WO_M, holitom.METHOD, evs.METHOD, vidcom2.METHOD,
 )}
+
+#: the names with a role outside their module: the no-reduction baseline; the package's own method (its default,
+#: its paper's targets) with its outer-merge-only variant; and the two the authors' ``WRAPPER`` variable maps with
+#: their own rules (`config.HoliTomConfig.from_env`)
+DENSE, HOLITOM, HOLITOM_WO_M, FASTV = dense.METHOD.name, holitom.METHOD.name, holitom.WO_M.name, fastv.METHOD.name
 
 
 def method_names() -> tuple[str, ...]:

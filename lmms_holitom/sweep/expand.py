@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lmms_holitom.config import HoliTomConfig
+from lmms_holitom.methods import DENSE
 from lmms_holitom.sweep.checks import Problems, check_model_values, suggest, unknown_keys
 from lmms_holitom.sweep.spec import (
     HEADLINE,
@@ -164,10 +165,10 @@ def expand_runs(problems: Problems, runs_value: Any, model: Mapping[str, Any]) -
             continue
         origin[run.name] = (run, point)
         runs.append(run)
-    if not any(r.method == "dense" for r in runs) and model:
-        if "dense" in origin:
+    if not any(r.method == DENSE for r in runs) and model:
+        if DENSE in origin:
             problems.add(f"{origin['dense'][1].where}: the name 'dense' is reserved for the dense baseline")
         else:
-            cfg = HoliTomConfig(method="dense")
-            runs.insert(0, RunSpec("dense", cfg, {"method": "dense"}, dict(model), {}, "auto (dense baseline)"))
+            cfg = HoliTomConfig(method=DENSE)
+            runs.insert(0, RunSpec(DENSE, cfg, {"method": DENSE}, dict(model), {}, "auto (dense baseline)"))
     return tuple(runs)

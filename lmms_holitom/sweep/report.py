@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from lmms_holitom.config import HoliTomConfig
+from lmms_holitom.methods import DENSE
 from lmms_holitom.sweep.manifest import MANIFEST, read_json, write_text_atomic
 from lmms_holitom.sweep.paper import BENCHMARK_COLUMNS, match_paper
 from lmms_holitom.sweep.report_render import to_csv, to_markdown
@@ -211,7 +212,7 @@ def build_report(root: Path) -> Report:
     bench = [c for c in BENCHMARK_COLUMNS if any(c in r.scores for r in rows)]
     extras = sorted({c for r in rows for c in r.scores if c not in BENCHMARK_COLUMNS})
     avg_cols = bench or extras
-    dense = {(r.pretrained, r.frames): r for r in rows if r.method == "dense"}
+    dense = {(r.pretrained, r.frames): r for r in rows if r.method == DENSE}
     for r in rows:
         values = [r.scores.get(c) for c in avg_cols]
         r.avg = sum(values) / len(values) if values and all(v is not None for v in values) else None  # type: ignore[misc]
