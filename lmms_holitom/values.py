@@ -46,8 +46,12 @@ def resolve_dtype(value: Any, device: Any, name: str = "dtype") -> Any:
 
 
 def parse_optional_int(name: str, value: Any) -> int | None:
-    if value is None or (isinstance(value, str) and value.strip().lower() in {"", "none", "null"}):
+    """An integer, or None spelled ``none`` / ``null`` (or Python's / YAML's None). An empty string is an error, never
+    a silent None (``merge_layer=`` would otherwise turn HoliTom into HoliTom w/o M without a word)."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in {"none", "null"}):
         return None
+    if isinstance(value, str) and not value.strip():
+        raise ValueError(f"{name} must be an integer or none, got an empty value")
     return parse_int(name, value)
 
 

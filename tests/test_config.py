@@ -148,3 +148,22 @@ def test_one_boolean_and_one_dtype_parser_everywhere() -> None:
         torch.float32, torch.bfloat16, torch.float16, torch.float32]
     with pytest.raises(ValueError, match="--dtype must be auto, float32"):
         resolve_dtype("int8", cpu, name="--dtype")
+
+
+@pytest.mark.parametrize("empty", ["", "  "])
+def test_an_empty_value_is_never_a_silent_none(empty: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """``merge_layer=`` (model args, YAML ``""``, ``--merge-layer ""``) is an error, not None — which would run HoliTom
+    without its inner merge while the logs say ``holitom``; ``none`` / ``null`` / None are the spellings of None."""
+    from lmms_holitom.cli import main
+    from lmms_holitom.integrations.lmms_eval.settings import resolve_holitom_config
+
+    for field in ("merge_layer", "spatial_tokens"):
+        with pytest.raises(ValueError, match=f"{field} must be an integer or none, got an empty value"):
+            HoliTomConfig.from_dict({field: empty})
+        assert HoliTomConfig.problems({field: empty}) == [f"{field} must be an integer or none, got an empty value"]
+    with pytest.raises(ValueError, match="merge_layer must be an integer or none"):
+        resolve_holitom_config({"merge_layer": empty}, environ={})
+    assert main(["run", "missing.mp4", "-q", "?", "--merge-layer", empty]) == 2
+    assert capsys.readouterr().err == "holitom run: error: merge_layer must be an integer or none, got an empty value\n"
+    for spelling in ("none", "None", "null", None):
+        assert HoliTomConfig.from_dict({"merge_layer": spelling}).inner_mode is None
