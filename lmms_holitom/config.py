@@ -102,12 +102,12 @@ _RULES: dict[str, tuple[Any, str]] = {
     "retain_ratio": (lambda v: 0.0 < v <= 1.0, "in (0, 1]"),
     "tau": (lambda v: v >= -1.0, "in [-1, inf) (a cosine threshold; > 1 disables temporal merging)"),
     "merge_ratio": (lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
-    "merge_layer": (lambda v: v is None or v >= 1, "an integer >= 1 (a decoder layer index) or None"),
+    "merge_layer": (lambda v: v is None or v >= 1, "an integer >= 1 (a decoder layer index) or none"),
     "beta": (lambda v: 0.0 <= v <= 1.0, _UNIT),
     "contextual_ratio": (lambda v: 0.0 <= v <= 1.0, _UNIT),
     "knn_k": (lambda v: v >= 1, "an integer >= 1"),
     "max_window_size": (lambda v: v >= 1, "an integer >= 1"),
-    "spatial_tokens": (lambda v: v is None or v >= 1, "an integer >= 1 or None"),
+    "spatial_tokens": (lambda v: v is None or v >= 1, "an integer >= 1 or none"),
     "dominant_ratio": (lambda v: 0.0 <= v <= 1.0, _UNIT),
 }
 

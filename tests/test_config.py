@@ -100,7 +100,7 @@ def test_problems_lists_every_bad_field():
     assert HoliTomConfig.problems({"retain_ratio": 1.5, "tau": float("nan"), "merge_layer": -1}) == [
         "retain_ratio must be in (0, 1], got 1.5",
         "tau must be a finite number, got nan",
-        "merge_layer must be an integer >= 1 (a decoder layer index) or None, got -1",
+        "merge_layer must be an integer >= 1 (a decoder layer index) or none, got -1",
     ]
     assert HoliTomConfig.problems({"retain_ratio": "0.2"}) == []
     with pytest.raises(ValueError, match=r"retain_ratio must be in \(0, 1\], got 1.5; tau must be a finite"):
@@ -167,3 +167,16 @@ def test_an_empty_value_is_never_a_silent_none(empty: str, capsys: pytest.Captur
     assert capsys.readouterr().err == "holitom run: error: merge_layer must be an integer or none, got an empty value\n"
     for spelling in ("none", "None", "null", None):
         assert HoliTomConfig.from_dict({"merge_layer": spelling}).inner_mode is None
+
+
+def test_no_merge_layer_is_spelled_none_in_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    """``holitom flops --merge-layer none`` has no inner step; a negative layer is an error (it used to mean none)."""
+    import json
+
+    from lmms_holitom.cli import main
+
+    assert main(["flops", "--merge-layer", "none", "--json"]) == 0
+    assert round(json.loads(capsys.readouterr().out)["tflops"], 2) == 3.44  # HoliTom's outer merge alone, 640 tokens
+    assert main(["flops", "--merge-layer", "-5"]) == 2
+    assert capsys.readouterr().err == ("holitom flops: error: merge_layer must be an integer >= 1 (a decoder layer "
+                                       "index) or none, got -5\n")

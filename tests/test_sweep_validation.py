@@ -30,7 +30,7 @@ def test_every_bad_value_of_every_run_is_reported():
     assert problems == [
         "runs[0] 'a': retain_ratio must be in (0, 1], got 1.5",
         "runs[0] 'a': tau must be a finite number, got nan",
-        "runs[0] 'a': merge_layer must be an integer >= 1 (a decoder layer index) or None, got -1",
+        "runs[0] 'a': merge_layer must be an integer >= 1 (a decoder layer index) or none, got -1",
         "runs[1] 'b': beta_merge must be a boolean (true/false), got ''",
         "runs[1] 'b': knn_k must be an integer >= 1, got 0",
     ]

@@ -25,7 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frames", type=int, default=None, help="frames (default: the preset's, 32 or 64)")
     p.add_argument("--method", choices=METHODS, default=DEFAULTS["method"])
     p.add_argument("--retain-ratio", type=float, default=None, help="default: 0.10")
-    p.add_argument("--merge-layer", type=int, default=None, help="K; pass -1 for none (default: the method's, "
+    p.add_argument("--merge-layer", type=str, default=None, help="K, or none for no inner step (default: the method's, "
                    "HoliTom 18, FastV 2)")
     p.add_argument("--merge-ratio", type=float, default=None, help="default: the method's (HoliTom 0.5, FastV 0.8)")
     p.add_argument("--spatial-tokens", type=int, default=None, help="VisionZip tokens per frame")
@@ -42,8 +42,6 @@ def _config(args: argparse.Namespace, **over) -> HoliTomConfig:
     for name in ("retain_ratio", "merge_layer", "merge_ratio", "spatial_tokens"):
         if getattr(args, name) is not None:  # unset: the method's default
             values[name] = getattr(args, name)
-    if values.get("merge_layer") is not None and values["merge_layer"] < 0:
-        values["merge_layer"] = None
     values.update(over)
     return HoliTomConfig(**values)
 
