@@ -45,7 +45,9 @@ _HELP: dict[str, str] = {
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="holitom", description="HoliTom for LLaVA-OneVision / lmms-eval")
+    description = ("HoliTom and its baselines for video LLMs (LLaVA-OneVision, LLaVA-Video, Qwen2.5-VL, Qwen3-VL) "
+                   "with lmms-eval")
+    parser = argparse.ArgumentParser(prog="holitom", description=description)
     from lmms_holitom import __version__
 
     parser.add_argument("--version", action="version", version=f"lmms-holitom {__version__}")

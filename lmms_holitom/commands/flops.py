@@ -21,7 +21,8 @@ _TABLE_RATIOS = (0.25, 0.20, 0.15, 0.10)
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="llava-onevision-7b",
-                   help="model shape: llava-onevision-{0.5b,7b,72b}, llava-video-7b (default %(default)s)")
+                   help="model shape: llava-onevision-{0.5b,7b,72b}, llava-video-7b, qwen2.5-vl-7b, qwen3-vl-8b "
+                   "(default %(default)s)")
     p.add_argument("--frames", type=int, default=None, help="frames (default: the preset's, 32 or 64)")
     p.add_argument("--method", choices=METHODS, default=DEFAULTS["method"])
     p.add_argument("--retain-ratio", type=float, default=None, help="default: 0.10")
