@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from lmms_holitom.values import int_flag
+
 HELP = "report which benchmark files are present or missing under $HF_HOME"
 
 
@@ -17,7 +19,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hf-home", default=None, help="the HF_HOME to check (default $HF_HOME or ~/.cache/huggingface)")
     p.add_argument("--datasets-cache", default=None,
                    help="datasets cache (default $LMMS_EVAL_DATASETS_CACHE, $HF_DATASETS_CACHE, HF_HOME/datasets)")
-    p.add_argument("--show-missing", type=int, default=5, metavar="N", help="missing videos to name per task")
+    p.add_argument("--show-missing", type=int_flag(0, 100_000), default=5, metavar="N",
+                   help="missing videos to name per task")
     p.add_argument("--no-probe", action="store_true",
                    help="only check that the videos exist (default: also open each container with PyAV)")
 

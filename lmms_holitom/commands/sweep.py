@@ -6,6 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from lmms_holitom.values import MAX_SAMPLES, float_flag, int_flag
+
+#: the longest heartbeat period: a week
+MAX_HEARTBEAT_S = 7 * 24 * 3600.0
+
 HELP = "run a YAML study (grid of settings x benchmarks) through lmms-eval, resumably"
 
 
@@ -15,14 +20,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="sweep folder (default runs/<name>, or runs/<name>-limit<N> with a limit)")
     p.add_argument("--only", action="append", metavar="NAME",
                    help="run only these runs (repeatable; shell globs such as 'holitom-*' work)")
-    p.add_argument("--limit", type=int, default=None, help="samples per task (overrides the study's limit)")
+    p.add_argument("--limit", type=int_flag(1, MAX_SAMPLES), default=None,
+                   help="samples per task (overrides the study's limit)")
     p.add_argument("--dry-run", action="store_true", help="print the commands (and which runs are done)")
     p.add_argument("--list", action="store_true", help="list the runs and their state, run nothing")
     p.add_argument("--fail-fast", action="store_true", help="stop at the first failed run")
     p.add_argument("--verbose", "-v", action="store_true", help="also stream lmms-eval's output to the console")
     p.add_argument("--no-task-check", action="store_true",
                    help="skip checking task names with lmms-eval's TaskManager (saves ~10 s)")
-    p.add_argument("--heartbeat", type=float, default=300.0, metavar="SECONDS",
+    p.add_argument("--heartbeat", type=float_flag(0, MAX_HEARTBEAT_S, low_open=True), default=300.0, metavar="SECONDS",
                    help="print a 'still running' line this often (default %(default)s)")
     p.add_argument("--emit", choices=("slurm",), default=None,
                    help="write a Slurm array script (one element per run) instead of running")
@@ -34,14 +40,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from lmms_holitom.commands import UsageError, at_least
+    from lmms_holitom.commands import UsageError
     from lmms_holitom.sweep.config import ConfigError, load_config
     from lmms_holitom.sweep.lock import SweepLocked
     from lmms_holitom.sweep.runner import SweepRunner, default_output_dir, select_runs
 
-    at_least("--limit", args.limit, 1)
-    if not args.heartbeat > 0:
-        raise UsageError(f"--heartbeat must be a number of seconds > 0, got {args.heartbeat!r}")
     check = None
     if not args.no_task_check:
         from lmms_holitom.sweep.tasks import check_tasks

@@ -24,6 +24,7 @@ from lmms_holitom.sweep.spec import (
     LauncherSpec,
     format_value,
 )
+from lmms_holitom.values import MAX_FRAMES, MAX_TOKENS
 
 
 # ---------------------------------------------------------------------------------------------- YAML
@@ -111,9 +112,10 @@ def check_model(problems: Problems, model: Any) -> dict[str, Any]:
 
 
 def check_model_values(problems: Problems, where: str, values: Mapping[str, Any]) -> None:
-    for key in ("max_frames_num", "max_num_frames", "min_pixels", "max_pixels", "max_new_tokens"):
+    for key, high in (("max_frames_num", MAX_FRAMES), ("max_num_frames", MAX_FRAMES), ("min_pixels", None),
+                      ("max_pixels", None), ("max_new_tokens", MAX_TOKENS)):
         if key in values:
-            check_int(problems, f"{where}.{key}", values[key], 1)
+            check_int(problems, f"{where}.{key}", values[key], 1, high)
     fps = values.get("fps")
     if fps is not None and (isinstance(fps, bool) or not isinstance(fps, (int, float)) or fps <= 0):
         problems.add(f"{where}.fps must be a number > 0, got {fps!r}")

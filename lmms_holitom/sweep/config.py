@@ -76,6 +76,7 @@ from lmms_holitom.sweep.spec import (
     RunSpec,
     SweepConfig,
 )
+from lmms_holitom.values import MAX_SAMPLES
 
 __all__ = [
     "ConfigError",
@@ -118,7 +119,7 @@ def parse_config(
     launcher = check_launcher(problems, data.get("launcher"))
     limit = data.get("limit")
     if limit is not None:
-        limit = check_int(problems, "limit", limit, 1)
+        limit = check_int(problems, "limit", limit, 1, MAX_SAMPLES)
     include_path = None
     if data.get("include_path") is not None:
         raw = data["include_path"]

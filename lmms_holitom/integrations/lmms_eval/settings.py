@@ -12,6 +12,7 @@ from typing import Any
 
 from lmms_holitom.config import ENV_VARS, HoliTomConfig
 from lmms_holitom.values import parse_bool
+from lmms_holitom.values import parse_int as _parse_int
 
 __all__ = ["ORIGINAL_ENV_VARS", "none_if_empty", "original_env_set", "parse_bool", "parse_choice", "parse_int",
            "parse_layout_args", "parse_on_video_error", "resolve_holitom_config"]
@@ -31,17 +32,8 @@ def none_if_empty(value: Any) -> Any:
 
 
 def parse_int(name: str, value: Any, low: int = 1, high: int | None = None) -> int:
-    """An integer in ``[low, high]`` (``high=None``: no upper bound)."""
-    allowed = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]"
-    try:
-        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-            raise ValueError
-        number = int(str(value).strip()) if not isinstance(value, (int, float)) else int(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be {allowed}, got {value!r}") from None
-    if number < low or (high is not None and number > high):
-        raise ValueError(f"{name} must be {allowed}, got {number}")
-    return number
+    """An integer in ``[low, high]`` (``high=None``: no upper bound), ASCII digits only (`values.parse_int`)."""
+    return _parse_int(name, value, low, high)
 
 
 def parse_choice(name: str, value: Any, choices: tuple[str, ...], aliases: dict[str, str] | None = None) -> str:
