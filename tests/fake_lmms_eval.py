@@ -11,7 +11,8 @@ Environment:
 * ``FAKE_LMMS_EVAL_MODE`` — ``pattern=mode[@once];...`` (glob over the run name, taken from the output path):
   ``ok``; ``noresults`` (exit 0, write nothing — lmms-eval's behaviour on most errors); ``crash`` (half a
   results file, exit 1); ``wrong_n`` (one sample short); ``errors`` (summary reports 2 model errors);
-  ``kill_parent`` (half a results file, then SIGKILL the sweep process); ``sleep`` (hang for 60 s).
+  ``kill_parent`` (half a results file, then SIGKILL the sweep process); ``sleep`` (hang for 60 s); ``linger``
+  (complete results, then hang for 60 s).
   ``@once``: only on the first invocation for that run (state in ``FAKE_LMMS_EVAL_STATE``, a folder).
 * ``FAKE_N_DOCS`` — documents per task (default 10).
 
@@ -118,6 +119,8 @@ def main(argv: list[str]) -> int:
     (folder / "holitom_summary.json").write_text(json.dumps(summary), encoding="utf-8")
     results_file.write_text(json.dumps(data, indent=2), encoding="utf-8")
     print("fake lmms-eval: done", flush=True)
+    if mode == "linger":  # complete results written, then still busy (as lmms-eval logging or saving samples)
+        time.sleep(60)
     return 0
 
 

@@ -1,0 +1,119 @@
+"""Study files and sweep folders an adversary hands ``holitom sweep`` / ``check-data``: each refused in one line
+naming the file and the limit, never a hang, a MemoryError or a megabyte of message (issue 17)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from sweep_helpers import REPO, calls, fake_study
+
+from lmms_holitom.cli import main
+from lmms_holitom.sweep.spec import MAX_RUNS, MAX_STUDY_VALUES
+
+
+def one_error_line(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
+    code = main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2, err
+    assert len(err) == 1 and "Traceback" not in err[0], err
+    assert err[0].startswith(f"holitom {argv[0]}: error: ")
+    return err[0]
+
+
+def _study_text(tmp_path: Path, runs_yaml: str, head: str = "") -> Path:
+    base = yaml.safe_load(fake_study(tmp_path).read_text())
+    del base["runs"]
+    path = tmp_path / "study.yaml"
+    path.write_text(head + yaml.safe_dump(base, sort_keys=False) + runs_yaml, encoding="utf-8")
+    return path
+
+
+def test_unbounded_grid_is_counted_before_it_is_expanded(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    """7 axes x 10 values through one YAML anchor: 10 million runs (a MemoryError traceback before)."""
+    keys = ("tau", "beta", "contextual_ratio", "knn_k", "max_window_size", "dominant_ratio")
+    runs = "runs:\n  - grid:\n      retain_ratio: &ten [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n"
+    study = _study_text(tmp_path, runs + "".join(f"      {k}: *ten\n" for k in keys))
+    line = one_error_line(capsys, ["sweep", str(study), "--list"])
+    assert line == (f"holitom sweep: error: {study}: runs[0].grid expands to 10000000 runs (10 x 10 x 10 x 10 x 10 "
+                    f"x 10 x 10), more than a study may hold ({MAX_RUNS}); split it into several studies or zip axes")
+
+
+def test_yaml_alias_bomb_is_refused_in_one_short_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    """A billion laughs in a run name (9 levels of 9 aliases: 387 million strings; a 75 MB error line before)."""
+    levels = ['description: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    levels += [f"x{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 9) + "]" for i in range(1, 9)]
+    study = _study_text(tmp_path, "runs:\n  - name: *l8\n    method: dense\n", head="\n".join(levels) + "\n")
+    line = one_error_line(capsys, ["sweep", str(study), "--list"])
+    assert len(line) < 400
+    assert line == (f"holitom sweep: error: {study}: holds more than {MAX_STUDY_VALUES} values once its YAML aliases "
+                    "(*name) are expanded (or an alias contains itself); a study holds a few hundred: check the "
+                    "anchors (&name) and aliases")
+
+
+def test_long_values_in_messages_are_cut(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    study = _study_text(tmp_path, f"runs:\n  - name: r\n    method: {'x' * 200_000}\n")
+    line = one_error_line(capsys, ["sweep", str(study), "--list"])
+    assert len(line) < 700 and "runs[0] 'r': method must be one of" in line
+
+
+def test_fifo_as_study_file_is_refused_not_read(tmp_path: Path):
+    fifo = tmp_path / "study.yaml"
+    os.mkfifo(fifo)
+    for command in (["sweep", str(fifo), "--list"], ["check-data", "--config", str(fifo)]):
+        res = subprocess.run([sys.executable, "-m", "lmms_holitom.cli", *command], capture_output=True, text=True,
+                             cwd=REPO, timeout=60)  # hung forever before
+        assert res.returncode == 2
+        assert res.stderr == (f"holitom {command[0]}: error: {fifo}: is a FIFO (named pipe), not a regular file: give "
+                              "the path of a YAML study file\n")
+
+
+def test_non_utf8_study_names_the_file_and_the_byte(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    study = fake_study(tmp_path)
+    data = study.read_bytes()
+    at = data.index(b"name: fake") + len("name: fa")
+    study.write_bytes(data[:at] + b"\xff" + data[at + 1:])
+    for command in (["sweep", str(study), "--list"], ["check-data", "--config", str(study)]):
+        line = one_error_line(capsys, command)
+        assert line == (f"holitom {command[0]}: error: {study}: is not UTF-8 text: byte 0xff at offset {at} (line 1) "
+                        "is invalid start byte; save the file as UTF-8")
+
+
+@pytest.mark.parametrize("content", ["", "garbage{", '{"pid": "x"}', "[1, 2]"])
+def test_empty_or_garbage_lock_is_taken_over(tmp_path: Path, content: str, monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str]):
+    monkeypatch.setenv("FAKE_LMMS_EVAL_CALLS", str(tmp_path / "calls"))
+    monkeypatch.delenv("FAKE_LMMS_EVAL_MODE", raising=False)
+    study, out = fake_study(tmp_path, runs=[{"name": "dense", "method": "dense"}]), tmp_path / "out"
+    (out / ".locks").mkdir(parents=True)
+    (out / ".locks" / "dense.lock").write_text(content)
+    assert main(["sweep", str(study), "-o", str(out), "--no-task-check"]) == 0, capsys.readouterr()
+    assert calls(tmp_path / "calls") == ["dense"]
+    assert not (out / ".locks" / "dense.lock").exists()
+
+
+def test_live_lock_refuses_at_once_with_the_remedy(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    study, out = fake_study(tmp_path, runs=[{"name": "dense", "method": "dense"}]), tmp_path / "out"
+    (out / ".locks").mkdir(parents=True)
+    holder = {"pid": os.getppid(), "host": socket.gethostname(), "started_at": "t0", "command": "holitom sweep"}
+    (out / ".locks" / "dense.lock").write_text(json.dumps(holder))
+    code = main(["sweep", str(study), "-o", str(out), "--no-task-check"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert err[0] == (f"holitom sweep: error: run dense is being run by pid {os.getppid()} on {socket.gethostname()} "
+                      f"since t0 (holitom sweep); wait for it to finish or stop it (kill {os.getppid()})")
+
+
+def test_slurm_opt_with_a_newline_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    target = tmp_path / "job.slurm"
+    line = one_error_line(capsys, ["sweep", str(fake_study(tmp_path)), "--emit", "slurm", "--slurm-out", str(target),
+                                   "--slurm-opt", "partition=gpu\n#SBATCH --wrap=rm -rf ~"])
+    assert line == ("holitom sweep: error: --slurm-opt partition: the value must not contain control characters (a "
+                    "newline would start another #SBATCH line), got 'gpu\\n#SBATCH --wrap=rm -rf ~'")
+    assert not target.exists()
