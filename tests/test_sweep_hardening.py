@@ -117,3 +117,82 @@ def test_slurm_opt_with_a_newline_is_refused(tmp_path: Path, capsys: pytest.Capt
     assert line == ("holitom sweep: error: --slurm-opt partition: the value must not contain control characters (a "
                     "newline would start another #SBATCH line), got 'gpu\\n#SBATCH --wrap=rm -rf ~'")
     assert not target.exists()
+
+
+def test_read_only_commands_never_run_the_task_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]):
+    """The fake study's tasks (fakegroup, faketask) are unknown to lmms-eval: the task check rejects them, so a
+    command that succeeds did not run it (it spent ~10 s in lmms-eval's TaskManager before)."""
+    monkeypatch.setenv("FAKE_LMMS_EVAL_CALLS", str(tmp_path / "calls"))
+    monkeypatch.delenv("FAKE_LMMS_EVAL_MODE", raising=False)
+    study, out = fake_study(tmp_path, runs=[{"name": "dense", "method": "dense"}]), tmp_path / "out"
+    base = ["sweep", str(study), "-o", str(out)]
+    for extra in (["--list"], ["--dry-run"], ["--emit", "slurm"]):
+        assert main([*base, *extra]) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    # a sweep that will start a run checks the names first, and refuses
+    assert main(base) == 2
+    err = capsys.readouterr().err
+    assert f"{study}: 2 problems:" in err and "Traceback" not in err
+    assert "tasks: unknown lmms-eval task 'fakegroup'" in err and "tasks: unknown lmms-eval task 'faketask'" in err
+    assert calls(tmp_path / "calls") == []
+    assert main([*base, "--no-task-check"]) == 0
+    capsys.readouterr()
+    # a rerun with nothing to do: no check, nothing run
+    assert main(base) == 0
+    assert "1 already done, 0 to run" in capsys.readouterr().out
+    assert calls(tmp_path / "calls") == ["dense"]
+
+
+def test_sigterm_after_complete_results_is_one_truth(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """lmms-eval wrote complete results and is still busy when the sweep gets SIGTERM: run.json said `interrupted`
+    while --list said `done` and a rerun skipped it; now all three say done (run.json flags the interruption)."""
+    import signal
+    import time
+
+    monkeypatch.setenv("FAKE_LMMS_EVAL_CALLS", str(tmp_path / "calls"))
+    monkeypatch.setenv("FAKE_LMMS_EVAL_MODE", "dense=linger")
+    study, out = fake_study(tmp_path, runs=[{"name": "dense", "method": "dense"},
+                                            {"name": "other", "method": "holitom"}]), tmp_path / "out"
+    argv = [sys.executable, "-m", "lmms_holitom.cli", "sweep", str(study), "-o", str(out), "--no-task-check"]
+    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 60
+    while "fake lmms-eval: done" not in _read(out / "dense" / "log.txt") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    text, _ = proc.communicate(timeout=90)
+    assert proc.returncode == 130, text
+    assert "dense: done: interrupted (received signal SIGTERM) after lmms-eval had written complete results" in text
+    manifest = json.loads((out / "dense" / "run.json").read_text())
+    assert manifest["status"] == "done" and manifest["interrupted"] == "received signal SIGTERM"
+    assert any("interrupted" in flag for flag in manifest["flags"])
+    listing = subprocess.run([*argv, "--list"], cwd=REPO, capture_output=True, text=True, timeout=120).stdout
+    assert listing.splitlines()[0].split()[1:3] == ["dense", "done"]
+    assert listing.splitlines()[1].split()[1:3] == ["other", "pending"]
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
+
+
+def test_check_data_counts_what_its_lines_say(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    code = main(["check-data", "--hf-home", str(tmp_path / "hf"), "--no-probe"])
+    out = capsys.readouterr().out.splitlines()
+    assert code == 1
+    rows = [line for line in out if line.split()[:1] in (["MISSING"], ["NETWORK"], ["PARTIAL"], ["CORRUPT"])]
+    network = [line for line in rows if "would download" in line or "snapshot_download" in line]
+    assert len(rows) == 8 and len(network) == 8
+    assert out[-1].startswith("8 problem(s) in mvbench, egoschema_subset, longvideobench_val_v, videomme, 8 of them "
+                              "lmms-eval would fetch from the network")
+
+
+def test_check_data_of_a_study_without_known_benchmarks_checks_nothing_and_says_so(
+        capsys: pytest.CaptureFixture[str]):
+    assert main(["check-data", "--config", str(REPO / "configs" / "smoke.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "all required" not in out
+    assert out.splitlines()[-1].startswith(f"nothing checked: none of the tasks of {REPO / 'configs' / 'smoke.yaml'} "
+                                           "is a benchmark check-data knows")
