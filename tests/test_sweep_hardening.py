@@ -171,6 +171,31 @@ def test_sigterm_after_complete_results_is_one_truth(tmp_path: Path, monkeypatch
     assert listing.splitlines()[1].split()[1:3] == ["other", "pending"]
 
 
+def test_list_says_a_run_was_interrupted_and_a_rerun_redoes_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Interrupted before its results: run.json, --list and a rerun agree that it must run again."""
+    import signal
+    import time
+
+    monkeypatch.setenv("FAKE_LMMS_EVAL_CALLS", str(tmp_path / "calls"))
+    monkeypatch.setenv("FAKE_LMMS_EVAL_MODE", "dense=sleep@once")
+    monkeypatch.setenv("FAKE_LMMS_EVAL_STATE", str(tmp_path / "state"))
+    study, out = fake_study(tmp_path, runs=[{"name": "dense", "method": "dense"}]), tmp_path / "out"
+    argv = [sys.executable, "-m", "lmms_holitom.cli", "sweep", str(study), "-o", str(out), "--no-task-check"]
+    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 60
+    while "mode sleep" not in _read(out / "dense" / "log.txt") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=90)
+    assert proc.returncode == 130
+    assert json.loads((out / "dense" / "run.json").read_text())["status"] == "interrupted"
+    listing = subprocess.run([*argv, "--list"], cwd=REPO, capture_output=True, text=True, timeout=120).stdout
+    assert "dense" in listing and " pending (last attempt interrupted) " in listing
+    rerun = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == 0 and calls(tmp_path / "calls") == ["dense", "dense"]
+    assert json.loads((out / "dense" / "run.json").read_text())["status"] == "done"
+
+
 def _read(path: Path) -> str:
     try:
         return path.read_text()

@@ -75,13 +75,23 @@ def main(args: argparse.Namespace) -> int:
         return _emit_slurm(args, cfg, runner, runs)
     if args.list:
         for i, run in enumerate(runs, 1):
-            state = runner.check(run)
-            print(f"[{i}/{len(runs)}] {run.name:<40} {state.state if state.finished else 'pending'}  {run.model_args}")
+            print(f"[{i}/{len(runs)}] {run.name:<40} {_list_state(runner, run)}  {run.model_args}")
         return 0
     if args.dry_run:
         print(runner.describe(runs))
         return 0
     return _run(args, runner, runs)
+
+
+def _list_state(runner, run) -> str:
+    """A run's state as a rerun would judge it (its results), with the last attempt's end when it did not finish."""
+    from lmms_holitom.sweep.manifest import MANIFEST, read_json
+
+    check = runner.check(run)
+    if check.finished:
+        return check.state
+    last = (read_json(runner.run_dir(run) / MANIFEST) or {}).get("status")
+    return f"pending (last attempt {last})" if last in ("interrupted", "failed", "running") else "pending"
 
 
 def _emit_slurm(args: argparse.Namespace, cfg, runner, runs: list) -> int:
