@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lmms_holitom.values import int_flag
+
+if TYPE_CHECKING:
+    from lmms_holitom.sweep.data import CheckRow
 
 HELP = "report which benchmark files are present or missing under $HF_HOME"
 
@@ -62,7 +66,7 @@ def main(args: argparse.Namespace) -> int:
     return 1 if any(r.failed for r in rows) else 0
 
 
-def summary_line(rows: list, tasks: list[str], probe: bool) -> str:
+def summary_line(rows: list[CheckRow], tasks: list[str], probe: bool) -> str:
     """The last line: the problems and how many of them lmms-eval would fetch from the network (the rows that say
     so), or what was found present."""
     failed = [r for r in rows if r.failed]

@@ -5,8 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lmms_holitom.values import MAX_SAMPLES, float_flag, int_flag
+
+if TYPE_CHECKING:
+    from lmms_holitom.sweep.config import ConfigError, RunSpec, SweepConfig
+    from lmms_holitom.sweep.runner import SweepRunner
 
 #: the longest heartbeat period: a week
 MAX_HEARTBEAT_S = 7 * 24 * 3600.0
@@ -40,12 +45,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="shell line run before each element, e.g. 'source .venv/bin/activate' (repeatable)")
 
 
-def study_error(command: str, err: Exception) -> int:
+def study_error(command: str, err: ConfigError) -> int:
     """Report a `ConfigError`: one problem is one line ``holitom <command>: error: <file>: <problem>`` (raised as a
     `UsageError` for ``holitom`` to print), several are listed one per line (exit 2)."""
     from lmms_holitom.commands import UsageError
 
-    line = err.one_line()  # type: ignore[attr-defined]
+    line = err.one_line()
     if line is not None:
         raise UsageError(line) from None
     print(f"holitom {command}: invalid study file\n{err}", file=sys.stderr)
@@ -83,7 +88,7 @@ def main(args: argparse.Namespace) -> int:
     return _run(args, runner, runs)
 
 
-def _list_state(runner, run) -> str:
+def _list_state(runner: SweepRunner, run: RunSpec) -> str:
     """A run's state as a rerun would judge it (its results), with the last attempt's end when it did not finish."""
     from lmms_holitom.sweep.manifest import MANIFEST, read_json
 
@@ -94,7 +99,7 @@ def _list_state(runner, run) -> str:
     return f"pending (last attempt {last})" if last in ("interrupted", "failed", "running") else "pending"
 
 
-def _emit_slurm(args: argparse.Namespace, cfg, runner, runs: list) -> int:
+def _emit_slurm(args: argparse.Namespace, cfg: SweepConfig, runner: SweepRunner, runs: list[RunSpec]) -> int:
     from lmms_holitom.sweep.manifest import write_text_atomic
     from lmms_holitom.sweep.slurm import parse_slurm_opts, slurm_script
 
@@ -113,7 +118,7 @@ def _emit_slurm(args: argparse.Namespace, cfg, runner, runs: list) -> int:
     return 0
 
 
-def _check_tasks(runner, runs: list) -> int | None:
+def _check_tasks(runner: SweepRunner, runs: list[RunSpec]) -> int | None:
     """lmms-eval's task check (~10 s: its TaskManager indexes every task YAML), only when a run will start; the
     task groups it reads then decide which results a run needs. An exit status when the names are wrong."""
     from lmms_holitom.sweep.config import ConfigError
@@ -129,7 +134,7 @@ def _check_tasks(runner, runs: list) -> int | None:
     return None
 
 
-def _run(args: argparse.Namespace, runner, runs: list) -> int:
+def _run(args: argparse.Namespace, runner: SweepRunner, runs: list[RunSpec]) -> int:
     from lmms_holitom.commands import UsageError
     from lmms_holitom.sweep.lock import SweepLocked
 
