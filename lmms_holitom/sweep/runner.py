@@ -368,7 +368,7 @@ class SweepRunner:
         return "\n".join(lines)
 
     # ------------------------------------------------------------------ one run
-    def _record_interrupt(self, run: RunSpec, manifest: dict[str, Any], why: str, start: float) -> RunCheck:
+    def _record_interrupt(self, run: RunSpec, manifest: dict[str, Any], why: str, start: float) -> None:
         """The manifest of an interrupted attempt says what its results say (`check_run`, the one judge that
         ``--list`` and a rerun use): ``interrupted``, or the finished state when lmms-eval had written them all."""
         run_dir = self.run_dir(run)
@@ -381,7 +381,6 @@ class SweepRunner:
         else:
             manifest.update(status="interrupted", reason=why)
         write_json_atomic(run_dir / MANIFEST, manifest)
-        return check
 
     def _execute(self, run: RunSpec, previous: RunCheck, tag: str) -> RunOutcome:
         """One attempt of ``run``; an OSError writing its folder marks it failed and raises `SweepIOError`."""
