@@ -22,8 +22,16 @@ from lmms_holitom.config import METHODS, HoliTomConfig
 from lmms_holitom.integrations.lmms_eval.prompts import generation_kwargs
 from lmms_holitom.integrations.lmms_eval.recorder import SampleRecorder
 from lmms_holitom.integrations.lmms_eval.records import discover_output_dir
-from lmms_holitom.integrations.lmms_eval.runtime import FirstTokenClock, barrier, placement, process_layout
+from lmms_holitom.integrations.lmms_eval.runtime import (
+    FirstTokenClock,
+    barrier,
+    lost_processes,
+    placement,
+    process_layout,
+)
 from lmms_holitom.integrations.lmms_eval.settings import (
+    check_model_args_string,
+    merge_cli_extras,
     none_if_empty,
     original_env_set,
     parse_bool,
@@ -68,6 +76,15 @@ class HoliTomLmms(lmms):
     def model_args(cls) -> dict[str, Any]:
         """Every model arg besides the HoliTomConfig fields (name -> default)."""
         return {**cls.FAMILY_ARGS, **COMMON_MODEL_ARGS}
+
+    @classmethod
+    def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None) -> HoliTomLmms:
+        """What lmms-eval calls with ``--model_args`` and its own ``--batch_size``/``--device`` flags: a key given
+        twice is a one-line error here, before lmms-eval's parser keeps only the last value."""
+        from lmms_eval.utils import simple_parse_args_string
+
+        check_model_args_string(arg_string)
+        return cls(**merge_cli_extras(simple_parse_args_string(arg_string or ""), additional_config or {}))
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__()
@@ -138,6 +155,9 @@ class HoliTomLmms(lmms):
         logger.info(f"[holitom] {self.MODEL_ID}: {self.pretrained} ({self.checkpoint}) on {self._device}, {dtype}, "
                     f"{mode}; {self._describe()}")
         logger.info(f"[holitom] effective HoliTom config (from {source}): {self.holitom_config.to_dict()}")
+        lost = lost_processes(os.environ, self._world_size)
+        if lost:
+            logger.warning(f"[holitom] {lost}")
         ignored = [] if os.environ.get("WRAPPER", "").strip() else original_env_set(os.environ)
         if ignored:
             logger.warning(f"[holitom] ignoring the original environment variables {', '.join(ignored)} "
@@ -283,8 +303,6 @@ class HoliTomLmms(lmms):
             visuals = self._load_visuals(call_doc_to_visual(doc_to_visual, doc))
         except VisualError as exc:
             return self._failed(base, exc)
-        if visuals.extra_videos:
-            self._warn_once("multi-video", f"[holitom] {task}: several videos per document; using the first")
         if visuals.images:
             self._warn_once("images", f"[holitom] {task}: image inputs go through the model unchanged "
                             "(HoliTom compresses videos only; images are recorded apart from the video statistics)")
