@@ -317,7 +317,7 @@ def test_model_args_given_twice_are_one_line_errors(clean_env, arg_string, extra
 def test_model_args_split_like_lmms_eval(arg_string) -> None:
     from lmms_eval.utils import simple_parse_args_string
 
-    from lmms_holitom.integrations.lmms_eval.settings import split_model_args
+    from lmms_holitom.integrations.lmms_eval.model_args import split_model_args
 
     keys = [item.partition("=")[0] for item in split_model_args(arg_string)]
     assert keys == list(simple_parse_args_string(arg_string))

@@ -19,6 +19,7 @@ from loguru import logger
 from tqdm import tqdm
 
 from lmms_holitom.config import METHODS, HoliTomConfig
+from lmms_holitom.integrations.lmms_eval.model_args import check_model_args_string, merge_cli_extras
 from lmms_holitom.integrations.lmms_eval.prompts import generation_kwargs
 from lmms_holitom.integrations.lmms_eval.recorder import SampleRecorder
 from lmms_holitom.integrations.lmms_eval.records import discover_output_dir
@@ -30,8 +31,6 @@ from lmms_holitom.integrations.lmms_eval.runtime import (
     process_layout,
 )
 from lmms_holitom.integrations.lmms_eval.settings import (
-    check_model_args_string,
-    merge_cli_extras,
     none_if_empty,
     original_env_set,
     parse_bool,

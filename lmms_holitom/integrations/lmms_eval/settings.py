@@ -13,65 +13,14 @@ from typing import Any
 from lmms_holitom.config import ENV_VARS, HoliTomConfig
 from lmms_holitom.values import parse_bool
 
-__all__ = ["ORIGINAL_ENV_VARS", "check_model_args_string", "merge_cli_extras", "none_if_empty", "original_env_set",
-           "parse_bool", "parse_choice", "parse_int", "parse_layout_args", "parse_on_video_error",
-           "resolve_holitom_config", "split_model_args"]
+__all__ = ["ORIGINAL_ENV_VARS", "none_if_empty", "original_env_set", "parse_bool", "parse_choice", "parse_int",
+           "parse_layout_args", "parse_on_video_error", "resolve_holitom_config"]
 
 #: Environment variables of the authors' scripts that `HoliTomConfig.from_env` reads.
 ORIGINAL_ENV_VARS: tuple[str, ...] = ("WRAPPER", *ENV_VARS, "FASTV_k", "FASTV_r")
 
 ON_VIDEO_ERROR = ("record", "fail")
 ON_VIDEO_ERROR_ALIASES = {"raise": "fail"}
-
-
-def split_model_args(arg_string: str) -> list[str]:
-    """The ``key=value`` items of an lmms-eval ``--model_args`` string: split at commas outside quotes and
-    brackets, as lmms-eval's parser splits (``system_prompt="a, b"`` and JSON values stay whole)."""
-    items: list[str] = []
-    start, depth, quote = 0, 0, ""
-    for i, char in enumerate(arg_string):
-        if quote:
-            quote = "" if char == quote and arg_string[i - 1] != "\\" else quote
-        elif char in "\"'" and (i == 0 or arg_string[i - 1] != "\\"):
-            quote = char
-        elif char in "{[":
-            depth += 1
-        elif char in "}]":
-            depth -= 1
-        elif char == "," and depth == 0:
-            items.append(arg_string[start:i].strip())
-            start = i + 1
-    items.append(arg_string[start:].strip())
-    return [item for item in items if item]
-
-
-def check_model_args_string(arg_string: str) -> None:
-    """Raise a one-line ValueError for a ``--model_args`` key given twice (lmms-eval's parser would keep the
-    last value silently) or an item without ``=``."""
-    seen: dict[str, str] = {}
-    for item in split_model_args(arg_string or ""):
-        key, sep, value = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise ValueError(f"model_args item {item!r} is not key=value")
-        if key in seen:
-            raise ValueError(f"model_args key {key} is given twice ({key}={seen[key]} and {key}={value}); "
-                             "give each key once")
-        seen[key] = value
-
-
-def merge_cli_extras(args: Mapping[str, Any], extras: Mapping[str, Any]) -> dict[str, Any]:
-    """``args`` (from ``--model_args``) plus lmms-eval's own flags (``--batch_size``, ``--device``, ...; None
-    means not given). A key in both must have the same value: lmms-eval itself would die with a TypeError."""
-    merged = dict(args)
-    for key, value in extras.items():
-        if value is None:
-            continue
-        if key in merged and str(merged[key]).strip() != str(value).strip():
-            raise ValueError(f"{key} is given twice: --model_args {key}={merged[key]} and --{key} {value}; "
-                             "give it once")
-        merged.setdefault(key, value)
-    return merged
 
 
 def none_if_empty(value: Any) -> Any:
