@@ -295,6 +295,8 @@ def captured_log() -> Iterator[list[str]]:
         ("pretrained=tiny,fastv", {}, "model_args item 'fastv' is not key=value"),
         ("pretrained=tiny,device=cpu", {"device": "cuda"},
          "device is given twice: --model_args device=cpu and --device cuda; give it once"),
+        ({"pretrained": "tiny", "device": "cpu"}, {"device": "cuda"},  # simple_evaluate(model_args={...})
+         "device is given twice: --model_args device=cpu and --device cuda; give it once"),
     ],
 )
 def test_model_args_given_twice_are_one_line_errors(clean_env, arg_string, extras, message) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, ClassVar
@@ -77,11 +78,15 @@ class HoliTomLmms(lmms):
         return {**cls.FAMILY_ARGS, **COMMON_MODEL_ARGS}
 
     @classmethod
-    def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None) -> HoliTomLmms:
+    def create_from_arg_string(
+        cls, arg_string: str | Mapping[str, Any], additional_config: dict | None = None
+    ) -> HoliTomLmms:
         """What lmms-eval calls with ``--model_args`` and its own ``--batch_size``/``--device`` flags: a key given
         twice is a one-line error here, before lmms-eval's parser keeps only the last value."""
         from lmms_eval.utils import simple_parse_args_string
 
+        if isinstance(arg_string, Mapping):  # simple_evaluate(model_args={...}): keys are unique already
+            return cls(**merge_cli_extras(arg_string, additional_config or {}))
         check_model_args_string(arg_string)
         return cls(**merge_cli_extras(simple_parse_args_string(arg_string or ""), additional_config or {}))
 
