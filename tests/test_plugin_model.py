@@ -293,6 +293,9 @@ def captured_log() -> Iterator[list[str]]:
         ("pretrained=tiny,method=holitom,method=dense", {}, "model_args key method is given twice"),
         ("pretrained=tiny,merge_layer=,merge_layer=2", {}, "model_args key merge_layer is given twice"),
         ("pretrained=tiny,fastv", {}, "model_args item 'fastv' is not key=value"),
+        (f"system_prompt={'x' * 5000},system_prompt=y", {},  # a pasted prompt stays one short line
+         f"model_args key system_prompt is given twice (system_prompt={'x' * 60}... (5000 characters) and "
+         "system_prompt=y); give each key once"),
         ("pretrained=tiny,device=cpu", {"device": "cuda"},
          "device is given twice: --model_args device=cpu and --device cuda; give it once"),
         ({"pretrained": "tiny", "device": "cpu"}, {"device": "cuda"},  # simple_evaluate(model_args={...})

@@ -12,6 +12,12 @@ from typing import Any
 __all__ = ["check_model_args_string", "merge_cli_extras", "split_model_args"]
 
 
+def _short(value: Any, limit: int = 60) -> str:
+    """A value as an error message shows it: at most ``limit`` characters (a pasted prompt stays one short line)."""
+    text = str(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
 def split_model_args(arg_string: str) -> list[str]:
     """The ``key=value`` items of an lmms-eval ``--model_args`` string: split at commas outside quotes and
     brackets, as lmms-eval's parser splits (``system_prompt="a, b"`` and JSON values stay whole)."""
@@ -41,10 +47,11 @@ def check_model_args_string(arg_string: str) -> None:
         key, sep, value = item.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise ValueError(f"model_args item {item!r} is not key=value")
+            raise ValueError(f"model_args item {_short(item)!r} is not key=value")
         if key in seen:
-            raise ValueError(f"model_args key {key} is given twice ({key}={seen[key]} and {key}={value}); "
-                             "give each key once")
+            name = _short(key)
+            raise ValueError(f"model_args key {name} is given twice ({name}={_short(seen[key])} and "
+                             f"{name}={_short(value)}); give each key once")
         seen[key] = value
 
 
@@ -56,7 +63,7 @@ def merge_cli_extras(args: Mapping[str, Any], extras: Mapping[str, Any]) -> dict
         if value is None:
             continue
         if key in merged and str(merged[key]).strip() != str(value).strip():
-            raise ValueError(f"{key} is given twice: --model_args {key}={merged[key]} and --{key} {value}; "
-                             "give it once")
+            raise ValueError(f"{key} is given twice: --model_args {key}={_short(merged[key])} and --{key} "
+                             f"{_short(value)}; give it once")
         merged.setdefault(key, value)
     return merged
