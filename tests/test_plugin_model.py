@@ -330,7 +330,7 @@ def test_model_args_split_like_lmms_eval(arg_string) -> None:
 
 def test_no_method_and_no_wrapper_runs_holitom_and_says_so(clean_env) -> None:
     """What the README promises: a ``..._holitom`` model given no method and no WRAPPER runs HoliTom with the
-    paper's defaults and logs that. Also: ``batch_size=1`` in model_args beside lmms-eval's ``--batch_size 1``
+    default settings and logs that. Also: ``batch_size=1`` in model_args beside lmms-eval's ``--batch_size 1``
     loads (lmms-eval alone would raise 'got multiple values for keyword argument')."""
     from lmms_eval.models import get_model
 
@@ -341,7 +341,7 @@ def test_no_method_and_no_wrapper_runs_holitom_and_says_so(clean_env) -> None:
     assert lm.holitom_config.retain_ratio == pytest.approx(0.10) and lm.holitom_config.merge_ratio == 0.5
     config_lines = [line for line in log if "effective HoliTom config" in line]
     assert len(config_lines) == 1
-    assert ("(from defaults; method holitom with the paper's defaults since neither method= nor WRAPPER is set)"
+    assert ("(from defaults; method holitom with the default settings since neither method= nor WRAPPER is set)"
             in config_lines[0])
     assert "'method': 'holitom'" in config_lines[0]
 

@@ -96,7 +96,7 @@ def resolve_holitom_config(
     ``WRAPPER`` is the switch, as in the authors' scripts (empty counts as unset):
 
     1. ``WRAPPER`` unset: the model args and `HoliTomConfig`'s defaults define the config (method
-       ``holitom`` with the paper's defaults unless ``method=`` is given; the source says so, for the log).
+       ``holitom`` with the default settings unless ``method=`` is given; the source says so, for the log).
        Other original variables (``RETAIN_RATIO``, ``T``, ``HOLITOM_k``, ...) are ignored, and named in the
        returned source so the caller can warn — the one-letter ``T``/``K``/``D`` are too generic to act on
        without ``WRAPPER``.
@@ -112,7 +112,7 @@ def resolve_holitom_config(
             source += f"; ignored {', '.join(env_set)} because WRAPPER is not set"
         config = HoliTomConfig.from_dict(holitom_args)
         if "method" not in holitom_args:
-            source += f"; method {config.method} with the paper's defaults since neither method= nor WRAPPER is set"
+            source += f"; method {config.method} with the default settings since neither method= nor WRAPPER is set"
         return config, source
     if not holitom_args:
         return HoliTomConfig.from_env(environ), f"environment ({', '.join(env_set)})"
