@@ -36,8 +36,8 @@ def test_run_one_frame_video_says_frames_repeat(tmp_path, capsys):
     assert main(["run", str(clip), "-q", "what?", *FAST]) == 0
     out = capsys.readouterr().out
     assert "method holitom | frames 4 | visual tokens 785 -> " in out
-    assert ("note: the video has 1 frame: --max-frames 4 samples uniformly (linspace, as lmms-eval does), so frames "
-            "repeat (1 distinct of 4)") in out.splitlines()
+    assert ("note: the video has 1 frame: --max-frames 4 samples uniformly (linspace, as lmms-eval's "
+            "llava_onevision does), so frames repeat (1 distinct of 4)") in out.splitlines()
 
 
 def test_run_notes_name_broken_text_of_a_real_checkpoint() -> None:
@@ -48,8 +48,8 @@ def test_run_notes_name_broken_text_of_a_real_checkpoint() -> None:
         "the answer contains \ufffd: the generated tokens are bytes that do not form UTF-8 text"]
     assert run_notes(4, 10, 1, stats, "fine", "llava_onevision", None) == []
     assert run_notes(8, 3, 2, stats, "fine", "qwen3_vl", None) == [
-        "the video has 3 frames: --max-frames 8 samples uniformly (linspace, as lmms-eval does), so frames repeat "
-        "(3 distinct of 8)",
+        "the video has 3 frames: --max-frames 8 samples uniformly (linspace, as lmms-eval's llava_onevision does), "
+        "so frames repeat (3 distinct of 8)",
         "frames 4 counts qwen3_vl's temporal patches: it encodes every 2 consecutive sampled frames as one "
         "(8 sampled -> 4)"]
 

@@ -172,7 +172,8 @@ def run_notes(sampled: int, total: int, group: int, stats: dict[str, Any], answe
     if 0 < total < sampled:
         distinct = len(set(sample_indices(total, sampled).tolist()))
         notes.append(f"the video has {total} frame{'s' * (total != 1)}: --max-frames {sampled} samples "
-                     f"uniformly (linspace, as lmms-eval does), so frames repeat ({distinct} distinct of {sampled})")
+                     "uniformly (linspace, as lmms-eval's llava_onevision does), so frames repeat "
+                     f"({distinct} distinct of {sampled})")
     if group > 1:
         notes.append(f"frames {stats['frames']} counts {model_type}'s temporal patches: it encodes every {group} "
                      f"consecutive sampled frames as one ({sampled} sampled -> {stats['frames']})")
