@@ -382,15 +382,17 @@ def test_accelerate_single_process_launch_is_logged_by_the_model(clean_env, monk
 
 
 # ---------------------------------------------------------------------------------------- multi-video documents
-@pytest.mark.parametrize("model,pretrained", [("llava_onevision_holitom", "tiny"),
-                                              ("qwen2_5_vl_holitom", "tiny-qwen2.5-vl")])
-def test_multi_video_document_is_one_counted_failure(clean_env, tmp_path, clips: Path, model, pretrained) -> None:
+@pytest.mark.parametrize("model,args", [
+    ("llava_onevision_holitom", "pretrained=tiny,max_frames_num=4"),
+    ("qwen2_5_vl_holitom", "pretrained=tiny-qwen2.5-vl,max_num_frames=4,min_pixels=3136,max_pixels=12544"),
+])
+def test_multi_video_document_is_one_counted_failure(clean_env, tmp_path, clips: Path, model, args) -> None:
     """A document with two videos (or a missing second one) is answered `FAILED_ANSWER` and counted as a video
     error naming its files — never answered from its first video alone; a one-video document still works."""
     from lmms_eval.models import get_model
 
     lm = get_model(model).create_from_arg_string(
-        f"pretrained={pretrained},device=cpu,method=dense,stats_path={tmp_path},max_new_tokens=2",
+        f"{args},device=cpu,method=dense,stats_path={tmp_path},max_new_tokens=2",
         {"batch_size": 1, "max_batch_size": None})
     first, second, missing = (str(clips / name) for name in ("moving_square.mp4", "static.mp4", "nope.mp4"))
     lm.task_dict = {"m": {"test": [{"videos": [first, second]}, {"videos": [first, missing]}, {"videos": [first]}]}}
