@@ -7,6 +7,8 @@ Real tiny model, real video files, real lmms-eval `Instance` objects; the CLI ru
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -54,8 +56,10 @@ def lm(clean_env, tmp_path_factory):
     )
 
 
-def _request(context: str, doc_id: int, task: str = "t", padding: bool = False):
+def _request(context: str, doc_id: int, task: str = "t", padding: bool = False, doc_to_visual=None):
     from lmms_eval.api.instance import Instance
+
+    doc_to_visual = doc_to_visual or (lambda doc: [doc["video"]])
 
     metadata = {"task": task, "doc_id": doc_id, "repeats": 1}
     if padding:
@@ -63,7 +67,7 @@ def _request(context: str, doc_id: int, task: str = "t", padding: bool = False):
     gen_kwargs = {"max_new_tokens": 3, "temperature": 0, "do_sample": False, "until": ["\n\n"]}
     return Instance(
         request_type="generate_until",
-        arguments=(context, gen_kwargs, lambda doc: [doc["video"]], doc_id, task, "test"),
+        arguments=(context, gen_kwargs, doc_to_visual, doc_id, task, "test"),
         idx=0,
         metadata=metadata,
     )
@@ -265,3 +269,145 @@ def test_output_dir_comes_from_lmms_evals_command_line() -> None:
         assert discover_output_dir(argv) == want
         assert discover_output_dir([*argv[:4], "--output_path=/out"]) == want
     assert discover_output_dir(["--model_args", "pretrained=tiny"]) is None
+
+
+# ------------------------------------------------------------------------- model_args through lmms-eval's loader
+@contextmanager
+def captured_log() -> Iterator[list[str]]:
+    """Every loguru message logged inside the block (the plugin logs through loguru, as lmms-eval does)."""
+    from loguru import logger
+
+    lines: list[str] = []
+    sink = logger.add(lambda message: lines.append(str(message)), level="INFO", format="{level} {message}")
+    try:
+        yield lines
+    finally:
+        logger.remove(sink)
+
+
+@pytest.mark.parametrize(
+    ("arg_string", "extras", "message"),
+    [
+        ("pretrained=tiny,retain_ratio=0.2,device=cpu,retain_ratio=0.3", {},
+         "model_args key retain_ratio is given twice (retain_ratio=0.2 and retain_ratio=0.3); give each key once"),
+        ("pretrained=tiny,method=holitom,method=dense", {}, "model_args key method is given twice"),
+        ("pretrained=tiny,merge_layer=,merge_layer=2", {}, "model_args key merge_layer is given twice"),
+        ("pretrained=tiny,fastv", {}, "model_args item 'fastv' is not key=value"),
+        (f"system_prompt={'x' * 5000},system_prompt=y", {},  # a pasted prompt stays one short line
+         f"model_args key system_prompt is given twice (system_prompt={'x' * 60}... (5000 characters) and "
+         "system_prompt=y); give each key once"),
+        ("pretrained=tiny,device=cpu", {"device": "cuda"},
+         "device is given twice: --model_args device=cpu and --device cuda; give it once"),
+        ({"pretrained": "tiny", "device": "cpu"}, {"device": "cuda"},  # simple_evaluate(model_args={...})
+         "device is given twice: --model_args device=cpu and --device cuda; give it once"),
+    ],
+)
+def test_model_args_given_twice_are_one_line_errors(clean_env, arg_string, extras, message) -> None:
+    """lmms-eval's own loader (what its CLI and `simple_evaluate` call) turns ``a=1,a=2`` into ``{a: 2}``: the key
+    given twice must be an error before that, naming the key."""
+    from lmms_eval.models import get_model
+
+    with pytest.raises(ValueError) as info:
+        get_model("llava_onevision_holitom").create_from_arg_string(
+            arg_string, {"batch_size": 1, "max_batch_size": None, **extras})
+    assert str(info.value) == message or str(info.value).startswith(message)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("arg_string", [
+    "pretrained=tiny,method=holitom",
+    'system_prompt="You are, a=b helper",max_num_frames=8',
+    'gen={"a": 1, "b": [1, 2]},x=\'q, r\',y=2',
+])
+def test_model_args_split_like_lmms_eval(arg_string) -> None:
+    from lmms_eval.utils import simple_parse_args_string
+
+    from lmms_holitom.integrations.lmms_eval.model_args import split_model_args
+
+    keys = [item.partition("=")[0] for item in split_model_args(arg_string)]
+    assert keys == list(simple_parse_args_string(arg_string))
+
+
+def test_no_method_and_no_wrapper_runs_holitom_and_says_so(clean_env) -> None:
+    """What the README promises: a ``..._holitom`` model given no method and no WRAPPER runs HoliTom with the
+    default settings and logs that. Also: ``batch_size=1`` in model_args beside lmms-eval's ``--batch_size 1``
+    loads (lmms-eval alone would raise 'got multiple values for keyword argument')."""
+    from lmms_eval.models import get_model
+
+    with captured_log() as log:
+        lm = get_model("llava_onevision_holitom").create_from_arg_string(
+            "pretrained=tiny,device=cpu,batch_size=1", {"batch_size": 1, "max_batch_size": None, "device": None})
+    assert lm.holitom_config.method == "holitom"
+    assert lm.holitom_config.retain_ratio == pytest.approx(0.10) and lm.holitom_config.merge_ratio == 0.5
+    config_lines = [line for line in log if "effective HoliTom config" in line]
+    assert len(config_lines) == 1
+    assert ("(from defaults; method holitom with the default settings since neither method= nor WRAPPER is set)"
+            in config_lines[0])
+    assert "'method': 'holitom'" in config_lines[0]
+
+
+#: What ``accelerate launch --num_processes 2 --cpu script.py`` (accelerate 1.16, this machine) put into the
+#: environment of the one process it started (recorded from a real launch; ACCELERATE_DYNAMO_* left out).
+ACCELERATE_ONE_OF_TWO = {"ACCELERATE_MIXED_PRECISION": "no", "ACCELERATE_USE_CPU": "True",
+                         "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500", "OMP_NUM_THREADS": "1"}
+
+
+@pytest.mark.parametrize(("env", "expected"), [
+    (ACCELERATE_ONE_OF_TWO, True),
+    ({**ACCELERATE_ONE_OF_TWO, "ACCELERATE_USE_CPU": "False"}, True),  # the same without --cpu on a GPU-less host
+    ({k: v for k, v in ACCELERATE_ONE_OF_TWO.items() if not k.startswith("MASTER")}, False),  # --num_processes 1
+    ({**ACCELERATE_ONE_OF_TWO, "WORLD_SIZE": "2", "RANK": "0"}, False),  # torchrun / the multi-GPU launcher
+    ({}, False),  # python -m lmms_eval
+])
+def test_accelerate_single_process_launch_is_detected(env, expected) -> None:
+    from lmms_holitom.integrations.lmms_eval.runtime import lost_processes
+
+    note = lost_processes(env, world_size=1)
+    assert (note is not None) == expected
+    if expected:
+        assert "started one" in note and "torchrun --nproc_per_node N -m lmms_eval" in note
+    assert lost_processes(env, world_size=2) is None
+
+
+def test_accelerate_single_process_launch_is_logged_by_the_model(clean_env, monkeypatch) -> None:
+    from lmms_holitom.integrations.lmms_eval.llava import LlavaOneVisionHoliTom
+
+    for name, value in ACCELERATE_ONE_OF_TWO.items():
+        monkeypatch.setenv(name, value)
+    with captured_log() as log:
+        lm = LlavaOneVisionHoliTom(pretrained="tiny", device="cpu", method="dense")
+    assert lm.world_size == 1
+    warnings = [line for line in log if line.startswith("WARNING") and "accelerate launch" in line]
+    assert len(warnings) == 1 and "torchrun --nproc_per_node N -m lmms_eval" in warnings[0]
+
+
+# ---------------------------------------------------------------------------------------- multi-video documents
+@pytest.mark.parametrize("model,args", [
+    ("llava_onevision_holitom", "pretrained=tiny,max_frames_num=4"),
+    ("qwen2_5_vl_holitom", "pretrained=tiny-qwen2.5-vl,max_num_frames=4,min_pixels=3136,max_pixels=12544"),
+])
+def test_multi_video_document_is_one_counted_failure(clean_env, tmp_path, clips: Path, model, args) -> None:
+    """A document with two videos (or a missing second one) is answered `FAILED_ANSWER` and counted as a video
+    error naming its files — never answered from its first video alone; a one-video document still works."""
+    from lmms_eval.models import get_model
+
+    lm = get_model(model).create_from_arg_string(
+        f"{args},device=cpu,method=dense,stats_path={tmp_path},max_new_tokens=2",
+        {"batch_size": 1, "max_batch_size": None})
+    first, second, missing = (str(clips / name) for name in ("moving_square.mp4", "static.mp4", "nope.mp4"))
+    lm.task_dict = {"m": {"test": [{"videos": [first, second]}, {"videos": [first, missing]}, {"videos": [first]}]}}
+    # this task's doc_to_visual returns the document's list of videos
+    requests = [_request("What moves?", doc_id, "m", doc_to_visual=lambda doc: doc["videos"]) for doc_id in range(3)]
+    with captured_log() as log:
+        answers = lm.generate_until(requests)
+    assert answers[:2] == [FAILED_ANSWER, FAILED_ANSWER] and answers[2] != FAILED_ANSWER
+    records = [json.loads(x) for x in (tmp_path / "holitom_stats.jsonl").read_text().splitlines()]
+    errors = {r["doc_id"]: r for r in records if r["error"] is not None}
+    assert sorted(errors) == [0, 1]
+    assert errors[0]["error"] == (f"2 videos in one document ({first}, {second}); the model takes one video per "
+                                  "prompt") and errors[0]["video"] == first
+    assert f"{missing} (missing)" in errors[1]["error"] and errors[1]["video"] == missing
+    assert errors[0]["outer_tokens"] is None and errors[0]["frames"] is None
+    summary = json.loads((tmp_path / "holitom_summary.json").read_text())["m"]
+    assert (summary["samples"], summary["errors"], summary["error_doc_ids"]) == (3, 2, [0, 1])
+    assert sum("2 videos in one document" in line and line.startswith("ERROR") for line in log) == 2

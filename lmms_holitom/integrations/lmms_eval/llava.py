@@ -6,6 +6,7 @@ Usage::
         --model_args pretrained=lmms-lab/llava-onevision-qwen2-7b-ov,method=holitom,retain_ratio=0.15,tau=0.8 \\
         --tasks videomme --output_path runs/ --log_samples
     accelerate launch --num_processes 8 -m lmms_eval --model llava_onevision_holitom ...   # one copy per GPU
+    torchrun --nproc_per_node 2 -m lmms_eval --model llava_onevision_holitom --model_args ...,device=cpu   # CPUs
 
 See `LlavaOneVisionHoliTom` for every model argument and how the authors' environment variables combine
 with them.
@@ -37,9 +38,8 @@ class LlavaOneVisionHoliTom(HoliTomLmms):
 
     Model args (``--model_args k=v,...``):
 
-    * ``pretrained`` (``lmms-lab/llava-onevision-qwen2-7b-ov``): an lmms-lab name (loaded as its
-      ``llava-hf`` twin), a transformers checkpoint, a local folder, or ``tiny`` (the built-in offline
-      test model).
+    * ``pretrained`` (``lmms-lab/llava-onevision-qwen2-7b-ov``): an lmms-lab (LLaVA-NeXT format) checkpoint,
+      loaded as it is, a transformers checkpoint, a local folder, or ``tiny`` (the built-in offline test model).
     * ``conv_template`` (``qwen_1_5``): ``qwen_1_5`` builds the prompt exactly like lmms-eval's
       ``llava_onevision`` (system "You are a helpful assistant.", one video placeholder before the
       question); ``chat_template`` or ``none`` use the processor's own chat template.
@@ -53,7 +53,8 @@ class LlavaOneVisionHoliTom(HoliTomLmms):
     * ``batch_size`` (1; nothing else is supported), ``max_new_tokens`` (1024; used when the task's
       ``generation_kwargs`` do not set it).
     * ``on_video_error`` (``record``): a sample whose video is missing or cannot be decoded — whatever the
-      task's ``doc_to_visual`` raises, ``SystemExit`` included — is answered with ``FAILED_ANSWER``
+      task's ``doc_to_visual`` raises, ``SystemExit`` included — or whose document has several videos (one
+      video per prompt; see `visuals.check_one_video`) is answered with ``FAILED_ANSWER``
       (``"[video error]"``), counted, and recorded with its error and file in the stats files and the
       end-of-run summary — never answered from the text alone; ``fail`` (alias ``raise``) stops at the first.
     * ``stats_path``: folder of the statistics files (`records`); default: lmms-eval's results folder
@@ -69,7 +70,8 @@ class LlavaOneVisionHoliTom(HoliTomLmms):
       defaults: ``model_name`` (ignored), ``token_strategy=single``, ``use_cache=true``,
       ``truncation``/``truncate_context`` (no effect).
 
-    Any other model arg raises a ValueError listing the valid ones.
+    Any other model arg raises a ValueError listing the valid ones; a key given twice in ``--model_args`` is an
+    error too (`model_args`).
 
     The authors' environment variables (``WRAPPER``, ``RETAIN_RATIO``, ``T``, ``HOLITOM_k``, ``HOLITOM_r``,
     ``BETA``, ``D``, ``K``, ``MAX_WINDOW_SIZE``, ``NO_BETA``, ``FASTV_k``, ``FASTV_r``, ...) still work, with

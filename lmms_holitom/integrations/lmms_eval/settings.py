@@ -88,9 +88,10 @@ def resolve_holitom_config(
     ``WRAPPER`` is the switch, as in the authors' scripts (empty counts as unset):
 
     1. ``WRAPPER`` unset: the model args and `HoliTomConfig`'s defaults define the config (method
-       ``holitom`` unless ``method=`` is given). Other original variables (``RETAIN_RATIO``, ``T``,
-       ``HOLITOM_k``, ...) are ignored, and named in the returned source so the caller can warn — the
-       one-letter ``T``/``K``/``D`` are too generic to act on without ``WRAPPER``.
+       ``holitom`` with the default settings unless ``method=`` is given; the source says so, for the log).
+       Other original variables (``RETAIN_RATIO``, ``T``, ``HOLITOM_k``, ...) are ignored, and named in the
+       returned source so the caller can warn — the one-letter ``T``/``K``/``D`` are too generic to act on
+       without ``WRAPPER``.
     2. ``WRAPPER`` set, no HoliTom model arg: exactly `HoliTomConfig.from_env` (the scripts run as before).
     3. ``WRAPPER`` set and HoliTom model args: `HoliTomConfig.from_env` is the base and every HoliTom model
        arg wins over it, field by field (``method=`` wins over ``WRAPPER``).
@@ -101,7 +102,10 @@ def resolve_holitom_config(
         source = "model_args" if holitom_args else "defaults"
         if env_set:
             source += f"; ignored {', '.join(env_set)} because WRAPPER is not set"
-        return HoliTomConfig.from_dict(holitom_args), source
+        config = HoliTomConfig.from_dict(holitom_args)
+        if "method" not in holitom_args:
+            source += f"; method {config.method} with the default settings since neither method= nor WRAPPER is set"
+        return config, source
     if not holitom_args:
         return HoliTomConfig.from_env(environ), f"environment ({', '.join(env_set)})"
     source = f"environment ({', '.join(env_set)}) overridden by model_args ({', '.join(sorted(holitom_args))})"
