@@ -16,7 +16,7 @@ from typing import Any
 from lmms_holitom.io import default_file_mode
 from lmms_holitom.methods import METHODS
 
-__all__ = ["METHOD_COLORS", "METHOD_MARKERS", "PlotsUnavailable", "new_figure", "save_png"]
+__all__ = ["METHOD_COLORS", "METHOD_MARKERS", "PlotsUnavailable", "log_scale", "new_figure", "save_png"]
 
 # one colour and marker per method, in the registry's order (dense, FastV, VisionZip, HoliTom w/o M, HoliTom, EVS,
 # VidCom2, then any later method)
@@ -40,6 +40,19 @@ def new_figure(remedy: str = "", **kwargs: Any) -> Any:
         raise PlotsUnavailable("plots need matplotlib: pip install matplotlib (or pip install 'lmms-holitom[plot]')"
                                + (f"; {remedy}" if remedy else "")) from None
     return Figure(**kwargs)
+
+
+def log_scale(axis: Any) -> None:
+    """A logarithmic ``ax.xaxis`` / ``ax.yaxis`` with plain numbers (0.5, 2, 10 — no 10^x), minor ticks at 2 and 5
+    labelled so a short range still has numbers."""
+    from matplotlib.ticker import FuncFormatter
+
+    if axis is axis.axes.xaxis:
+        axis.axes.set_xscale("log")
+    else:
+        axis.axes.set_yscale("log")
+    axis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+    axis.set_minor_formatter(FuncFormatter(lambda v, _pos: f"{v:g}" if f"{v:g}"[0] in "25" else ""))
 
 
 def save_png(fig: Any, path: str | os.PathLike, dpi: int = 120) -> Path:

@@ -3,9 +3,10 @@
 Panels: vision tower, merge (outer + inner), LLM prefill, TTFT (ms) and decoding speed (tok/s). A bar is the
 statistic the table shows (``meta.stat``: median, or best), its whisker the min–max of the repeats. Each panel
 has its own scale: logarithmic when its largest value is over `LOG_SPAN` times its smallest positive one, so one
-fast setting never flattens the others. Beside each bar: ``×N``, the factor against dense (speedup for times,
-ratio for tok/s; for merge, ``N %``: its share of dense's LLM prefill). Settings whose repeats disagree
-(`lmms_holitom.bench.summary.DISAGREE_RATIO`) are hatched, marked ``!`` and named in a warning under the panels.
+fast setting never flattens the others (a log panel shows dots: a bar from its arbitrary left edge would lie).
+Beside each mark: ``×N``, the factor against dense (speedup for times, ratio for tok/s; for merge, ``N %``: its
+share of dense's LLM prefill). Settings whose repeats disagree (`lmms_holitom.bench.summary.DISAGREE_RATIO`) are
+hatched (ringed in red on a log panel), marked ``!`` and named in a warning under the panels.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import textwrap
 from typing import Any
 
 from lmms_holitom.bench.summary import DISAGREE_RATIO, SPREAD_FIGURES, disagreements, ratio
-from lmms_holitom.figures import METHOD_COLORS, new_figure
+from lmms_holitom.figures import METHOD_COLORS, log_scale, new_figure
 
 __all__ = ["LOG_SPAN", "PANELS", "bench_figure"]
 
@@ -49,9 +50,26 @@ def _note(rows: list[dict[str, Any]], label: str, higher: bool, i: int, value: f
     return "" if factor is None or i == 0 else f"×{factor:.2f}"
 
 
+def _marks(ax: Any, rows: list[dict[str, Any]], drawn: list[int], values: list[Any], log: bool,
+           hot: list[bool]) -> None:
+    """Linear axis: bars from 0; log axis: points (a bar from an arbitrary left edge would mislead). ``hot``:
+    the settings whose repeats disagree (hatched bar / red-edged point)."""
+    colors = [METHOD_COLORS.get(rows[i]["method"], "#777777") for i in drawn]
+    if log:
+        for i, color in zip(drawn, colors):
+            ax.scatter(values[i], i, s=70 if hot[i] else 40, color=color, zorder=3,
+                       edgecolors="red" if hot[i] else color, linewidths=2 if hot[i] else 1)
+        return
+    bars = ax.barh(drawn, [values[i] for i in drawn], color=colors, alpha=0.85, edgecolor="none")
+    for bar, i in zip(bars, drawn):
+        if hot[i]:
+            bar.set_hatch("///")
+            bar.set_edgecolor("red")
+
+
 def _panel(ax: Any, rows: list[dict[str, Any]], panel: tuple[str, str, bool], stat: str,
            flagged: list[dict[str, float]]) -> None:
-    """One stage: bars (``stat``), min–max whiskers, scale fitted to the values, ``×N`` notes."""
+    """One stage: ``stat`` of the repeats, min–max whiskers, scale fitted to the values, ``×N`` notes."""
     label, title, higher = panel
     sums = [_summary(r, label) for r in rows]
     values = [s.get(stat) for s in sums]
@@ -59,23 +77,15 @@ def _panel(ax: Any, rows: list[dict[str, Any]], panel: tuple[str, str, bool], st
     highs = [s.get("max") if s.get("max") is not None else v for s, v in zip(sums, values)]
     positive = [x for x in (*values, *lows, *highs) if x is not None and x > 0]
     log = bool(positive) and max(positive) / min(positive) > LOG_SPAN
-    ys = list(range(len(rows)))
     drawn = [i for i, v in enumerate(values) if v is not None and (v > 0 or not log)]
-    colors = [METHOD_COLORS.get(rows[i]["method"], "#777777") for i in drawn]
-    bars = ax.barh([ys[i] for i in drawn], [values[i] for i in drawn], color=colors, alpha=0.85,
-                   hatch=None, edgecolor="none")
-    for bar, i in zip(bars, drawn):
-        if label in flagged[i]:
-            bar.set_hatch("///")
-            bar.set_edgecolor("red")
-    ax.errorbar([values[i] for i in drawn], [ys[i] for i in drawn],
-                xerr=[[values[i] - lows[i] for i in drawn], [highs[i] - values[i] for i in drawn]],
-                fmt="none", ecolor="black", elinewidth=1, capsize=3)
+    _marks(ax, rows, drawn, values, log, [label in f for f in flagged])
+    ax.errorbar([values[i] for i in drawn], drawn, fmt="none", ecolor="black", elinewidth=1, capsize=3,
+                xerr=[[values[i] - lows[i] for i in drawn], [highs[i] - values[i] for i in drawn]])
     if log:
-        ax.set_xscale("log")
+        log_scale(ax.xaxis)
     for i, v in enumerate(values):
         edge = highs[i] if highs[i] is not None and highs[i] > 0 else (min(positive) if log and positive else 0)
-        text = "0" if v == 0 and log else _note(rows, label, higher, i, v, stat)
+        text = "none" if v == 0 and log else _note(rows, label, higher, i, v, stat)
         ax.annotate(text, (edge or 0, i), xytext=(4, 0), textcoords="offset points", va="center", fontsize=7)
     ax.set_title(title + (" — log scale" if log else ""), fontsize=9)
     ax.margins(x=0.25)
@@ -92,7 +102,7 @@ def _warning(result: dict[str, Any], flagged: list[dict[str, float]]) -> str:
     if not named:
         return ""
     return (f"! repeats disagree (max/min > {DISAGREE_RATIO:g} over {repeats} repeats; a shared or busy machine?), "
-            f"hatched: {'; '.join(named)}. Rerun with more --repeats on a quiet machine.")
+            f"hatched or ringed in red: {'; '.join(named)}. Rerun with more --repeats on a quiet machine.")
 
 
 def bench_figure(result: dict[str, Any]) -> Any:
@@ -111,8 +121,8 @@ def bench_figure(result: dict[str, Any]) -> Any:
         tick.set_color("red" if f else "black")
     axes[0].invert_yaxis()
     what = "median" if stat == "median" else "best (min time / max tok/s)"
-    fig.suptitle(f"{meta['model']}, {meta['frames']} frames, {meta['device']} ({meta['dtype']}) — bar: {what} of "
-                 f"{meta['repeats']} repeats, whisker: min–max; ×N: vs dense (>1 is faster)", fontsize=10)
+    fig.suptitle(f"{meta['model']}, {meta['frames']} frames, {meta['device']} ({meta['dtype']}) — bar or dot: "
+                 f"{what} of {meta['repeats']} repeats, whisker: min–max; ×N: vs dense (>1 is faster)", fontsize=10)
     warning = _warning(result, flagged)
     if warning:
         width = int(3.4 * len(PANELS) * 15)

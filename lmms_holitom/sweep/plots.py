@@ -25,7 +25,7 @@ from typing import Any
 
 from lmms_holitom.figures import METHOD_COLORS as _COLORS
 from lmms_holitom.figures import METHOD_MARKERS as _MARKERS
-from lmms_holitom.figures import PlotsUnavailable, new_figure, save_png
+from lmms_holitom.figures import PlotsUnavailable, log_scale, new_figure, save_png
 from lmms_holitom.methods import METHODS
 from lmms_holitom.sweep.report_rows import METHOD_LABELS, Report, Row
 
@@ -168,14 +168,6 @@ def tflops_label(sources: Iterable[str | None]) -> str:
     return base + ")\nfilled: measured token counts, hollow: the setting's token budget"
 
 
-def _log_x(ax: Any) -> None:
-    from matplotlib.ticker import FuncFormatter
-
-    ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
-    ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _pos: f"{v:g}" if f"{v:g}"[0] in "25" else ""))
-
-
 def figure_tflops(report: Report) -> Any | None:
     y, ylabel, percent = _metric(report)
     rows = [r for r in _done(report, y) if r.tflops is not None and r.tflops > 0]
@@ -183,10 +175,11 @@ def figure_tflops(report: Report) -> Any | None:
         return None
     fig, ax = _new()
     seen: set[str] = set()
+    mixed = len({r.tflops_source for r in rows}) > 1  # then hollow = the setting's budget, not measured
     for r in rows:
         label, color, marker = _label(r), _COLORS.get(r.method or ""), _MARKERS.get(r.method or "", "o")
         ax.scatter(r.tflops, y(r), marker=marker, s=60, zorder=3, color=color,
-                   facecolors=color if r.tflops_source == "measured" else "none")
+                   facecolors="none" if mixed and r.tflops_source != "measured" else color)
         if label not in seen:  # the legend shows the method's filled marker, whichever kind of point came first
             ax.plot([], [], marker=marker, color=color, linestyle="none", markersize=8, label=label)
             seen.add(label)
@@ -199,7 +192,7 @@ def figure_tflops(report: Report) -> Any | None:
                 label="Pareto front")
     xs = [r.tflops for r in rows]
     if max(xs) / min(xs) > 10:  # type: ignore[type-var, operator]
-        _log_x(ax)
+        log_scale(ax.xaxis)
     _fit_scores(ax, [y(r) for r in rows], percent)
     _finish(ax, tflops_label(r.tflops_source for r in rows), ylabel, "Accuracy vs compute")
     return fig
