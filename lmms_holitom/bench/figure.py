@@ -121,8 +121,9 @@ def bench_figure(result: dict[str, Any]) -> Any:
         tick.set_color("red" if f else "black")
     axes[0].invert_yaxis()
     what = "median" if stat == "median" else "best (min time / max tok/s)"
+    repeats = f"{meta['repeats']} repeat" + ("" if meta["repeats"] == 1 else "s")
     fig.suptitle(f"{meta['model']}, {meta['frames']} frames, {meta['device']} ({meta['dtype']}) — bar or dot: "
-                 f"{what} of {meta['repeats']} repeats, whisker: min–max; ×N: vs dense (>1 is faster)", fontsize=10)
+                 f"{what} of {repeats}, whisker: min–max; ×N: vs dense (>1 is faster)", fontsize=10)
     warning = _warning(result, flagged)
     if warning:
         width = int(3.4 * len(PANELS) * 15)
