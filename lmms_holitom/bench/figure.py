@@ -56,9 +56,10 @@ def _marks(ax: Any, rows: list[dict[str, Any]], drawn: list[int], values: list[A
     the settings whose repeats disagree (hatched bar / red-edged point)."""
     colors = [METHOD_COLORS.get(rows[i]["method"], "#777777") for i in drawn]
     if log:
-        for i, color in zip(drawn, colors):
-            ax.scatter(values[i], i, s=70 if hot[i] else 40, color=color, zorder=3,
-                       edgecolors="red" if hot[i] else color, linewidths=2 if hot[i] else 1)
+        ax.scatter([values[i] for i in drawn], drawn, s=40, color=colors, zorder=3)
+        ringed = [i for i in drawn if hot[i]]  # a ring with a gap: visible around a red dot too
+        ax.scatter([values[i] for i in ringed], ringed, s=170, facecolors="none", edgecolors="red", linewidths=1.5,
+                   zorder=3)
         return
     bars = ax.barh(drawn, [values[i] for i in drawn], color=colors, alpha=0.85, edgecolor="none")
     for bar, i in zip(bars, drawn):
