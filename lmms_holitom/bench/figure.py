@@ -14,6 +14,7 @@ from __future__ import annotations
 import textwrap
 from typing import Any
 
+from lmms_holitom.bench.report import frames_text
 from lmms_holitom.bench.summary import DISAGREE_RATIO, SPREAD_FIGURES, disagreements, ratio
 from lmms_holitom.figures import METHOD_COLORS, log_scale, new_figure
 
@@ -123,7 +124,7 @@ def bench_figure(result: dict[str, Any]) -> Any:
     axes[0].invert_yaxis()
     what = "median" if stat == "median" else "best (min time / max tok/s)"
     repeats = f"{meta['repeats']} repeat" + ("" if meta["repeats"] == 1 else "s")
-    fig.suptitle(f"{meta['model']}, {meta['frames']} frames, {meta['device']} ({meta['dtype']}) — bar or dot: "
+    fig.suptitle(f"{meta['model']}, {frames_text(meta)}, {meta['device']} ({meta['dtype']}) — bar or dot: "
                  f"{what} of {repeats}, whisker: min–max; ×N: vs dense (>1 is faster)", fontsize=10)
     warning = _warning(result, flagged)
     if warning:

@@ -13,7 +13,7 @@ from typing import Any
 from lmms_holitom.bench.summary import DISAGREE_RATIO, disagreements
 from lmms_holitom.methods import get_method
 
-__all__ = ["format_table", "write_json", "write_plot"]
+__all__ = ["format_table", "frames_text", "spread_lines", "write_json", "write_plot"]
 
 
 def _fmt(value: float | None, spec: str = ".1f") -> str:
@@ -21,7 +21,7 @@ def _fmt(value: float | None, spec: str = ".1f") -> str:
     return "-" if value is None or (isinstance(value, float) and not math.isfinite(value)) else format(value, spec)
 
 
-def _frames(meta: dict[str, Any]) -> str:
+def frames_text(meta: dict[str, Any]) -> str:
     """``F frames``, or for Qwen VL ``F frames = G temporal groups`` (a HoliTom frame is one group)."""
     groups = meta.get("holitom_frames", meta["frames"])
     return f"{meta['frames']} frames" + ("" if groups == meta["frames"] else f" = {groups} temporal groups")
@@ -31,7 +31,7 @@ def _header(meta: dict[str, Any], stat: str) -> str:
     """The first line: model, device, dtype, input sizes and the statistic shown."""
     stat_label = "medians" if stat == "median" else "best of the repeats: min time, max tok/s"
     return (f"{meta['model']} ({meta['model_class']}), {meta['device']} {meta['device_name']}, {meta['dtype']}, "
-            f"{_frames(meta)} x {meta['tokens_per_frame']} tokens, prompt {meta['prompt_tokens']} tokens, "
+            f"{frames_text(meta)} x {meta['tokens_per_frame']} tokens, prompt {meta['prompt_tokens']} tokens, "
             f"{meta['new_tokens']} new tokens, warmup {meta['warmup']}, repeats {meta['repeats']} ({stat_label})")
 
 
