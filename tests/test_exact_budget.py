@@ -173,3 +173,80 @@ def test_fit_to_count_rejects_bad_input() -> None:
         fit_to_count(video, features, attention, 49)
     with pytest.raises(ValueError, match="kinds"):
         fit_to_count(compress_video(features, attention, HoliTomConfig(method="dense")), features, attention, 8)
+
+
+# ------------------------------------------------------------------------------------------- entry points
+def test_config_values_env_var_and_records() -> None:
+    assert HoliTomConfig() == HoliTomConfig(budget="adaptive") and HoliTomConfig().budget == "adaptive"
+    assert HoliTomConfig.from_dict({"method": "holitom_wo_m", "budget": " Exact "}).budget == "exact"
+    assert HoliTomConfig.from_env({"WRAPPER": "holitom", "HOLITOM_BUDGET": "exact"}).budget == "exact"
+    for bad in ("", "fixed", None):
+        got = str(bad).strip().lower()
+        assert HoliTomConfig.problems({"budget": bad}) == [f"budget must be one of adaptive, exact, got {got!r}"]
+    with pytest.raises(ValueError, match=r"^HOLITOM_BUDGET \(budget\): budget must be one of adaptive, exact"):
+        HoliTomConfig.from_env({"WRAPPER": "holitom", "HOLITOM_BUDGET": "fixed"})
+    # records and manifests (`to_dict`) name the budget only when it is exact; both read back equal
+    assert "budget" not in HoliTomConfig().to_dict()
+    exact = HoliTomConfig(method="holitom_wo_m", budget="exact")
+    assert exact.to_dict()["budget"] == "exact" and HoliTomConfig.from_dict(exact.to_dict()) == exact
+    assert HoliTomConfig.from_dict(HoliTomConfig().to_dict()) == HoliTomConfig()
+
+
+def test_study_runs_name_the_budget_only_when_exact() -> None:
+    from lmms_holitom.sweep.config import parse_config
+
+    cfg = parse_config({"name": "t", "model": {"pretrained": "org/m", "max_frames_num": 32}, "tasks": ["videomme"],
+                        "runs": [{"grid": {"method": ["holitom_wo_m", "visionzip"], "retain_ratio": [0.1],
+                                           "budget": ["adaptive", "exact"]}}]})
+    runs = {r.name: r for r in cfg.runs}
+    assert sorted(runs) == ["dense", "holitom_wo_m-r0.10-t0.80", "holitom_wo_m-r0.10-t0.80-exact", "visionzip-r0.10"]
+    assert runs["holitom_wo_m-r0.10-t0.80-exact"].model_args.endswith("budget=exact")
+    assert "budget" not in runs["visionzip-r0.10"].model_args  # VisionZip's count is fixed already
+
+
+def test_lmms_eval_model_args_take_the_budget(monkeypatch) -> None:
+    from lmms_eval.models import get_model
+
+    from lmms_holitom.integrations.lmms_eval.settings import ORIGINAL_ENV_VARS
+
+    for var in ORIGINAL_ENV_VARS:
+        monkeypatch.delenv(var, raising=False)
+    cls = get_model("llava_onevision_holitom")
+    lm = cls.create_from_arg_string("pretrained=tiny,method=holitom_wo_m,budget=exact", {"batch_size": 1,
+                                                                                          "device": "cpu"})
+    assert lm.holitom_config.budget == "exact"
+    with pytest.raises(ValueError, match="budget must be one of adaptive, exact, got 'some'"):
+        cls.create_from_arg_string("pretrained=tiny,budget=some", {"batch_size": 1, "device": "cpu"})
+
+
+def test_holitom_run_flag(mp4_clip, capsys) -> None:
+    import json
+
+    from lmms_holitom.cli import main
+
+    args = ["run", str(mp4_clip), "-q", "what?", "--method", "holitom_wo_m", "--retain-ratio", "0.3", "--tau=-1",
+            "--json", "--max-frames", "4", "--max-new-tokens", "2"]  # tau -1: all static, one segment
+    assert main([*args, "--budget", "exact"]) == 0
+    stats = json.loads(capsys.readouterr().out)["stats"]
+    assert stats["outer_tokens"] == 4 * math.ceil(0.3 * 196) + 1
+    assert main([*args]) == 0  # adaptive: r' = 1, the one segment's 196 static tokens and the newline
+    assert json.loads(capsys.readouterr().out)["stats"]["outer_tokens"] == 197
+    with pytest.raises(SystemExit) as info:
+        main([*args, "--budget", "fixed"])
+    assert info.value.code == 2 and "--budget: invalid choice: 'fixed'" in capsys.readouterr().err
+
+
+def test_holitom_bench_flag(tmp_path) -> None:
+    import json
+
+    from lmms_holitom.bench.settings import build_settings
+    from lmms_holitom.cli import main
+
+    settings = build_settings(["holitom_wo_m", "visionzip"], [0.1], 28, budget="exact")
+    assert [s.config.budget for s in settings] == ["adaptive", "exact", "adaptive"]
+    out = tmp_path / "b.json"
+    assert main(["bench", "--shape", "tiny", "--device", "cpu", "--frames", "4", "--methods", "holitom_wo_m",
+                 "--retain-ratios", "0.25", "--budget", "exact", "--new-tokens", "2", "--warmup", "0", "--repeats",
+                 "1", "--no-probe", "--no-memory", "--json", str(out), "--quiet"]) == 0
+    row = json.loads(out.read_text())["settings"][1]
+    assert row["config"]["budget"] == "exact" and row["visual_tokens"]["outer"] == 4 * math.ceil(0.25 * 196) + 1
