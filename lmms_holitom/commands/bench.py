@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lmms_holitom.config import DEFAULTS, METHODS
+from lmms_holitom.config import BUDGETS, DEFAULTS, METHODS
 
 HELP = "measure vision/merge/prefill time, TTFT, decoding speed and memory, dense vs methods"
 
@@ -78,6 +78,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                        "round(K/28 * layers)")
     study.add_argument("--merge-ratio", type=float, default=0.5, help="HoliTom r (default 0.5)")
     study.add_argument("--tau", type=float, default=None, help="default: the paper's 0.65 at retain 10%%, else 0.80")
+    study.add_argument("--budget", choices=BUDGETS, default=DEFAULTS["budget"],
+                       help="HoliTom's outer merge count: adaptive (default) or exact (F*ceil(retain*N) tokens)")
     study.add_argument("--fastv-layer", type=int, default=2, help="FastV K (default 2, scaled like --merge-layer)")
     study.add_argument("--fastv-ratio", type=_fastv_ratio, default=0.8,
                        help="FastV r (default 0.8, the paper's, one run); 'match' = one run per retain ratio "
@@ -122,6 +124,7 @@ def options_from_args(args: argparse.Namespace):
         merge_layer=args.merge_layer,
         merge_ratio=args.merge_ratio,
         tau=args.tau,
+        budget=args.budget,
         fastv_layer=args.fastv_layer,
         fastv_ratio=args.fastv_ratio,
         new_tokens=args.new_tokens,

@@ -20,7 +20,7 @@ import json
 import sys
 from typing import Any
 
-from lmms_holitom.config import DEFAULTS, FIDELITIES, METHODS
+from lmms_holitom.config import BUDGETS, DEFAULTS, FIDELITIES, METHODS
 
 HELP = "answer a question about one video and print the compression stats"
 
@@ -44,6 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--merge-ratio", type=float,
                         help="fraction of visual tokens merged at K (HoliTom 0.5, FastV 0.8)")
     parser.add_argument("--fidelity", choices=FIDELITIES, help="reference (default) or clean")
+    parser.add_argument("--budget", choices=BUDGETS, help="adaptive (default: HoliTom's count follows the video) or "
+                        "exact (HoliTom's outer merge keeps exactly F*ceil(retain_ratio*N) tokens)")
     parser.add_argument("--max-frames", type=int, default=32, help="frames sampled uniformly (32)")
     parser.add_argument("--max-new-tokens", type=int, default=64, help="answer length limit (64)")
     parser.add_argument("--device", default="auto", help="cuda, cuda:1, cpu, ... (auto: cuda if available)")
@@ -59,7 +61,7 @@ def _holitom_config(args: argparse.Namespace, default_layer: int) -> Any:
     from lmms_holitom.config import HoliTomConfig
 
     values: dict[str, Any] = {"method": args.method}
-    for name in ("retain_ratio", "tau", "merge_ratio", "fidelity"):
+    for name in ("retain_ratio", "tau", "merge_ratio", "fidelity", "budget"):
         if getattr(args, name) is not None:
             values[name] = getattr(args, name)
     if args.merge_layer is not None:
