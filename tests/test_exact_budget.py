@@ -250,3 +250,15 @@ def test_holitom_bench_flag(tmp_path) -> None:
                  "1", "--no-probe", "--no-memory", "--json", str(out), "--quiet"]) == 0
     row = json.loads(out.read_text())["settings"][1]
     assert row["config"]["budget"] == "exact" and row["visual_tokens"]["outer"] == 4 * math.ceil(0.25 * 196) + 1
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("kind", ["static", "mixed"])
+def test_exact_budget_on_cuda_equals_cpu(kind: str) -> None:
+    features, attention = _video(kind, 12, 40, E=16, levels=4)
+    cfg = _config(retain_ratio=0.2, tau=0.8, contextual_ratio=0.5, budget="exact")
+    cpu = compress_video(features, attention, cfg)
+    gpu = compress_video(features.cuda(), attention.cuda(), cfg)
+    assert torch.equal(gpu.frames.cpu(), cpu.frames) and torch.equal(gpu.positions.cpu(), cpu.positions)
+    assert torch.equal(gpu.kinds.cpu(), cpu.kinds) and gpu.plan.frame_counts == cpu.plan.frame_counts
+    torch.testing.assert_close(gpu.tokens.cpu(), cpu.tokens, atol=1e-5, rtol=1e-5)
