@@ -12,11 +12,15 @@ from typing import Any
 
 from lmms_holitom.config import HoliTomConfig
 
-__all__ = ["DEFAULT_METHOD", "KEY", "VLLM_METHODS", "HoliTomVllmError", "vllm_settings", "video_token_count"]
+__all__ = [
+    "DEFAULT_METHOD", "KEY", "RECORD_ENV", "VLLM_METHODS", "HoliTomVllmError", "video_token_count", "vllm_settings",
+]
 
 KEY = "holitom"
 #: the method an entry without ``method`` runs: HoliTom's outer merge (full HoliTom cannot run in vLLM)
 DEFAULT_METHOD = "holitom_wo_m"
+#: a folder: every compressed video is saved there (``<pid>-<n>.pt``: origins, rows, counts), for checks
+RECORD_ENV = "LMMS_HOLITOM_VLLM_RECORD"
 #: the methods vLLM can run: no step at decoder layer K, and a count known before the video is encoded
 VLLM_METHODS = ("dense", "visionzip", "holitom_wo_m", "evs", "vidcom2")
 _NOT_HERE = {
@@ -66,7 +70,7 @@ def vllm_settings(hf_config: Any) -> HoliTomConfig | None:
 
 def _exact(config: HoliTomConfig, values: Mapping[str, Any]) -> HoliTomConfig:
     """HoliTom's outer merge runs at its exact budget here (vLLM sizes the placeholders before encoding)."""
-    if config.method != "holitom_wo_m" or not hasattr(config, "budget"):
+    if config.method != "holitom_wo_m":
         return config
     if "budget" in values and config.budget != "exact":
         raise HoliTomVllmError(
