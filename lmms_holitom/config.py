@@ -10,7 +10,8 @@ Three constructors:
 * ``HoliTomConfig.from_dict({...})`` — a mapping (YAML, lmms-eval ``model_args``); strings are coerced;
 * ``HoliTomConfig.from_env()`` — the environment variables of the authors' scripts (``WRAPPER``,
   ``RETAIN_RATIO``, ``T``, ``HOLITOM_k``, ``HOLITOM_r``, ``BETA``, ``D``, ``K``, ``MAX_WINDOW_SIZE``,
-  ``NO_BETA``, ``SPATIAL_TOKENS``, ``DOMINANT_RATIO``, ``FASTV_k``, ``FASTV_r``).
+  ``NO_BETA``, ``SPATIAL_TOKENS``, ``DOMINANT_RATIO``, ``FASTV_k``, ``FASTV_r``), and this package's own
+  ``HOLITOM_BUDGET`` (``budget``), read like them.
 
 Over 300 lines on purpose: the config's fields, ranges, per-method resolution and the authors' env-var rules.
 """
@@ -27,13 +28,16 @@ from lmms_holitom.methods import DENSE, FASTV, HOLITOM, HOLITOM_WO_M, Method, ge
 from lmms_holitom.methods import METHODS as METHOD_REGISTRY
 from lmms_holitom.values import parse_bool, parse_float, parse_int, parse_name, parse_optional_int
 
-__all__ = ["DEFAULTS", "ENV_VARS", "FIDELITIES", "METHODS", "HoliTomConfig"]
+__all__ = ["BUDGETS", "DEFAULTS", "ENV_VARS", "FIDELITIES", "METHODS", "HoliTomConfig"]
 
 #: every method's name (the registry, `lmms_holitom.methods`, is the one list)
 METHODS = method_names()
 FIDELITIES = ("reference", "clean")
+#: ``adaptive``: HoliTom's count follows the video; ``exact``: reconciled to ``F · ceil(retain_ratio · N)`` (§5c)
+BUDGETS = ("adaptive", "exact")
 
 Fidelity = Literal["reference", "clean"]
+Budget = Literal["adaptive", "exact"]
 
 #: the default of every field; a method's own defaults (`Method.defaults`, e.g. FastV's K = 2, r = 0.8) win
 DEFAULTS: dict[str, Any] = {
@@ -50,7 +54,12 @@ DEFAULTS: dict[str, Any] = {
     "fidelity": "reference",
     "spatial_tokens": None,
     "dominant_ratio": 54 / 64,
+    "budget": "adaptive",
 }
+
+#: fields added after records existed: `HoliTomConfig.to_dict` leaves them out at these (default) values, so the
+#: records and manifests of runs that do not use them are what they were
+_QUIET_DEFAULTS: dict[str, Any] = {"budget": "adaptive"}
 
 
 class _Default:
@@ -75,6 +84,7 @@ ENV_VARS: dict[str, str] = {
     "NO_BETA": "beta_merge",
     "SPATIAL_TOKENS": "spatial_tokens",
     "DOMINANT_RATIO": "dominant_ratio",
+    "HOLITOM_BUDGET": "budget",
 }
 
 #: field -> coercion (raises ValueError naming the field)
@@ -92,6 +102,7 @@ _COERCE: dict[str, Any] = {
     "fidelity": parse_name,
     "spatial_tokens": parse_optional_int,
     "dominant_ratio": parse_float,
+    "budget": parse_name,
 }
 _FINITE = ("retain_ratio", "tau", "merge_ratio", "beta", "contextual_ratio", "dominant_ratio")
 _UNIT = "in [0, 1]"
@@ -109,6 +120,7 @@ _RULES: dict[str, tuple[Any, str]] = {
     "max_window_size": (lambda v: v >= 1, "an integer >= 1"),
     "spatial_tokens": (lambda v: v is None or v >= 1, "an integer >= 1 or none"),
     "dominant_ratio": (lambda v: 0.0 <= v <= 1.0, _UNIT),
+    "budget": (lambda v: v in BUDGETS, "one of " + ", ".join(BUDGETS)),
 }
 
 
@@ -178,6 +190,10 @@ class HoliTomConfig:
         spatial_tokens: VisionZip tokens per frame; ``None`` means ``round(retain_ratio * N)``.
             Original: ``SPATIAL_TOKENS``.
         dominant_ratio: VisionZip share of dominant tokens, in [0, 1]. Original: ``DOMINANT_RATIO``.
+        budget: ``adaptive`` (HoliTom's count follows the video, as the paper's code does) or ``exact`` (the
+            outer merge is reconciled to ``F · ceil(retain_ratio · N)`` tokens, `visual_budget`, fixed before
+            the video is seen, as a serving engine needs; algorithm §5c). Read by ``holitom`` and
+            ``holitom_wo_m``; the other methods' counts are fixed already. Env var: ``HOLITOM_BUDGET``.
     """
 
     method: str = _DEFAULT
@@ -193,6 +209,7 @@ class HoliTomConfig:
     fidelity: Fidelity = _DEFAULT
     spatial_tokens: int | None = _DEFAULT
     dominant_ratio: float = _DEFAULT
+    budget: Budget = _DEFAULT
     #: the fields the caller set (the others hold the method's or the package's defaults)
     given: frozenset[str] = field(default=frozenset(), init=False, compare=False, repr=False)
 
@@ -247,8 +264,10 @@ class HoliTomConfig:
         return HoliTomConfig(**{**{name: getattr(self, name) for name in self.given}, **changes})
 
     def to_dict(self) -> dict[str, Any]:
-        """Every field's effective value (``given`` aside)."""
-        return {name: getattr(self, name) for name in self.field_names()}
+        """Every field's effective value (``given`` aside), except ``budget`` while it is ``adaptive`` (records
+        and manifests name it only when it changes something); ``from_dict`` reads it back to an equal config."""
+        values = {name: getattr(self, name) for name in self.field_names()}
+        return {k: v for k, v in values.items() if k not in _QUIET_DEFAULTS or v != _QUIET_DEFAULTS[k]}
 
     def given_dict(self) -> dict[str, Any]:
         """The fields the caller set, with their values."""

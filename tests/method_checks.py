@@ -41,6 +41,12 @@ def tiny_family(name: str) -> tuple[Any, dict[str, torch.Tensor]]:
 def run_on_family(name: str, cfg: Any) -> dict[str, Any]:
     """Generate with ``cfg`` on the tiny ``name``; assert cached decoding == uncached recompute; the stats."""
     model, inputs = tiny_family(name)
+    return decode_and_recompute(model, inputs, cfg)
+
+
+def decode_and_recompute(model: Any, inputs: dict[str, torch.Tensor], cfg: Any) -> dict[str, Any]:
+    """Greedy `STEPS` tokens of ``inputs`` with ``cfg``; assert cached decoding == the uncached recompute (one
+    forward over prompt + the tokens so far, same compression) at every step; the prefill's stats."""
     gen = {"max_new_tokens": STEPS, "do_sample": False, "return_dict_in_generate": True, "output_logits": True}
     with torch.no_grad():
         out = model.generate(**inputs, **gen, holitom=cfg)

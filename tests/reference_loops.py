@@ -20,6 +20,7 @@ from torch import Tensor
 __all__ = [
     "loop_compress_video",
     "loop_dpc_knn",
+    "loop_exact_budget",
     "loop_frame_similarity",
     "loop_merge_inner",
     "loop_segment_video",
@@ -135,6 +136,8 @@ def loop_compress_video(features: Tensor, attention: Tensor, config, stream: Ten
     tokens: list[Tensor] = []
     positions: list[int] = []
     frames: list[int] = []
+    kinds: list[int] = []  # 0 static, 1 dominant, 2 contextual
+    represented: set[tuple[int, int]] = set()  # dense tokens feeding an output (weights non-zero for 0 < beta < 1)
     static_total = 0
     for s, e in segments:
         if s == e:
@@ -159,6 +162,8 @@ def loop_compress_video(features: Tensor, attention: Tensor, config, stream: Ten
                     tokens.append(tok.to(values.dtype))
                     positions.append(static_pos[c])
                     frames.append(s)
+                    kinds.append(0)
+                represented.update((f, n) for f in range(s, e + 1) for n in static_pos)
                 static_total += clusters
         for f in range(s, e + 1):
             L = len(dynamic_pos)
@@ -170,6 +175,8 @@ def loop_compress_video(features: Tensor, attention: Tensor, config, stream: Ten
                 tokens.append(values[f, n])
                 positions.append(n)
                 frames.append(f)
+                kinds.append(1)
+                represented.add((f, n))
             if contextual > 0:
                 rest = sorted(ranked[dominant:])
                 x = torch.stack([features[f, n] for n in rest])
@@ -181,6 +188,8 @@ def loop_compress_video(features: Tensor, attention: Tensor, config, stream: Ten
                     tokens.append(tok.to(values.dtype))
                     positions.append(rest[c])
                     frames.append(f)
+                    kinds.append(2)
+                represented.update((f, n) for n in rest)
     return {
         "tokens": torch.stack(tokens) if tokens else torch.zeros((0, values.shape[2]), dtype=values.dtype),
         "positions": positions,
@@ -189,6 +198,54 @@ def loop_compress_video(features: Tensor, attention: Tensor, config, stream: Ten
         "reduced": reduced,
         "r": r,
         "static_tokens": static_total,
+        "kinds": kinds,
+        "represented": represented,
+    }
+
+
+# ------------------------------------------------------------------------------------------- §5c
+def loop_exact_budget(features: Tensor, attention: Tensor, config) -> dict:
+    """HoliTom's outer merge reconciled to ``F · ceil(retain_ratio · N)`` tokens (algorithm §5c), one output /
+    dense token at a time, on `loop_compress_video`'s result (whose ``represented`` needs 0 < beta < 1 or
+    ``beta_merge`` false). Returns tokens, positions, frames and kinds (3: restored) of the reconciled merge."""
+    F, N, _ = features.shape
+    ref = loop_compress_video(features, attention, config)
+    count = F * math.ceil(config.retain_ratio * N)
+    attn = attention.float().tolist()
+    outputs = [{"token": t, "frame": f, "position": n, "kind": k}
+               for t, f, n, k in zip(ref["tokens"], ref["frames"], ref["positions"], ref["kinds"])]
+    if len(outputs) > count:  # keep each segment's best, then the best others: static first, then saliency
+        segment_of = {f: i for i, (s, e) in enumerate(ref["segments"]) for f in range(s, e + 1)}
+
+        def rank(i: int) -> tuple:
+            o = outputs[i]
+            return (o["kind"] != 0, -attn[o["frame"]][o["position"]], i)
+
+        best: dict[int, int] = {}
+        for i, o in enumerate(outputs):
+            seg = segment_of[o["frame"]]
+            if seg not in best or rank(i) < rank(best[seg]):
+                best[seg] = i
+        protected = set(best.values())
+        chosen = set(sorted(range(len(outputs)), key=lambda i: (i not in protected, rank(i)))[:count])
+        outputs = [o for i, o in enumerate(outputs) if i in chosen]
+    elif len(outputs) < count:  # restore: unrepresented first, then by saliency; after their frame's outputs
+        taken = {(o["frame"], o["position"]) for o in outputs}
+        free = [(f, n) for f in range(F) for n in range(N) if (f, n) not in taken]
+        free.sort(key=lambda fn: (fn in ref["represented"], -attn[fn[0]][fn[1]], fn[0] * N + fn[1]))
+        restored = sorted(free[: count - len(outputs)])
+        merged = []
+        for f in range(F):
+            merged += [o for o in outputs if o["frame"] == f]
+            merged += [{"token": features[g, n], "frame": g, "position": n, "kind": 3} for g, n in restored if g == f]
+        outputs = merged
+    return {
+        "tokens": torch.stack([o["token"] for o in outputs]),
+        "positions": [o["position"] for o in outputs],
+        "frames": [o["frame"] for o in outputs],
+        "kinds": [o["kind"] for o in outputs],
+        "segments": ref["segments"],
+        "count": count,
     }
 
 

@@ -50,7 +50,7 @@ def test_fastv_defaults_in_the_commands(capsys: pytest.CaptureFixture[str]) -> N
 
     assert main(["flops", "--method", "fastv", "--json"]) == 0
     assert round(json.loads(capsys.readouterr().out)["tflops"], 2) == 9.31
-    args = argparse.Namespace(method="fastv", retain_ratio=None, tau=None, merge_ratio=None, fidelity=None,
+    args = argparse.Namespace(method="fastv", retain_ratio=None, tau=None, merge_ratio=None, fidelity=None, budget=None,
                               merge_layer=None)
     assert (_holitom_config(args, 3).merge_layer, _holitom_config(args, 3).merge_ratio) == (2, 0.8)
     args.method = "holitom"
@@ -63,7 +63,9 @@ def test_a_config_knows_what_was_set() -> None:
     fastv = cfg.replace(method="fastv")  # what was set stays; the rest follows FastV's defaults
     assert (fastv.merge_layer, fastv.merge_ratio, fastv.retain_ratio) == (3, 0.8, 0.2)
     assert HoliTomConfig().given == frozenset() and HoliTomConfig() == HoliTomConfig(method="holitom", merge_layer=18)
-    assert set(cfg.to_dict()) == set(HoliTomConfig.field_names()) and "given" not in HoliTomConfig.field_names()
+    assert "given" not in HoliTomConfig.field_names()  # to_dict: every field; budget only when not adaptive
+    assert set(cfg.to_dict()) == set(HoliTomConfig.field_names()) - {"budget"}
+    assert set(cfg.replace(budget="exact").to_dict()) == set(HoliTomConfig.field_names())
 
 
 def test_core_methods_and_ops_import_no_transformers() -> None:

@@ -5,8 +5,9 @@
 #                               fails unless `pip freeze` of the venv equals the lock
 #   tools/venv.sh floor  VENV   the lock, then requirements/floor.txt (the ranges' floors) over it
 #   tools/venv.sh latest VENV   a new venv with the newest versions pyproject.toml's ranges allow (no lock)
-#   tools/venv.sh vllm   VENV   exactly requirements/vllm-lock.txt (vLLM's CPU build; the project is imported from
-#                               the checkout, not installed); fails unless `pip freeze` equals that lock
+#   tools/venv.sh vllm   VENV   exactly requirements/vllm-lock.txt (vLLM's CPU build) and the project, editable and
+#                               without dependencies (its vLLM plugin is an entry point), plus the torchvision shim
+#                               (tools/torchvision_cpu_shim.py); fails unless `pip freeze` equals that lock
 #   tools/venv.sh freeze VENV   print VENV's packages in the lock's format (the lock's header included)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,9 +30,15 @@ install_lock() {
   pip install -q --no-deps "$(grep -E '^pip==' "$LOCK")"
   pip install -q --no-deps -r "$LOCK"
   # packages a previous install left that the lock does not name
-  extra=$(grep -vxF -f <(locked | sed 's/==.*//') <(frozen | sed 's/==.*//') || true)
+  extra=$(grep -vxF -f <(locked | sed -E 's/ ?(==| @ ).*//') <(frozen | sed -E 's/ ?(==| @ ).*//') || true)
   [ -z "$extra" ] || pip uninstall -q -y $extra
-  [ "$mode" = vllm ] || pip install -q --no-deps --no-build-isolation -e .
+  if [ "$mode" = vllm ]; then
+    site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+    cp tools/torchvision_cpu_shim.py "$site/_holitom_torchvision_cpu_shim.py"
+    echo "import _holitom_torchvision_cpu_shim" > "$site/_holitom_torchvision_cpu_shim.pth"
+  fi
+  pip install -q --no-deps --no-build-isolation -e .
+  rm -rf lmms_holitom.egg-info
 }
 
 check_lock() {

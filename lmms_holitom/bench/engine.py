@@ -169,7 +169,8 @@ def run_bench(
         log("lmms_holitom.hf.models does not export the HoliTom model yet: measuring dense only")
     settings = build_settings(methods, opts.retain_ratios, layers, merge_layer=opts.merge_layer,
                               merge_ratio=opts.merge_ratio, tau=opts.tau, fastv_layer=opts.fastv_layer,
-                              fastv_ratio=opts.fastv_ratio, min_layer=_min_merge_layer(model.config))
+                              fastv_ratio=opts.fastv_ratio, min_layer=_min_merge_layer(model.config),
+                              budget=opts.budget)
     inputs = _inputs(model, opts, device, dtype)
     records = measure_settings(model, inputs, settings, opts, device, holitom, log, t0)
 

@@ -24,6 +24,7 @@ class BenchOptions:
     merge_layer: int = DEFAULTS["merge_layer"]
     merge_ratio: float = 0.5
     tau: float | None = None
+    budget: str = DEFAULTS["budget"]
     fastv_layer: int = 2
     fastv_ratio: float | str = 0.8
     new_tokens: int = 32

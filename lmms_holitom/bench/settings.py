@@ -44,11 +44,14 @@ def _fastv_settings(method: str, ratios: list[float], k_fastv: int | None, fastv
     return [Setting(f"{method} K{k_fastv} r{r_fv:g}", cfg, None)]
 
 
-def _ratio_config(method: str, r: float, tau: float | None, k: int | None, merge_ratio: float) -> HoliTomConfig:
-    """The config of a method that reads ``retain_ratio``, at ``r``: the paper's T where it reads ``tau``, and
-    HoliTom's K and r where it has an inner step."""
+def _ratio_config(method: str, r: float, tau: float | None, k: int | None, merge_ratio: float,
+                  budget: str = DEFAULTS["budget"]) -> HoliTomConfig:
+    """The config of a method that reads ``retain_ratio``, at ``r``: the paper's T where it reads ``tau``,
+    HoliTom's K and r where it has an inner step, and ``budget`` where it reads it and it is not the default."""
     spec = get_method(method)
     values: dict[str, object] = {"method": method, "retain_ratio": r}
+    if "budget" in spec.reads and budget != DEFAULTS["budget"]:
+        values["budget"] = budget
     if "tau" in spec.reads:
         values["tau"] = paper_tau(r) if tau is None else tau
     if spec.inner is not None:
@@ -75,6 +78,7 @@ def build_settings(
     fastv_layer: int = 2,
     fastv_ratio: float | str = 0.8,
     min_layer: int = 1,
+    budget: str = DEFAULTS["budget"],
 ) -> list[Setting]:
     """The settings of one bench run, dense first.
 
@@ -84,7 +88,8 @@ def build_settings(
     * ``fastv`` once at the paper's LLM-only setting (K = ``fastv_layer`` = 2, r = ``fastv_ratio`` = 0.8), or
       with ``fastv_ratio="match"`` once per retain ratio with r = 1 − retain (the same visual budget after K);
     * both K are raised to ``min_layer`` at least (Qwen3-VL: its deepstack stream count, 3 on Qwen3-VL-8B, as
-      no token may be cut before the last injection), kept below ``layers``.
+      no token may be cut before the last injection), kept below ``layers``;
+    * ``budget``: HoliTom's outer-merge count, ``adaptive`` or ``exact`` (algorithm §5c).
     """
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
@@ -99,7 +104,7 @@ def build_settings(
     for method in dict.fromkeys(methods):
         spec = get_method(method)
         if method in by_ratio:
-            settings += [Setting(f"{method}@{r:.2f}", _ratio_config(method, r, tau, k, merge_ratio), r)
+            settings += [Setting(f"{method}@{r:.2f}", _ratio_config(method, r, tau, k, merge_ratio, budget), r)
                          for r in ratios]
         elif spec.inner is not None:  # FastV: no outer merge, a drop at K
             settings += _fastv_settings(method, ratios, k_fastv, fastv_ratio)

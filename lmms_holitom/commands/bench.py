@@ -17,7 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from lmms_holitom.config import DEFAULTS, METHODS
+from lmms_holitom.config import BUDGETS, DEFAULTS, METHODS
 from lmms_holitom.values import (
     MAX_FRAMES,
     MAX_LAYER,
@@ -92,6 +92,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     study.add_argument("--merge-ratio", type=float_flag(), default=0.5, help="HoliTom r (default 0.5)")
     study.add_argument("--tau", type=float_flag(), default=None,
                        help="default: the paper's 0.65 at retain 10%%, else 0.80")
+    study.add_argument("--budget", choices=BUDGETS, default=DEFAULTS["budget"],
+                       help="HoliTom's outer merge count: adaptive (default) or exact (F*ceil(retain*N) tokens)")
     study.add_argument("--fastv-layer", type=int_flag(1, MAX_LAYER), default=2,
                        help="FastV K (default 2, scaled like --merge-layer)")
     study.add_argument("--fastv-ratio", type=_fastv_ratio, default=0.8,
@@ -140,6 +142,7 @@ def options_from_args(args: argparse.Namespace):
         merge_layer=args.merge_layer,
         merge_ratio=args.merge_ratio,
         tau=args.tau,
+        budget=args.budget,
         fastv_layer=args.fastv_layer,
         fastv_ratio=args.fastv_ratio,
         new_tokens=args.new_tokens,

@@ -24,14 +24,14 @@ import json
 import sys
 from typing import Any
 
-from lmms_holitom.config import DEFAULTS, FIDELITIES, METHODS
+from lmms_holitom.config import BUDGETS, DEFAULTS, FIDELITIES, METHODS
+from lmms_holitom.values import MAX_FRAMES, MAX_TOKENS
 
 HELP = "answer a question about one video and print the compression stats"
 
-#: Upper bounds of the size flags: the same as the lmms-eval model args' (``max_frames_num`` / ``max_num_frames``
-#: 1-4096, ``max_new_tokens`` 1-1000000); `values.MAX_FRAMES` / `values.MAX_TOKENS` once that module has them.
-MAX_FRAMES = 4096
-MAX_NEW_TOKENS = 1_000_000
+#: Upper bounds of the size flags: the lmms-eval model args' (``max_frames_num`` / ``max_num_frames``,
+#: ``max_new_tokens``), one source in `lmms_holitom.values`.
+MAX_NEW_TOKENS = MAX_TOKENS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -53,6 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--merge-ratio", type=float,
                         help="fraction of visual tokens merged at K (HoliTom 0.5, FastV 0.8)")
     parser.add_argument("--fidelity", choices=FIDELITIES, help="reference (default) or clean")
+    parser.add_argument("--budget", choices=BUDGETS, help="adaptive (default: HoliTom's count follows the video) or "
+                        "exact (HoliTom's outer merge keeps exactly F*ceil(retain_ratio*N) tokens)")
     parser.add_argument("--max-frames", type=int, default=32,
                         help=f"frames sampled uniformly, 1-{MAX_FRAMES} (32; frames repeat in a shorter video)")
     parser.add_argument("--max-new-tokens", type=int, default=64, help=f"answer length limit, 1-{MAX_NEW_TOKENS} (64)")
@@ -70,7 +72,7 @@ def _holitom_config(args: argparse.Namespace, default_layer: int) -> Any:
     from lmms_holitom.config import HoliTomConfig
 
     values: dict[str, Any] = {"method": args.method}
-    for name in ("retain_ratio", "tau", "merge_ratio", "fidelity"):
+    for name in ("retain_ratio", "tau", "merge_ratio", "fidelity", "budget"):
         if getattr(args, name) is not None:
             values[name] = getattr(args, name)
     if args.merge_layer is not None:

@@ -10,7 +10,8 @@ Public API:
 * outer merges, each with explicit arguments, returning a `CompressedVideo` (tokens + `MergePlan`):
   `holitom_merge(features, attention, *, retain_ratio, tau, max_window_size, contextual_ratio, knn_k,
   beta, beta_merge)` — algorithm §2–§5; `visionzip_merge(features, attention, keys, *, tokens, dominant)` —
-  §7; `identity_merge(features)` (dense / FastV). The method switch over a configuration,
+  §7; `identity_merge(features)` (dense / FastV); `fit_to_count(video, features, attention, count)` reconciles a
+  HoliTom merge to `exact_count(F, N, retain_ratio)` tokens — §5c. The method switch over a configuration,
   ``compress_video(features, attention, config, keys=None)``, lives in ``lmms_holitom.core.outer``;
 * `MergePlan` — the sparse (M x F·N) matrix of an outer merge: ``plan.apply(x)`` merges any tensor
   aligned with the features, ``plan.origins()`` gives each output's (frame, spatial index);
@@ -26,6 +27,7 @@ frames), works on any device, keeps the heavy tensors in the input dtype and doe
 arithmetic in fp32.
 """
 
+from lmms_holitom.ops.budget import exact_count, fit_to_count
 from lmms_holitom.ops.cluster import (
     cluster_merge,
     dpc_knn_centres,
@@ -47,6 +49,8 @@ __all__ = [
     "dpc_knn_centres",
     "dpc_knn_merge",
     "dpc_knn_ragged",
+    "exact_count",
+    "fit_to_count",
     "frame_similarity",
     "holitom_merge",
     "identity_merge",

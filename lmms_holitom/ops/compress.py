@@ -23,7 +23,10 @@ from lmms_holitom.ops.plan import MergePlan
 from lmms_holitom.ops.segment import Segment, token_norms
 from lmms_holitom.ops.spatial import visionzip_tokens
 
-__all__ = ["CompressedVideo", "identity_merge", "make_stats", "visionzip_merge"]
+__all__ = ["TOKEN_KINDS", "CompressedVideo", "identity_merge", "make_stats", "visionzip_merge"]
+
+#: the codes of `CompressedVideo.kinds`: what made each output token (algorithm §4, §5c)
+TOKEN_KINDS = ("static", "dominant", "contextual", "restored")
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,8 @@ class CompressedVideo:
             clustering, summed over segments), ``dominant_tokens``, ``contextual_tokens``, ``segments``
             (count), ``reduced``, ``effective_ratio`` (M / (F*N)), ``renormalised_ratio`` (r'), and
             ``method`` (set by the method switch; the ops leave it out).
+        kinds: (M,) long kind of each output token where the merge records it (HoliTom: `TOKEN_KINDS`,
+            ``0`` static, ``1`` dominant, ``2`` contextual, ``3`` restored by the exact budget), else None.
     """
 
     tokens: Tensor
@@ -54,6 +59,7 @@ class CompressedVideo:
     segments: list[Segment]
     plan: MergePlan
     stats: dict[str, Any] = field(default_factory=dict)
+    kinds: Tensor | None = None
 
     @property
     def num_tokens(self) -> int:

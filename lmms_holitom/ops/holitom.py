@@ -270,6 +270,9 @@ def _holitom(features: Tensor, attention: Tensor, args: _Args) -> CompressedVide
     per_frame = np.zeros(F, dtype=np.int64)
     np.add.at(per_frame, frame_of, frame_count)
     plan = _merge_plan(F, N, flat, out_rows, static_entries, context_entries, frames, torch.cat(positions), per_frame)
+    kinds = np.zeros(M, dtype=np.int64)  # TOKEN_KINDS: 0 static, 1 dominant, 2 contextual
+    for code, kind in ((1, "dominant"), (2, "contextual")):
+        kinds[np.concatenate([np.zeros(0, np.int64), *out_rows[kind]])] = code
     return CompressedVideo(
         tokens=out,
         positions=plan.origin_position,
@@ -288,6 +291,7 @@ def _holitom(features: Tensor, attention: Tensor, args: _Args) -> CompressedVide
             dominant_tokens=dominant_total,
             contextual_tokens=sum(p.contextual * (p.end - p.start + 1) for p in plans),
         ),
+        kinds=host_tensor(kinds, device),
     )
 
 

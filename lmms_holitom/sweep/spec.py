@@ -198,6 +198,8 @@ def run_name(cfg: HoliTomConfig, extra: Mapping[str, Any]) -> str:
             parts.append(str(value))
         elif key == "beta_merge":
             parts.append("betamerge" if value else "nobeta")
+        elif key == "budget":  # named only when it changes something
+            parts += [str(value)] if value != "adaptive" else []
         else:
             parts.append(_ABBREV.get(key, key) + _fmt_name_value(key, value))
     return re.sub(r"[^A-Za-z0-9_.+-]", "_", "-".join(parts))

@@ -40,7 +40,7 @@ from lmms_holitom.integrations.lmms_eval.settings import (
     resolve_holitom_config,
 )
 from lmms_holitom.integrations.lmms_eval.visuals import FAILED_ANSWER, VisualError, Visuals, call_doc_to_visual
-from lmms_holitom.values import resolve_dtype
+from lmms_holitom.values import MAX_TOKENS, resolve_dtype
 from lmms_holitom.video import VideoDecodeError
 
 __all__ = ["COMMON_MODEL_ARGS", "HoliTomLmms"]
@@ -111,7 +111,7 @@ class HoliTomLmms(lmms):
         self._rank, self._world_size, local_rank = process_layout(self.accelerator)
         self.holitom_config, source = resolve_holitom_config(holitom_args)
         self.pretrained = str(args["pretrained"])
-        self.max_new_tokens = parse_int("max_new_tokens", args["max_new_tokens"], 1, 1_000_000)
+        self.max_new_tokens = parse_int("max_new_tokens", args["max_new_tokens"], 1, MAX_TOKENS)
         self.on_video_error = parse_on_video_error(args["on_video_error"])
         self.batch_size_per_gpu = 1
         self._device, load_map = placement(

@@ -28,6 +28,7 @@ from lmms_holitom.integrations.lmms_eval.settings import (
     resolve_holitom_config,
 )
 from lmms_holitom.integrations.lmms_eval.visuals import Visuals, load_visuals
+from lmms_holitom.values import MAX_FRAMES
 from lmms_holitom.video import check_backend
 
 __all__ = ["MODEL_ARGS", "LlavaOneVisionHoliTom", "ORIGINAL_ENV_VARS", "resolve_holitom_config"]
@@ -114,7 +115,7 @@ class LlavaOneVisionHoliTom(HoliTomLmms):
         self.conv_template = str(args["conv_template"]).strip().lower()
         if self.conv_template not in CONV_TEMPLATES:
             raise ValueError(f"conv_template must be one of {', '.join(CONV_TEMPLATES)}, got {self.conv_template!r}")
-        self.max_frames_num = parse_int("max_frames_num", args["max_frames_num"], 1, 4096)
+        self.max_frames_num = parse_int("max_frames_num", args["max_frames_num"], 1, MAX_FRAMES)
         self.video_decode_backend = check_backend(args["video_decode_backend"])
         self._layout_kwargs = parse_layout_args(args)
 

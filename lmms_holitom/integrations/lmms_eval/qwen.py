@@ -21,6 +21,7 @@ from lmms_holitom.integrations.lmms_eval.base import HoliTomLmms
 from lmms_holitom.integrations.lmms_eval.prompts import SYSTEM_PROMPT
 from lmms_holitom.integrations.lmms_eval.settings import none_if_empty, parse_int
 from lmms_holitom.integrations.lmms_eval.visuals import VisualError, Visuals, check_one_video
+from lmms_holitom.values import MAX_FRAMES
 
 __all__ = ["Qwen2_5_VLHoliTom", "Qwen3VLHoliTom"]
 
@@ -50,7 +51,7 @@ class _QwenHoliTom(HoliTomLmms):
     def _family_setup(self, args: dict[str, Any]) -> None:
         self.min_pixels = parse_int("min_pixels", args["min_pixels"], 1)
         self.max_pixels = parse_int("max_pixels", args["max_pixels"], self.min_pixels)
-        self.max_num_frames = parse_int("max_num_frames", args["max_num_frames"], 1, 4096)
+        self.max_num_frames = parse_int("max_num_frames", args["max_num_frames"], 1, MAX_FRAMES)
         fps = none_if_empty(args["fps"])
         try:
             self.fps = None if fps is None else float(fps)

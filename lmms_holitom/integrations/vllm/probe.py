@@ -1,0 +1,76 @@
+"""The vision saliency probe for vLLM's vision towers (fused ``qkv_proj``), tensor-parallel aware.
+
+Same quantity as the transformers probe (`lmms_holitom.hf.models.probes.VisionSaliencyProbe`, algorithm §1): a
+forward pre-hook on the self-attention module of the layer that produces the selected features computes
+``softmax(q kᵀ · scale)`` in fp32, ``frames_per_chunk`` frames at a time, and averages it over heads, then over
+queries (the attention each patch receives); and the head-averaged keys VisionZip needs. Under tensor parallelism
+(vLLM's default ``mm_encoder_tp_mode="weights"``) each rank holds ``num_heads / tp`` heads: per-rank head sums are
+all-reduced before dividing by the total head count, so every rank sees the same saliency as one rank would.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["QKVSaliencyProbe"]
+
+
+class QKVSaliencyProbe:
+    """Context manager: while active, records ``attention`` (B, T) fp32 and ``keys`` (B, T, head_dim) fp32.
+
+    Args:
+        module: a vLLM vision attention module with ``qkv_proj`` (returns ``(qkv, bias)``), ``num_heads``,
+            ``num_heads_per_partition``, ``head_dim``, ``scale`` and ``tp_size``.
+        frames_per_chunk: frames (batch rows) scored at once (peak ``chunk · heads/tp · T²`` fp32 elements).
+    """
+
+    def __init__(self, module: nn.Module, frames_per_chunk: int = 8) -> None:
+        self.module = module
+        self.chunk = max(1, int(frames_per_chunk))
+        self.attention: torch.Tensor | None = None
+        self.keys: torch.Tensor | None = None
+        self.calls = 0
+        self._handle: Any = None
+
+    def __enter__(self) -> QKVSaliencyProbe:
+        self._handle = self.module.register_forward_pre_hook(self._hook, with_kwargs=True)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+
+    @torch.no_grad()
+    def _hook(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
+        attention, keys = self.compute(module, hidden)
+        self.attention = attention if self.attention is None else torch.cat([self.attention, attention])
+        self.keys = keys if self.keys is None else torch.cat([self.keys, keys])
+        self.calls += 1
+
+    def compute(self, module: nn.Module, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Received attention (B, T) and head-averaged keys (B, T, head_dim) of ``hidden`` (B, T, D)."""
+        batch, tokens, _ = hidden.shape
+        heads, head_dim = module.num_heads_per_partition, module.head_dim
+        received = torch.empty((batch, tokens), dtype=torch.float32, device=hidden.device)
+        key_sum = torch.empty((batch, tokens, head_dim), dtype=torch.float32, device=hidden.device)
+        for start in range(0, batch, self.chunk):
+            stop = min(start + self.chunk, batch)
+            qkv, _ = module.qkv_proj(hidden[start:stop])
+            q, k, _ = qkv.chunk(3, dim=-1)
+            q = q.reshape(stop - start, tokens, heads, head_dim).transpose(1, 2).float()
+            k = k.reshape(stop - start, tokens, heads, head_dim).transpose(1, 2).float()
+            probs = torch.softmax(torch.matmul(q, k.transpose(-1, -2)) * module.scale, dim=-1)
+            received[start:stop] = probs.sum(dim=1).mean(dim=1)  # heads summed (reduced below), queries averaged
+            key_sum[start:stop] = k.sum(dim=1)
+            del probs
+        if getattr(module, "tp_size", 1) > 1:
+            from vllm.distributed import tensor_model_parallel_all_reduce
+
+            received = tensor_model_parallel_all_reduce(received)
+            key_sum = tensor_model_parallel_all_reduce(key_sum)
+        return received / module.num_heads, key_sum / module.num_heads

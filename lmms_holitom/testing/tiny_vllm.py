@@ -1,0 +1,88 @@
+"""Tiny models both backends load bit-identically: for the transformers == vLLM equality tests.
+
+The other tiny models have head size 16, which vLLM's CPU attention rejects (it accepts 32–512), and take their
+weights from transformers' initialisers, which differ between the transformers releases of the two venvs (the main
+one and the vLLM one). These use the same geometry with head size 32, and every weight is drawn here, from one
+seeded generator in sorted key order, and saved in the published checkpoints' key layout
+(``vision_tower.vision_model.*``), which both transformers and vLLM read. So building one in either venv gives the
+same file; ``weights_digest`` lets a test check that.
+
+* ``tiny-vllm-llava-ov`` — LLaVA-OneVision (SigLIP 384/14, 196 tokens per frame, Qwen2 decoder 128 wide).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from lmms_holitom.testing.cache import build_once, cache_root
+
+__all__ = ["TINY_VLLM_NAMES", "ensure_tiny_vllm", "weights_digest"]
+
+_FORMAT_VERSION = 1
+_MARKER = "lmms_holitom_tiny_vllm.json"
+TINY_VLLM_NAMES = ("tiny-vllm-llava-ov",)
+
+
+def _draw_weights(path: Path, seed: int) -> None:
+    """Replace every tensor of ``path/model.safetensors`` with seeded draws, keys renamed to the published layout."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    file = path / "model.safetensors"
+    shapes = {_published(k): (v.shape, v.dtype) for k, v in load_file(file).items()}
+    generator = torch.Generator().manual_seed(seed)
+    weights = {}
+    for key in sorted(shapes):
+        shape, dtype = shapes[key]
+        draw = torch.randn(shape, generator=generator, dtype=torch.float32)
+        if key.endswith("bias"):
+            draw = 0.1 * draw
+        elif "norm" in key:
+            draw = 1.0 + 0.1 * draw
+        elif key != "image_newline":
+            draw = 0.2 * draw
+        weights[key] = draw.to(dtype).contiguous()
+    save_file(weights, file, metadata={"format": "pt"})
+
+
+def _published(key: str) -> str:
+    """transformers 5.25 saves the SigLIP tower as ``vision_tower.*``; the published checkpoints (and vLLM) use
+    ``vision_tower.vision_model.*``."""
+    if key.startswith("vision_tower.") and not key.startswith("vision_tower.vision_model."):
+        return "vision_tower.vision_model." + key[len("vision_tower."):]
+    return key
+
+
+def _build_llava_ov(path: Path) -> Path:
+    from lmms_holitom.testing.tiny_llava import TinySpec, build_tiny_model
+
+    spec = TinySpec(text_hidden=128, text_heads=4, text_kv_heads=2, text_intermediate=256)
+    build_tiny_model(path, spec)
+    _draw_weights(path, seed=spec.seed)
+    (path / _MARKER).write_text(json.dumps({"format": _FORMAT_VERSION, "spec": spec.__dict__}, indent=1))
+    return path
+
+
+_BUILDERS = {"tiny-vllm-llava-ov": _build_llava_ov}
+
+
+def ensure_tiny_vllm(name: str, path: str | os.PathLike | None = None) -> Path:
+    """The folder of tiny model ``name`` (`TINY_VLLM_NAMES`), built atomically on first use."""
+    if name not in _BUILDERS:
+        raise ValueError(f"unknown tiny vLLM model {name!r}; known: {', '.join(TINY_VLLM_NAMES)}")
+    target = Path(path) if path is not None else cache_root() / f"{name}-v{_FORMAT_VERSION}"
+    return build_once(target, _MARKER, _BUILDERS[name], f".{name}-")
+
+
+def weights_digest(path: str | os.PathLike) -> str:
+    """sha256 of the tensors (names, dtypes, shapes, bytes) of ``path/model.safetensors``."""
+    from safetensors.torch import load_file
+
+    digest = hashlib.sha256()
+    for key, tensor in sorted(load_file(Path(path) / "model.safetensors").items()):
+        digest.update(f"{key}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.contiguous().view(-1).view(dtype=__import__("torch").uint8).numpy().tobytes())
+    return digest.hexdigest()
