@@ -7,7 +7,7 @@ For every run folder (``<run>/run.json`` and/or ``<run>/lmms_eval/**/*_results.j
   ``lvb_acc`` ×100; VMME: ``videomme`` ``videomme_perception_score`` — and one extra column per other task
   (its first metric, as lmms-eval reports it);
 * Avg (over the benchmark columns of the table), % of the dense run with the same model and frame count;
-* visual tokens, TFLOPs and TTFT from the plugin's ``holitom_summary.json`` (sample-weighted over tasks);
+* visual tokens, TFLOPs and TTFT from the plugin's ``<stamp>_holitom_summary.json`` (sample-weighted over tasks);
   without a summary, TFLOPs come from the paper's cost model (`lmms_holitom.flops`), marked ``≈``;
 * the published row (`lmms_holitom.sweep.paper`) right under ours when the setting matches.
 
