@@ -151,3 +151,16 @@ def test_unwritable_statistics_never_stop_the_answers(fresh_lm, warnings_logged)
     assert len(warnings_logged) == 1 and "statistics not merged: IsADirectoryError" in warnings_logged[0]
     summary = json.loads(only_file(fresh_lm.stats_dir, "*_holitom_summary.json").read_text())
     assert list(summary) == ["_problems"] and "IsADirectoryError" in summary["_problems"][0]
+
+
+def test_unwritable_rank_file_is_noted_and_never_stops_the_answers(fresh_lm, warnings_logged) -> None:
+    rank_file = fresh_lm.stats_dir / fresh_lm._recorder.evaluation.rank_file_name(0)
+    rank_file.mkdir(parents=True)  # the rank file cannot be opened
+    answers = fresh_lm.generate_until([_request(i, lambda doc: [doc["video"]]) for i in (0, 1)])
+    assert len(answers) == 2 and all(isinstance(a, str) for a in answers)
+    summary = json.loads(only_file(fresh_lm.stats_dir, "*_holitom_summary.json").read_text())
+    assert list(summary) == ["_problems"]  # no counts that would pass for complete ones
+    written, read = summary["_problems"]
+    assert written.startswith(f"rank 0 could not write {rank_file}: [Errno 21] Is a directory")
+    assert read.startswith(f"{rank_file.name} is unreadable: [Errno 21] Is a directory")
+    assert warnings_logged[0] == f"[holitom] statistics: {written} (later samples are not written)"
