@@ -12,11 +12,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from plugin_fixtures import ORIGINAL_ENV, ROOT
+from plugin_fixtures import ORIGINAL_ENV, ROOT, only_file
 
 from lmms_holitom.config import HoliTomConfig
 from lmms_holitom.integrations.lmms_eval.llava import MODEL_ARGS, resolve_holitom_config
-from lmms_holitom.integrations.lmms_eval.records import discover_output_dir, merge_rank_files, rank_file_name, summarize
+from lmms_holitom.integrations.lmms_eval.records import Evaluation, discover_output_dir, merge_rank_files, summarize
 from lmms_holitom.integrations.lmms_eval.visuals import FAILED_ANSWER
 from lmms_holitom.video import VideoDecodeError
 
@@ -202,7 +202,7 @@ def test_generate_until_records_video_errors(lm, clips: Path) -> None:
     assert answers[1] == FAILED_ANSWER and answers[2] == FAILED_ANSWER  # never answered from the text alone
     assert answers[3] == ""  # padding
     stats_dir = lm.stats_dir
-    lines = [json.loads(x) for x in (stats_dir / "holitom_stats.jsonl").read_text().splitlines()]
+    lines = [json.loads(x) for x in only_file(stats_dir, "*_holitom_stats.jsonl").read_text().splitlines()]
     assert [r["doc_id"] for r in lines] == [0, 1, 2]  # the padding request left no line
     good, corrupt, missing = lines
     assert good["error"] is None and good["frames"] == 4
@@ -212,7 +212,7 @@ def test_generate_until_records_video_errors(lm, clips: Path) -> None:
     assert good["timings_ms"]["ttft"] > 0 and "prefill" in good["timings_ms"]
     assert corrupt["error"].startswith("VideoDecodeError") and corrupt["outer_tokens"] is None
     assert "file not found" in missing["error"]
-    summary = json.loads((stats_dir / "holitom_summary.json").read_text())["t"]
+    summary = json.loads(only_file(stats_dir, "*_holitom_summary.json").read_text())["t"]
     assert summary["samples"] == 3 and summary["errors"] == 2 and summary["error_doc_ids"] == [1, 2]
     assert summary["mean_outer_tokens"] == good["outer_tokens"]
 
@@ -228,16 +228,19 @@ def test_on_video_error_raise(lm, clips: Path) -> None:
 
 
 # --------------------------------------------------------------------------------------------- stats
-def test_merge_rank_files_dedupes_sorts_and_ignores_stale_ranks(tmp_path: Path) -> None:
-    def write(rank: int, rows: list[dict]) -> None:
-        (tmp_path / rank_file_name(rank)).write_text("".join(json.dumps(r) + "\n" for r in rows))
+def test_merge_rank_files_dedupes_sorts_and_reads_only_its_evaluation(tmp_path: Path) -> None:
+    ours, other = Evaluation("20260101_000000", "11-1"), Evaluation("20260101_000000", "22-1")
 
-    write(0, [{"task": "b", "split": "test", "doc_id": 2}, {"task": "a", "split": "test", "doc_id": 0}])
-    write(1, [{"task": "a", "split": "test", "doc_id": 1}, {"task": "a", "split": "test", "doc_id": 0}])
-    write(2, [{"task": "a", "split": "test", "doc_id": 9}])  # a stale file of a wider earlier run
-    merged = merge_rank_files(tmp_path, world_size=2)
-    assert [(r["task"], r["doc_id"]) for r in merged] == [("a", 0), ("a", 1), ("b", 2)]
-    assert (tmp_path / "holitom_stats.jsonl").read_text().count("\n") == 3
+    def write(evaluation: Evaluation, rank: int, rows: list[dict]) -> None:
+        (tmp_path / evaluation.rank_file_name(rank)).write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    write(ours, 0, [{"task": "b", "split": "test", "doc_id": 2}, {"task": "a", "split": "test", "doc_id": 0}])
+    write(ours, 1, [{"task": "a", "split": "test", "doc_id": 1}, {"task": "a", "split": "test", "doc_id": 0}])
+    write(ours, 2, [{"task": "a", "split": "test", "doc_id": 9}])  # beyond this evaluation's world size
+    write(other, 0, [{"task": "a", "split": "test", "doc_id": 7}])  # another evaluation, same second
+    merged, problems = merge_rank_files(tmp_path, ours, world_size=2)
+    assert [(r["task"], r["doc_id"]) for r in merged] == [("a", 0), ("a", 1), ("b", 2)] and problems == []
+    assert (tmp_path / "20260101_000000_holitom_stats.jsonl").read_text().count("\n") == 3
 
 
 def test_summarize_counts_errors_and_averages_good_samples() -> None:

@@ -20,8 +20,9 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def make_run(root: Path, name: str, params: str, *, mvb: tuple[float, float], ego: float, lvb: float, vmme: float,
-             extra: dict[str, float] | None = None, summary: dict | None = None, frames: int = 32) -> None:
-    """A run folder as the sweep leaves it: run.json + lmms_eval/<model>/<date>_results.json (+ summary).
+             extra: dict[str, float] | None = None, summary: dict | str | None = None, frames: int = 32) -> None:
+    """A run folder as the sweep leaves it: run.json + lmms_eval/<model>/<date>_results.json + the plugin's
+    <date>_holitom_summary.json (``summary``: entries over a clean one; ``"none"``: no summary file).
 
     ``mvb``: half the MVBench subtasks score the first value, half the second.
     """
@@ -44,8 +45,10 @@ def make_run(root: Path, name: str, params: str, *, mvb: tuple[float, float], eg
     folder = root / name / "lmms_eval" / "llava-hf__llava-onevision-qwen2-7b-ov-hf"
     folder.mkdir(parents=True)
     (folder / "20250101_120000_results.json").write_text(json.dumps(data))
-    if summary is not None:
-        (folder / "holitom_summary.json").write_text(json.dumps(summary))
+    if isinstance(summary, dict) or summary is None:  # the plugin's statistics; tasks left out: clean
+        summary = {**{t: {"samples": 10, "errors": 0} for t in leaves}, **(summary or {})}
+    if summary != "none":
+        (folder / "20250101_120000_holitom_summary.json").write_text(json.dumps(summary))
     (root / name / "run.json").write_text(json.dumps({"status": "done", "model_args": model_args}))
 
 

@@ -213,6 +213,8 @@ class SweepRunner:
         flags = []
         if check.model_errors:
             flags.append(f"model reported {check.model_errors} error(s) in holitom_summary.json")
+        if check.stats_problem:
+            flags.append(check.stats_problem)
         return {
             "results_file": str(check.results_file.relative_to(run_dir)) if check.results_file else None,
             "expected_tasks": check.leaves,
@@ -337,7 +339,8 @@ class SweepRunner:
 
     @staticmethod
     def _flags(check: RunCheck) -> list[str]:
-        return [f"model reported {check.model_errors} error(s)"] if check.model_errors else []
+        flags = [f"model reported {check.model_errors} error(s)"] if check.model_errors else []
+        return flags + ([check.stats_problem] if check.stats_problem else [])
 
     def summary(self, outcome: SweepOutcome, total: int) -> str:
         counts: dict[str, int] = {}
