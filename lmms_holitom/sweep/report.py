@@ -234,6 +234,19 @@ def _run_dirs(root: Path) -> list[Path]:
     return out
 
 
+def _pct_of_dense(row: Row, base: Row | None) -> tuple[float | None, str | None]:
+    """(score as % of the dense run's on the same checkpoint and frames, or None with the reason)."""
+    if row.avg is None:
+        return None, "no score"
+    if base is None:
+        return None, "no dense run"
+    if base.avg is None:
+        return None, "dense has no score"
+    if base.avg == 0:
+        return None, "dense scored 0"
+    return 100.0 * row.avg / base.avg, None
+
+
 def build_report(root: Path) -> Report:
     root = Path(root)
     rows = sorted((read_run(d) for d in _run_dirs(root)), key=_sort_key)
@@ -245,9 +258,7 @@ def build_report(root: Path) -> Report:
         values = [r.scores.get(c) for c in avg_cols]
         r.avg = sum(values) / len(values) if values and all(v is not None for v in values) else None  # type: ignore[misc]
     for r in rows:
-        base = dense.get((r.pretrained, r.frames))
-        if r.avg is not None and base is not None and base.avg:
-            r.pct_dense = 100.0 * r.avg / base.avg
+        r.pct_dense, r.pct_dense_reason = _pct_of_dense(r, dense.get((r.pretrained, r.frames)))
     notes: list[str] = []
     if any(r.scores.get("Ego") is not None for r in rows):
         notes.append("Ego: lmms-eval `egoschema_subset` (500 questions, scored locally) unless the run used "

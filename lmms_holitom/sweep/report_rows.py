@@ -38,6 +38,7 @@ class Row:
     stats_problem: str | None = None  # why a done run's video errors are unknown (its summary is unusable)
     avg: float | None = None
     pct_dense: float | None = None
+    pct_dense_reason: str | None = None  # why pct_dense is None (no score, no dense run, dense scored 0)
     tflops: float | None = None
     tflops_source: str | None = None  # measured | theoretical | paper
     visual_tokens: float | None = None
