@@ -3,7 +3,9 @@
 A family's class is ``class HoliTomXForConditionalGeneration(HoliTomModelMixin, XForConditionalGeneration)`` plus
 the `hf.adapter.HoliTomAdapter` methods. Its ``forward`` calls `HoliTomModelMixin.holitom_dispatch`, which
 sends a prompt with a video under a compressed method to `prefill.compressed_prefill`, a decoding step after
-such a prefill to `decoder.decode_decoder`, and everything else (``dense``, text, images) to the stock forward.
+such a prefill to `decoder.decode_decoder`, and everything else (``dense``, text, images) to the stock forward —
+which ``torch.compile(fullgraph=True)`` traces as it is (`HoliTomModelMixin.holitom_records_prefill`), so compiled
+generation works for ``dense`` and for requests without a video.
 """
 
 from __future__ import annotations
