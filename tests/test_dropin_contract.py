@@ -46,7 +46,7 @@ class Family:
 
 
 _QWEN3_VIDEO = {"do_sample_frames": False,
-                "video_metadata": [{"fps": 2.0, "total_num_frames": 4, "frames_indices": list(range(4))}]}
+                "video_metadata": [{"fps": 2.0, "total_num_frames": 2, "frames_indices": [0, 1]}]}
 FAMILIES = (
     Family("tiny", "HoliTomLlavaOnevisionForConditionalGeneration", "LlavaOnevisionForConditionalGeneration"),
     Family("tiny-qwen2.5-vl", "HoliTomQwen2_5_VLForConditionalGeneration", "Qwen2_5_VLForConditionalGeneration"),
@@ -65,13 +65,13 @@ class Pair:
     processor: Any
 
     def video(self, question: str = "what is in the video?", seed: int = 0, batch: int = 1) -> dict:
-        """Processor outputs of ``batch`` one-video prompts (4 frames of 64 px; longer questions pad on the left)."""
+        """Processor outputs of ``batch`` one-video prompts (2 frames of 64 px; longer questions pad on the left)."""
         rng = np.random.default_rng(seed)
         texts, videos = [], []
         for i in range(batch):
             q = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question + " ok" * 3 * i}]}]
             texts.append(self.processor.apply_chat_template(q, add_generation_prompt=True))
-            videos.append(rng.integers(0, 255, (4, 64, 64, 3), dtype=np.uint8))
+            videos.append(rng.integers(0, 255, (2, 64, 64, 3), dtype=np.uint8))
         kwargs = dict(self.family.video_kwargs)
         if "video_metadata" in kwargs:
             kwargs["video_metadata"] = kwargs["video_metadata"] * batch
@@ -127,18 +127,16 @@ def test_signatures_are_the_stock_ones_with_transformers_kwargs(family: Family) 
     """Every stock parameter, in the stock order, with its kind and default; ``**kwargs`` annotated
     ``Unpack[TransformersKwargs]`` itself (not a string), so tools see ``output_attentions`` as transformers' tests
     do (``annotation.__args__[0].__annotations__``)."""
-    from lmms_holitom.testing import resolve_pretrained
-
     ours_cls, stock_cls = family.classes()
-    model = ours_cls.from_pretrained(resolve_pretrained(family.tiny), holitom=DENSE)
-    stock_base = next(c for c in type(model.model).__mro__ if c.__module__.startswith("transformers."))
-    pairs = [(model.forward, stock_cls.forward, EXTRAS)]
+    ours_base = ours_cls.base_model_class
+    stock_base = next(c for c in ours_base.__mro__ if c.__module__.startswith("transformers."))
+    pairs = [(ours_cls.forward, stock_cls.forward, EXTRAS)]
     for name in ("get_image_features", "get_video_features"):
-        for owner, stock_owner in ((model, stock_cls), (model.model, stock_base)):
+        for owner, stock_owner in ((ours_cls, stock_cls), (ours_base, stock_base)):
             if hasattr(stock_owner, name):
                 pairs.append((getattr(owner, name), getattr(stock_owner, name), ()))
     for ours, stock, extras in pairs:
-        got = list(inspect.signature(ours).parameters.values())
+        got = [p for p in inspect.signature(ours).parameters.values() if p.name != "self"]
         want = [p for p in inspect.signature(stock).parameters.values() if p.name != "self"]
         assert [(p.name, p.kind, p.default) for p in got] == [
             *[(p.name, p.kind, p.default) for p in want[:-1]],
@@ -275,6 +273,20 @@ def test_eager_attention_equals_sdpa(pair: Pair) -> None:
         got, want = eager(**inputs).logits, pair.ours(**inputs).logits
     assert eager.config.get_text_config()._attn_implementation == "eager"
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+
+
+def test_output_attentions_and_hidden_states_are_the_stock_ones(pair: Pair) -> None:
+    """The `TransformersKwargs` the signature shows work: ``output_attentions`` / ``output_hidden_states`` return the
+    stock model's tensors (eager attention, a video prompt under ``dense``)."""
+    eager = type(pair.ours).from_pretrained(pair.path, holitom=DENSE, attn_implementation="eager").eval()
+    stock = type(pair.stock).from_pretrained(pair.path, attn_implementation="eager").eval()
+    inputs = pair.video()
+    with torch.no_grad():
+        got = eager(**inputs, output_attentions=True, output_hidden_states=True)
+        want = stock(**inputs, output_attentions=True, output_hidden_states=True)
+    layers = eager.config.get_text_config().num_hidden_layers
+    assert len(got.attentions) == layers and _same(got.attentions, want.attentions)
+    assert len(got.hidden_states) == layers + 1 and _same(got.hidden_states, want.hidden_states)
 
 
 def test_batched_left_padded_generate_equals_the_stock_model(pair: Pair) -> None:

@@ -65,6 +65,9 @@ class HoliTomLlavaOnevisionForConditionalGeneration(HoliTomModelMixin, LlavaOnev
         ``holitom_last_trace``: see `HoliTomModelMixin`. ``video_layout``: the `VideoLayout`.
     """
 
+    #: our subclass of the stock base model (``self.model``)
+    base_model_class = HoliTomLlavaOnevisionModel
+
     def __init__(
         self,
         config: Any,
@@ -74,7 +77,7 @@ class HoliTomLlavaOnevisionForConditionalGeneration(HoliTomModelMixin, LlavaOnev
     ) -> None:
         # The stock __init__ with the base model replaced by its HoliTom subclass (same modules, same weights).
         LlavaOnevisionPreTrainedModel.__init__(self, config)
-        self.model = HoliTomLlavaOnevisionModel(config)
+        self.model = self.base_model_class(config)
         self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
         self.post_init()
         self.video_layout = VideoLayout.from_config_dict(config.to_dict())
