@@ -227,8 +227,8 @@ class HoliTomModelMixin:
 
     def holitom_check_video_prompt(self, input_ids: torch.Tensor | None) -> None:
         """Raise a ValueError naming the video placeholder token when a video is given but no prompt holds one."""
-        token_id = int(self.config.video_token_id)
-        if input_ids is not None and not bool((input_ids == token_id).any()):
+        token_id = getattr(self.config, "video_token_id", None)
+        if input_ids is not None and token_id is not None and not bool((input_ids == token_id).any()):
             raise ValueError(
                 f"a video was given but the prompt has no video placeholder token {self.holitom_video_token!r} "
                 f"(id {token_id}): put it where the video goes (the processor's chat template does, for a "
