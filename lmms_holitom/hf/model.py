@@ -3,7 +3,9 @@
 A family's class is ``class HoliTomXForConditionalGeneration(HoliTomModelMixin, XForConditionalGeneration)`` plus
 the `hf.adapter.HoliTomAdapter` methods. Its ``forward`` calls `HoliTomModelMixin.holitom_dispatch`, which
 sends a prompt with a video under a compressed method to `prefill.compressed_prefill`, a decoding step after
-such a prefill to `decoder.decode_decoder`, and everything else (``dense``, text, images) to the stock forward.
+such a prefill to `decoder.decode_decoder`, and everything else (``dense``, text, images) to the stock forward —
+which ``torch.compile(fullgraph=True)`` traces as it is (`HoliTomModelMixin.holitom_records_prefill`), so compiled
+generation works for ``dense`` and for requests without a video.
 """
 
 from __future__ import annotations
@@ -65,6 +67,16 @@ class HoliTomModelMixin:
         self.holitom_probe_chunk = probe_chunk
         self.holitom_sync_timings = sync_timings
         self.set_holitom(self._default_holitom() if holitom is None else holitom)
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def is_custom_code(cls) -> bool:
+        """False (unless loaded from the hub's remote code): the modules and their ``_init_weights`` are the stock
+        ones. transformers treats any class defined outside it as custom code and then skips, when it initialises
+        missing weights, every module without parameters of its own — e.g. SigLIP's attention and MLP, whose
+        ``_init_weights`` sets their projections — so a model built on the meta device (``from_pretrained`` with
+        missing keys) would be initialised differently from the stock class."""
+        return bool(cls.is_remote_code())
 
     # ------------------------------------------------------------------ configuration
     @property
@@ -201,6 +213,28 @@ class HoliTomModelMixin:
         return out
 
     # ------------------------------------------------------------------ dispatch
+    #: the text of the video placeholder token in this family's processors (the id is ``config.video_token_id``)
+    holitom_video_token: str = "<video>"
+
+    def holitom_records_prefill(self, cache: Any) -> bool:
+        """Whether a stock (dense / text / image) forward is a prefill whose stats are recorded: an eager forward on
+        an empty cache. A compiled forward records nothing (stage timers and stats are host-side Python, and the
+        cache length is a tensor a compiled graph cannot branch on), so ``torch.compile(fullgraph=True)`` of the
+        stock path traces the stock forward alone."""
+        if torch.compiler.is_compiling():
+            return False
+        return cache is None or int(cache.get_seq_length()) == 0
+
+    def holitom_check_video_prompt(self, input_ids: torch.Tensor | None) -> None:
+        """Raise a ValueError naming the video placeholder token when a video is given but no prompt holds one."""
+        token_id = getattr(self.config, "video_token_id", None)
+        if input_ids is not None and token_id is not None and not bool((input_ids == token_id).any()):
+            raise ValueError(
+                f"a video was given but the prompt has no video placeholder token {self.holitom_video_token!r} "
+                f"(id {token_id}): put it where the video goes (the processor's chat template does, for a "
+                "{'type': 'video'} content entry)"
+            )
+
     def holitom_dispatch(
         self,
         cfg: HoliTomConfig,
@@ -228,6 +262,8 @@ class HoliTomModelMixin:
                 hidden = decode_decoder(self.holitom_language_model(), embeds, state=state, cache=cache)
                 logits = self.lm_head(slice_logits_to_keep(hidden, logits_to_keep))
             return output_class(logits=logits, cache=cache)
+        if has_video:
+            self.holitom_check_video_prompt(input_ids)
         if not has_video or cfg.method == DENSE:
             return stock_forward()
         if labels is not None:

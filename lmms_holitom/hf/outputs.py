@@ -3,8 +3,9 @@
 Each family returns a subclass of the stock output class (`HoliTomVisionOutput`, or the family's own subclass of a
 richer stock class such as Qwen3-VL's deepstack output) with one more field, ``holitom`` (`HoliTomVision`): the
 stage timer of the encoding, the pooled features before any layout (LLaVA), the saliency probe's findings and the
-token grids (Qwen). With ``return_dict=False`` the tuple carries it last, as any other field. `holitom_vision` reads
-it from any output — a stock one (features encoded elsewhere) has none.
+token grids (Qwen). With ``return_dict=False`` the tuple is the stock one (what the stock method returns; HoliTom's own
+calls always ask for the typed output). `holitom_vision` reads it from any output — a stock one (features encoded
+elsewhere) has none.
 """
 
 from __future__ import annotations
@@ -19,7 +20,10 @@ from transformers.utils import ModelOutput
 
 from lmms_holitom.core.stats import StageTimer
 
-__all__ = ["HoliTomVision", "HoliTomVisionOutput", "absorb_encoded", "holitom_vision", "typed_output"]
+__all__ = [
+    "HoliTomVision", "HoliTomVisionOutput", "StockTuple", "absorb_encoded", "holitom_vision", "pop_return_dict",
+    "typed_output",
+]
 
 
 @dataclass(frozen=True)
@@ -40,8 +44,16 @@ class HoliTomVision:
     grids: Any = None
 
 
+class StockTuple:
+    """Mixed into a typed vision output: ``to_tuple()`` (what ``return_dict=False`` returns) is the stock tuple —
+    ``holitom`` is a record of the call, not a model output."""
+
+    def to_tuple(self) -> tuple:
+        return tuple(value for key, value in self.items() if key != "holitom")  # type: ignore[attr-defined]
+
+
 @dataclass
-class HoliTomVisionOutput(BaseModelOutputWithPooling):
+class HoliTomVisionOutput(StockTuple, BaseModelOutputWithPooling):
     """The stock vision output (``pooler_output``: the features as the stock model lays them out) plus ``holitom``."""
 
     holitom: HoliTomVision | None = None
@@ -57,7 +69,7 @@ def holitom_vision(output: Any) -> HoliTomVision | None:
 
 def typed_output(cls: type[ModelOutput], output: ModelOutput, vision: HoliTomVision) -> ModelOutput:
     """``output`` as ``cls`` (a subclass of its class with the ``holitom`` field) holding ``vision``; its fields keep
-    the stock output's order (``to_tuple`` is the stock tuple, then ``holitom``)."""
+    the stock output's order, then ``holitom`` (``to_tuple`` is the stock tuple: `StockTuple`)."""
     typed = cls(**output, holitom=vision)
     for key in [*output.keys(), "holitom"]:
         typed.move_to_end(key)
@@ -71,3 +83,10 @@ def absorb_encoded(timer: StageTimer, encoded: Mapping[str, object] | None) -> N
         vision = holitom_vision(output)
         if vision is not None:
             timer.absorb(vision.timer, also_as="prefill")
+
+
+def pop_return_dict(model: Any, kwargs: dict[str, Any]) -> bool:
+    """``return_dict`` as transformers' methods read it: the caller's value (popped from ``kwargs``), else the model's
+    ``config.return_dict``."""
+    passed = kwargs.pop("return_dict", None)
+    return bool(model.config.return_dict if passed is None else passed)

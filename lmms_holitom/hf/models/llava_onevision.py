@@ -16,8 +16,6 @@ vision side is `llava_vision.HoliTomLlavaOnevisionModel`. What is LLaVA-specific
 last prefill in every case.
 """
 
-from __future__ import annotations
-
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -26,10 +24,13 @@ import torch
 from torch import nn
 from transformers import LlavaOnevisionForConditionalGeneration
 from transformers.cache_utils import Cache
+from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.models.llava_onevision.modeling_llava_onevision import (
     LlavaOnevisionCausalLMOutputWithPast,
     LlavaOnevisionPreTrainedModel,
 )
+from transformers.processing_utils import Unpack
+from transformers.utils import TransformersKwargs
 
 from lmms_holitom.config import HoliTomConfig
 from lmms_holitom.core.splice import Spliced, VisualRun
@@ -40,7 +41,7 @@ from lmms_holitom.hf.models.checkpoints import register_weight_conversions
 from lmms_holitom.hf.models.layout import VideoLayout
 from lmms_holitom.hf.models.llava_layout import grid_run, one_token_run
 from lmms_holitom.hf.models.llava_vision import HoliTomLlavaOnevisionModel
-from lmms_holitom.hf.outputs import absorb_encoded, holitom_vision
+from lmms_holitom.hf.outputs import absorb_encoded, holitom_vision, pop_return_dict
 
 __all__ = ["HoliTomLlavaOnevisionForConditionalGeneration"]
 
@@ -64,6 +65,9 @@ class HoliTomLlavaOnevisionForConditionalGeneration(HoliTomModelMixin, LlavaOnev
         ``holitom_last_trace``: see `HoliTomModelMixin`. ``video_layout``: the `VideoLayout`.
     """
 
+    #: our subclass of the stock base model (``self.model``)
+    base_model_class = HoliTomLlavaOnevisionModel
+
     def __init__(
         self,
         config: Any,
@@ -73,7 +77,7 @@ class HoliTomLlavaOnevisionForConditionalGeneration(HoliTomModelMixin, LlavaOnev
     ) -> None:
         # The stock __init__ with the base model replaced by its HoliTom subclass (same modules, same weights).
         LlavaOnevisionPreTrainedModel.__init__(self, config)
-        self.model = HoliTomLlavaOnevisionModel(config)
+        self.model = self.base_model_class(config)
         self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
         self.post_init()
         self.video_layout = VideoLayout.from_config_dict(config.to_dict())
@@ -148,12 +152,12 @@ class HoliTomLlavaOnevisionForConditionalGeneration(HoliTomModelMixin, LlavaOnev
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
-        mm_encoder_outputs: dict[str, Any] | None = None,
+        mm_encoder_outputs: dict[str, BaseModelOutputWithPooling] | None = None,
         holitom: HoliTomConfig | Mapping[str, Any] | None = None,
         holitom_prompt_length: int | None = None,
-        **kwargs: Any,
-    ) -> LlavaOnevisionCausalLMOutputWithPast | tuple:
-        r"""The stock forward plus two arguments.
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> tuple | LlavaOnevisionCausalLMOutputWithPast:
+        r"""The stock forward (same parameters, in the same order) plus two arguments.
 
         holitom (`HoliTomConfig`, *optional*):
             Per-call configuration (default: ``self.holitom``); only a prefill reads it.
@@ -166,7 +170,7 @@ class HoliTomLlavaOnevisionForConditionalGeneration(HoliTomModelMixin, LlavaOnev
         if "past_key_values" in kwargs:
             past = kwargs.pop("past_key_values")
             cache = past if cache is None else cache
-        return_dict = kwargs.pop("return_dict", True)
+        return_dict = pop_return_dict(self, kwargs)
         media = {
             "mm_encoder_outputs": mm_encoder_outputs, "pixel_values": pixel_values, "image_sizes": image_sizes,
             "pixel_values_videos": pixel_values_videos, "vision_feature_layer": vision_feature_layer,
@@ -191,8 +195,7 @@ class HoliTomLlavaOnevisionForConditionalGeneration(HoliTomModelMixin, LlavaOnev
     def _stock_forward(self, cfg: HoliTomConfig, **kwargs: Any) -> LlavaOnevisionCausalLMOutputWithPast:
         """The stock forward. A prefill also records stats: images and videos are encoded first (timed) with the
         stock methods and handed over as ``mm_encoder_outputs`` — what ``generate`` itself does."""
-        cache = kwargs["cache"]
-        if cache is not None and cache.get_seq_length() > 0:
+        if not self.holitom_records_prefill(kwargs["cache"]):
             return super().forward(**kwargs)
         tokens = kwargs["input_ids"] if kwargs["input_ids"] is not None else kwargs["inputs_embeds"]
         timer = StageTimer(tokens.device, self.holitom_sync_timings)

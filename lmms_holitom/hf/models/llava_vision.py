@@ -5,22 +5,23 @@ attention modules while the active method needs saliency — in the checkpoint's
 output as a `HoliTomVisionOutput` whose ``holitom`` field (`HoliTomVision`) holds the saliency (`VideoSaliency` or
 None), the (B, F, N, E) pooled features without newlines and the `StageTimer` of the ``vision`` stage. transformers 5.x
 ``generate`` calls ``get_video_features`` itself before the first forward and hands the result over as
-``mm_encoder_outputs``; this is why the probe lives here.
+``mm_encoder_outputs``; this is why the probe lives here. With ``return_dict=False`` both return the stock tuple.
 """
-
-from __future__ import annotations
 
 from typing import Any
 
 import torch
 from transformers import LlavaOnevisionModel
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+from transformers.processing_utils import Unpack
+from transformers.utils import TransformersKwargs
 
 from lmms_holitom.core.state import HoliTomRuntime
 from lmms_holitom.core.stats import StageTimer
 from lmms_holitom.hf.models.layout import VideoLayout
 from lmms_holitom.hf.models.llava_layout import dense_grid, pool_average
 from lmms_holitom.hf.models.probes import VideoSaliency, VisionSaliencyProbe, feature_attention_module
-from lmms_holitom.hf.outputs import HoliTomVision, HoliTomVisionOutput, typed_output
+from lmms_holitom.hf.outputs import HoliTomVision, HoliTomVisionOutput, pop_return_dict, typed_output
 
 __all__ = ["HoliTomLlavaOnevisionModel"]
 
@@ -55,15 +56,15 @@ class HoliTomLlavaOnevisionModel(LlavaOnevisionModel):
         pixel_values_videos: torch.Tensor,
         vision_feature_layer: int | list[int] | None = None,
         vision_feature_select_strategy: str | None = None,
-        **kwargs: Any,
-    ) -> Any:
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> tuple | BaseModelOutputWithPooling:
         """Stock `get_video_features` (same arguments and output) in this layout, typed with ``holitom`` (above)."""
         if pixel_values_videos.ndim != 5 or pixel_values_videos.shape[1] == 0:
             raise ValueError(
                 "the video has 0 frames or a wrong shape: pixel_values_videos must be (batch, frames >= 1, "
                 f"channels, height, width), got {tuple(pixel_values_videos.shape)}"
             )
-        return_dict = kwargs.pop("return_dict", True)
+        return_dict = pop_return_dict(self, kwargs)
         layer = self.config.vision_feature_layer if vision_feature_layer is None else vision_feature_layer
         strategy = vision_feature_select_strategy or self.config.vision_feature_select_strategy
         runtime = self.holitom_runtime
@@ -86,8 +87,9 @@ class HoliTomLlavaOnevisionModel(LlavaOnevisionModel):
             features = output.pooler_output[:, :-1].reshape(batch, frames, -1, output.pooler_output.shape[-1])
             if self.holitom_layout.grid:
                 output.pooler_output = dense_grid(features, self.image_newline)
-        typed = typed_output(HoliTomVisionOutput, output, HoliTomVision(timer, features=features, saliency=saliency))
-        return typed if return_dict else typed.to_tuple()
+        if not return_dict:
+            return output.to_tuple()
+        return typed_output(HoliTomVisionOutput, output, HoliTomVision(timer, features=features, saliency=saliency))
 
     def get_image_features(
         self,
@@ -97,11 +99,11 @@ class HoliTomLlavaOnevisionModel(LlavaOnevisionModel):
         vision_feature_select_strategy: str | None = None,
         vision_aspect_ratio: str | None = None,
         batch_num_images: torch.LongTensor | None = None,
-        **kwargs: Any,
-    ) -> Any:
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> tuple | BaseModelOutputWithPooling:
         """Stock `get_image_features` (same arguments — ``generate`` selects them by name — and output), plus
         ``holitom`` (`HoliTomVision`: a `StageTimer` with the ``vision`` stage)."""
-        return_dict = kwargs.pop("return_dict", True)
+        return_dict = pop_return_dict(self, kwargs)
         timer = StageTimer(pixel_values.device, self.holitom_runtime.sync_timings)
         with timer.stage("vision"):
             output = super().get_image_features(
@@ -110,8 +112,7 @@ class HoliTomLlavaOnevisionModel(LlavaOnevisionModel):
                 vision_aspect_ratio=vision_aspect_ratio, batch_num_images=batch_num_images, return_dict=True,
                 **kwargs,
             )
-        typed = typed_output(HoliTomVisionOutput, output, HoliTomVision(timer))
-        return typed if return_dict else typed.to_tuple()
+        return typed_output(HoliTomVisionOutput, output, HoliTomVision(timer)) if return_dict else output.to_tuple()
 
     def _pool_saliency(self, probe: VisionSaliencyProbe, rows: int, select_strategy: str) -> VideoSaliency:
         """Probe outputs pooled exactly like the features (`apply_pooling`)."""

@@ -8,23 +8,27 @@ the stock M-RoPE positions of each survivor's origin (`qwen_common`); q/k norms 
 attention probe.
 """
 
-from __future__ import annotations
-
 from dataclasses import dataclass
+from typing import Any
 
+import torch
 from transformers import Qwen3VLForConditionalGeneration
+from transformers.cache_utils import Cache
+from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.models.qwen3_vl import modeling_qwen3_vl as stock
+from transformers.processing_utils import Unpack
+from transformers.utils import TransformersKwargs
 
 from lmms_holitom.config import HoliTomConfig
 from lmms_holitom.hf.model import HoliTomModelMixin
 from lmms_holitom.hf.models.qwen_common import QwenForwardMixin, QwenVisionMixin
-from lmms_holitom.hf.outputs import HoliTomVision
+from lmms_holitom.hf.outputs import HoliTomVision, StockTuple
 
 __all__ = ["HoliTomQwen3VLForConditionalGeneration", "HoliTomQwen3VLModel", "HoliTomQwen3VLVisionOutput"]
 
 
 @dataclass
-class HoliTomQwen3VLVisionOutput(stock.BaseModelOutputWithDeepstackFeatures):
+class HoliTomQwen3VLVisionOutput(StockTuple, stock.BaseModelOutputWithDeepstackFeatures):
     """Qwen3-VL's vision output (with its deepstack features) plus ``holitom`` (`HoliTomVision`)."""
 
     holitom: HoliTomVision | None = None
@@ -51,6 +55,31 @@ class HoliTomQwen3VLForConditionalGeneration(
     base_model_class = HoliTomQwen3VLModel
     checkpoint_model_type = "qwen3_vl"
     per_group_runs = True
+
+    def forward(  # type: ignore[override]
+        self,
+        input_ids: torch.LongTensor = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        pixel_values_videos: torch.Tensor | None = None,
+        image_grid_thw: torch.LongTensor | None = None,
+        video_grid_thw: torch.LongTensor | None = None,
+        mm_token_type_ids: torch.IntTensor | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        mm_encoder_outputs: dict[str, BaseModelOutputWithPooling] | None = None,
+        holitom: HoliTomConfig | None = None,
+        holitom_prompt_length: int | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> Any:
+        """The stock forward (same parameters, in the same order; ``use_cache`` comes through ``kwargs``) plus
+        ``holitom`` and ``holitom_prompt_length`` (as `HoliTomQwen2_5_VLForConditionalGeneration.forward`)."""
+        named = dict(locals())
+        del named["self"], named["kwargs"]
+        return self.holitom_forward(named, kwargs)
 
     def default_merge_layer(self) -> int | None:
         """The paper's relative depth, but never before the last deepstack injection (None: no such layer)."""

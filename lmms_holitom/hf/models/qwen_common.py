@@ -3,13 +3,11 @@
 * `QwenVisionMixin` (mixed into the family's base model): ``get_video_features`` runs the stock method with
   `qwen_vision.QwenVisionSaliencyProbe` hooked on the encoder while the active method needs saliency, and returns the
   stock output typed (`vision_output_class`) with ``holitom`` (`HoliTomVision`: the `QwenVideoSaliency`, the token
-  grids and the `StageTimer`), also with ``return_dict=False``;
+  grids and the `StageTimer`); with ``return_dict=False`` the stock tuple;
 * `QwenAdapterMixin` (mixed into the ForConditionalGeneration class): the engine's adapter methods. A HoliTom frame
   is one temporal patch group; positions are **preserved**: the stock ``get_rope_index`` runs on the dense prompt,
   and every surviving row takes the dense position of its origin (a static token: its segment's first group).
 """
-
-from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,6 +15,8 @@ from typing import Any
 
 import torch
 from torch import nn
+from transformers.processing_utils import Unpack
+from transformers.utils import TransformersKwargs
 
 from lmms_holitom.config import HoliTomConfig
 from lmms_holitom.core.splice import Spliced, VisualRun
@@ -29,10 +29,17 @@ from lmms_holitom.hf.outputs import (
     HoliTomVisionOutput,
     absorb_encoded,
     holitom_vision,
+    pop_return_dict,
     typed_output,
 )
 
-__all__ = ["QwenAdapterMixin", "QwenVideoSaliency", "QwenVisionMixin"]
+__all__ = ["QwenAdapterMixin", "QwenForwardMixin", "QwenVideoSaliency", "QwenVisionMixin"]
+
+#: the forward arguments that carry media (passed to the stock forward only when given, as the stock code expects)
+_MEDIA_KEYS = (
+    "pixel_values", "pixel_values_videos", "image_grid_thw", "video_grid_thw", "mm_token_type_ids",
+    "second_per_grid_ts", "mm_encoder_outputs",
+)
 
 
 @dataclass(frozen=True)
@@ -54,9 +61,14 @@ class QwenVisionMixin:
     #: the stock vision output class of the family with the ``holitom`` field
     vision_output_class: type = HoliTomVisionOutput
 
-    def get_video_features(self, pixel_values_videos: torch.Tensor, video_grid_thw: Any = None, **kwargs: Any) -> Any:
+    def get_video_features(
+        self,
+        pixel_values_videos: torch.Tensor,
+        video_grid_thw: torch.LongTensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> Any:
         """Stock ``get_video_features`` (same arguments and output), typed with ``holitom`` (`HoliTomVision`)."""
-        return_dict = kwargs.pop("return_dict", True)
+        return_dict = pop_return_dict(self, kwargs)
         kwargs["return_dict"] = True
         runtime = self.holitom_runtime or HoliTomRuntime()
         cfg = runtime.config
@@ -69,9 +81,10 @@ class QwenVisionMixin:
                 saliency = QwenVideoSaliency(probe.saliency(), probe.keys(), probe.grids(), probe.peak_elements)
             else:
                 output = super().get_video_features(pixel_values_videos, video_grid_thw, **kwargs)
+        if not return_dict:
+            return output.to_tuple()
         grids = video_token_grid(video_grid_thw, self.visual.spatial_merge_size)
-        typed = typed_output(self.vision_output_class, output, HoliTomVision(timer, saliency=saliency, grids=grids))
-        return typed if return_dict else typed.to_tuple()
+        return typed_output(self.vision_output_class, output, HoliTomVision(timer, saliency=saliency, grids=grids))
 
 
 class QwenAdapterMixin:
@@ -228,6 +241,7 @@ class QwenForwardMixin(QwenAdapterMixin):
     stock_pretrained_class: type = object
     base_model_class: type = object
     checkpoint_model_type: str = ""
+    holitom_video_token = "<|video_pad|>"
 
     def __init__(
         self, config: Any, holitom: HoliTomConfig | Mapping[str, Any] | None = None, probe_chunk: int = 8,
@@ -254,70 +268,42 @@ class QwenForwardMixin(QwenAdapterMixin):
             holitom=holitom, probe_chunk=probe_chunk, sync_timings=sync_timings,
         )
 
-    def forward(
-        self,
-        input_ids: torch.LongTensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        position_ids: torch.LongTensor | None = None,
-        cache: Any = None,
-        inputs_embeds: torch.Tensor | None = None,
-        labels: torch.LongTensor | None = None,
-        use_cache: bool | None = None,
-        logits_to_keep: int | torch.Tensor = 0,
-        pixel_values: torch.Tensor | None = None,
-        pixel_values_videos: torch.Tensor | None = None,
-        image_grid_thw: torch.LongTensor | None = None,
-        video_grid_thw: torch.LongTensor | None = None,
-        mm_token_type_ids: torch.IntTensor | None = None,
-        second_per_grid_ts: torch.Tensor | None = None,
-        mm_encoder_outputs: dict[str, Any] | None = None,
-        holitom: HoliTomConfig | None = None,
-        holitom_prompt_length: int | None = None,
-        **kwargs: Any,
-    ) -> Any:
-        """The stock forward plus ``holitom`` (per-call configuration) and ``holitom_prompt_length`` (as
-        LLaVA-OneVision's: tokens after it are continuation tokens of an uncached recompute)."""
-        if "past_key_values" in kwargs:
-            past = kwargs.pop("past_key_values")
-            cache = past if cache is None else cache
-        return_dict = kwargs.pop("return_dict", True)
-        media = {
-            "pixel_values": pixel_values, "pixel_values_videos": pixel_values_videos, "image_grid_thw": image_grid_thw,
-            "video_grid_thw": video_grid_thw, "mm_token_type_ids": mm_token_type_ids,
-            "second_per_grid_ts": second_per_grid_ts, "mm_encoder_outputs": mm_encoder_outputs,
-        }
-        media_args = dict(media)
-        media["position_ids"] = position_ids
+    def holitom_forward(self, named: dict[str, Any], kwargs: dict[str, Any]) -> Any:
+        """The family's ``forward``: ``named`` its named arguments (the stock ones, in the stock order, plus ``holitom``
+        and ``holitom_prompt_length``), ``kwargs`` the rest (`TransformersKwargs` and what the stock forward takes
+        through ``**kwargs``, e.g. Qwen3-VL's ``use_cache``). Routed by `HoliTomModelMixin.holitom_dispatch`."""
+        args = {**named, **kwargs}
+        holitom, prompt_length = args.pop("holitom"), args.pop("holitom_prompt_length")
+        if "past_key_values" in args:
+            past = args.pop("past_key_values")
+            args["cache"] = past if args.get("cache") is None else args["cache"]
+        return_dict = pop_return_dict(self, args)
+        media = {key: args.get(key) for key in _MEDIA_KEYS}
+        media["position_ids"] = args.get("position_ids")
         encoded = media["mm_encoder_outputs"] is not None and media["mm_encoder_outputs"].get("video") is not None
-        has_video = media["pixel_values_videos"] is not None or encoded
+        cache, input_ids, inputs_embeds = args.get("cache"), args.get("input_ids"), args.get("inputs_embeds")
 
         def stock() -> Any:
+            passed = {k: v for k, v in args.items() if k not in _MEDIA_KEYS or v is not None}
+            if not self.holitom_records_prefill(cache):
+                return super(QwenForwardMixin, self).forward(**passed)
             tokens = input_ids if input_ids is not None else inputs_embeds
-            if cache is not None and cache.get_seq_length() > 0:
-                return super(QwenForwardMixin, self).forward(
-                    input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, cache=cache,
-                    inputs_embeds=inputs_embeds, labels=labels, use_cache=use_cache, logits_to_keep=logits_to_keep,
-                    **{k: v for k, v in media_args.items() if v is not None}, **kwargs,
-                )
             timer = StageTimer(tokens.device, self.holitom_sync_timings)
             with timer.stage("prefill"):
                 media["mm_encoder_outputs"] = self._encode_media(media, timer) or None
-                passed = {k: v for k, v in media_args.items() if v is not None and not k.startswith("pixel_values")}
+                passed = {k: v for k, v in passed.items() if not k.startswith("pixel_values")}
                 passed["mm_encoder_outputs"] = media["mm_encoder_outputs"]
                 with timer.stage("llm"):
-                    output = super(QwenForwardMixin, self).forward(
-                        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, cache=cache,
-                        inputs_embeds=inputs_embeds, labels=labels, use_cache=use_cache,
-                        logits_to_keep=logits_to_keep, **passed, **kwargs,
-                    )
+                    output = super(QwenForwardMixin, self).forward(**passed)
             self.holitom_record(self.holitom_stock_stats(cfg, tokens, media, timer), timer)
             return output
 
         with self.holitom_override(holitom) as cfg:
             output = self.holitom_dispatch(
-                cfg, has_video=has_video, stock_forward=stock, output_class=self.output_class,
-                input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask, cache=cache,
-                use_cache=use_cache, labels=labels, logits_to_keep=logits_to_keep, media=media,
-                prompt_length=holitom_prompt_length,
+                cfg, has_video=media["pixel_values_videos"] is not None or encoded, stock_forward=stock,
+                output_class=self.output_class, input_ids=input_ids, inputs_embeds=inputs_embeds,
+                attention_mask=args.get("attention_mask"), cache=cache, use_cache=args.get("use_cache"),
+                labels=args.get("labels"), logits_to_keep=args.get("logits_to_keep", 0), media=media,
+                prompt_length=prompt_length,
             )
         return output if return_dict else output.to_tuple()
