@@ -79,30 +79,73 @@ def summary_markdown(results: dict[int, dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def summary_plot(results: dict[int, dict[str, Any]], path: Path) -> None:
-    import matplotlib
+def _ttft_speedups(results: dict[int, dict[str, Any]], name: str) -> list[tuple[float, float, float] | None]:
+    """Per frame count: (speedup, low, high) of ``name``'s TTFT vs dense — the table's statistic, and dense's over
+    the setting's slowest and fastest repeat — or None where the setting or a figure is missing."""
+    out: list[tuple[float, float, float] | None] = []
+    for f in sorted(results):
+        stat = results[f]["meta"].get("stat", "median")
+        dense = results[f]["settings"][0]["timings_ms"]["ttft"].get(stat)
+        r = next((x for x in results[f]["settings"] if x["name"] == name), None)
+        ttft = None if r is None else r["timings_ms"]["ttft"]
+        if r is None or r["speedups"]["ttft"] is None or not dense or not ttft.get("min") or not ttft.get("max"):
+            out.append(None)
+            continue
+        out.append((r["speedups"]["ttft"], dense / ttft["max"], dense / ttft["min"]))
+    return out
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+
+def summary_figure(results: dict[int, dict[str, Any]]) -> Any:
+    """TTFT speedup vs dense over the frame count, one line per setting, whiskers over the setting's repeats;
+    a log axis when the speedups span more than `LOG_SPAN`; a red ring and a warning under the axes where the
+    TTFT repeats of a setting or of dense disagree (`DISAGREE_RATIO`). Returns a ``matplotlib.figure.Figure``."""
+    from lmms_holitom.bench.figure import LOG_SPAN
+    from lmms_holitom.bench.summary import DISAGREE_RATIO, disagreements
+    from lmms_holitom.figures import METHOD_COLORS, log_scale, new_figure
 
     frames = sorted(results)
-    names = [r["name"] for r in results[frames[0]]["settings"]][1:]
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    for name in names:
-        ys = []
-        for f in frames:
-            r = next((x for x in results[f]["settings"] if x["name"] == name), None)
-            ys.append(r["speedups"]["ttft"] if r is not None else None)
-        ax.plot(frames, [y if y is not None else float("nan") for y in ys], marker="o", label=name)
-    ax.axhline(1.0, color="black", linewidth=0.8, linestyle="--")
-    ax.set_xlabel("frames")
-    ax.set_ylabel("TTFT speedup vs dense")
     meta = results[frames[0]]["meta"]
-    ax.set_title(f"{meta['model']}, {meta['device']} ({meta['dtype']})")
+    fig = new_figure(figsize=(7, 4.6), layout="constrained")
+    ax = fig.subplots()
+    shown: list[float] = []
+    for setting in results[frames[0]]["settings"][1:]:
+        points = _ttft_speedups(results, setting["name"])
+        xs = [f for f, p in zip(frames, points) if p is not None]
+        ps = [p for p in points if p is not None]
+        if not ps:
+            continue
+        shown += [v for p in ps for v in p]
+        ax.errorbar(xs, [p[0] for p in ps], yerr=[[p[0] - p[1] for p in ps], [p[2] - p[0] for p in ps]],
+                    marker="o", capsize=3, label=setting["name"], color=METHOD_COLORS.get(setting["method"]))
+    bad = [f"{r['name']} @ {f}" for f in frames for r in results[f]["settings"] if "TTFT" in disagreements(r)]
+    for f in frames:
+        for r in results[f]["settings"][1:]:
+            if "TTFT" in disagreements(r) and r["speedups"]["ttft"] is not None:
+                ax.scatter([f], [r["speedups"]["ttft"]], s=120, facecolors="none", edgecolors="red", zorder=4)
+    ax.axhline(1.0, color="black", linewidth=0.8, linestyle="--", label="dense (= 1)")
+    positive = [v for v in shown if v > 0]
+    if positive and max(positive) / min(positive) > LOG_SPAN:
+        log_scale(ax.yaxis)
+    ax.set_xticks(frames)
+    ax.set_xticklabels([str(f) for f in frames])
+    groups = meta.get("holitom_frames", meta["frames"]) != meta["frames"]
+    ax.set_xlabel("input frames (Qwen VL: 2 per temporal group)" if groups else "frames")
+    ax.set_ylabel(f"TTFT speedup vs dense ({meta.get('stat', 'median')} of {meta['repeats']} repeats)")
+    ax.set_title(f"{meta['model']}, {meta['device']} ({meta['dtype']}); whisker: the setting's TTFT min–max",
+                 fontsize=10)
+    ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    if bad:
+        fig.supxlabel(f"ringed: TTFT repeats disagree (max/min > {DISAGREE_RATIO:g}; a busy machine?): "
+                      + ", ".join(bad), fontsize=8, color="red", wrap=True)
+    return fig
+
+
+def summary_plot(results: dict[int, dict[str, Any]], path: Path) -> None:
+    """Write `summary_figure` as a PNG."""
+    from lmms_holitom.figures import save_png
+
+    save_png(summary_figure(results), path)
 
 
 def main(argv: list[str] | None = None) -> int:

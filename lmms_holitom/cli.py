@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 
 from lmms_holitom.commands import UsageError
@@ -44,10 +45,28 @@ _HELP: dict[str, str] = {
 }
 
 
+#: the longest error line ``holitom`` prints (a pasted file or a YAML alias bomb in a value must not print megabytes)
+MAX_ERROR_CHARS = 2000
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with the package's error form: one line ``holitom <command>: error: --flag must be ..., got ...``
+    (a bad flag value, a missing argument), exit status 2, no usage dump."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        message = re.sub(r"^argument (\S+?)(?:/\S+)?: must be ", r"\1 must be ", message)
+        self.exit(2, f"{self.prog}: error: {_bounded(message)} (see {self.prog} --help)\n")
+
+
+def _bounded(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= MAX_ERROR_CHARS else f"{text[:MAX_ERROR_CHARS]}... ({len(text)} characters)"
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     description = ("HoliTom and its baselines for video LLMs (LLaVA-OneVision, LLaVA-Video, Qwen2.5-VL, Qwen3-VL) "
                    "with lmms-eval")
-    parser = argparse.ArgumentParser(prog="holitom", description=description)
+    parser = _Parser(prog="holitom", description=description)
     from lmms_holitom import __version__
 
     parser.add_argument("--version", action="version", version=f"lmms-holitom {__version__}")
@@ -62,15 +81,18 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 def _one_line(err: BaseException) -> str:
     if isinstance(err, OSError) and err.filename is not None:
-        return f"{err.filename}: {err.strerror or err}"
-    return " ".join(str(err).split()) or type(err).__name__
+        return _bounded(f"{err.filename}: {err.strerror or err}")
+    return _bounded(str(err)) or type(err).__name__
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(command if command in COMMANDS else None)
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as done:  # --help, --version, or a bad flag (one line already printed)
+        return done.code if isinstance(done.code, int) else 2
     if args.command is None:
         parser.print_help()
         return 2

@@ -32,6 +32,7 @@ class RunResult:
     results: dict[str, Any]
     summary: dict[str, Any]
     folder: Path
+    stats_file: Path
 
 
 def default_include_path() -> Path:
@@ -83,7 +84,9 @@ def run_lmms_eval(name: str, model_args: str, output: Path, include_path: Path, 
     n = results.get("n-samples", {}).get(TASK, {}).get("effective")
     if results_file and n != N_DOCS:
         problems.append(f"n-samples {n}, expected {N_DOCS}")
-    summary_file = folder / "holitom_summary.json"
+    from lmms_holitom.integrations.lmms_eval.records import stats_files
+
+    summary_file = stats_files(results_file)[1] if results_file else folder / "<no results>"
     summary = json.loads(summary_file.read_text()).get(TASK, {}) if summary_file.is_file() else {}
     if not summary:
         problems.append(f"no HoliTom summary for {TASK} in {summary_file}")
@@ -92,7 +95,7 @@ def run_lmms_eval(name: str, model_args: str, output: Path, include_path: Path, 
     if problems:
         tail = "".join(log.read_text(encoding="utf-8", errors="replace").splitlines(True)[-25:])
         raise RuntimeError(f"run {name!r} failed ({'; '.join(problems)}); log {log}:\n{tail}")
-    return RunResult(name, model_args, wall, results, summary, folder)
+    return RunResult(name, model_args, wall, results, summary, folder, stats_files(results_file)[0])
 
 
 def _fmt(value: Any, spec: str) -> str:
@@ -176,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
           "tokens and the outer count can fall below retain_ratio x dense (budgets never rise above 100 %). On the\n"
           "tiny model the vision tower and the saliency probe dominate prefill time; the LLM savings show at 7B\n"
           "(holitom bench --shape 7b on a GPU). TFLOPs: the paper's formula (LLM, visual tokens only).")
-    print("Per-sample statistics: " + ", ".join(str(r.folder / "holitom_stats.jsonl") for r in runs))
+    print("Per-sample statistics: " + ", ".join(str(r.stats_file) for r in runs))
     return 0
 
 

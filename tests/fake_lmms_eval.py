@@ -2,7 +2,7 @@
 
 It accepts lmms-eval's arguments and writes a results JSON in lmms-eval 0.7.3's layout
 (``<output_path>/<model subdir>/<date>_results.json`` with ``results``, ``group_subtasks``, ``n-samples``,
-``config.model_args``) plus a ``holitom_summary.json``, so the runner's mechanics (resume, validation,
+``config.model_args``) plus a ``<stamp>_holitom_summary.json``, so the runner's mechanics (resume, validation,
 failure handling) can be tested in a real subprocess without a model. Nothing of lmms-eval is imported.
 
 Environment:
@@ -11,7 +11,8 @@ Environment:
 * ``FAKE_LMMS_EVAL_MODE`` — ``pattern=mode[@once];...`` (glob over the run name, taken from the output path):
   ``ok``; ``noresults`` (exit 0, write nothing — lmms-eval's behaviour on most errors); ``crash`` (half a
   results file, exit 1); ``wrong_n`` (one sample short); ``errors`` (summary reports 2 model errors);
-  ``kill_parent`` (half a results file, then SIGKILL the sweep process); ``sleep`` (hang for 60 s).
+  ``kill_parent`` (half a results file, then SIGKILL the sweep process); ``sleep`` (hang for 60 s); ``linger``
+  (complete results, then hang for 60 s).
   ``@once``: only on the first invocation for that run (state in ``FAKE_LMMS_EVAL_STATE``, a folder).
 * ``FAKE_N_DOCS`` — documents per task (default 10).
 
@@ -115,9 +116,12 @@ def main(argv: list[str]) -> int:
     summary = {leaf: {"samples": n_samples[leaf]["effective"], "errors": 2 if mode == "errors" else 0,
                       "mean_outer_tokens": 100.0, "mean_inner_tokens": 50.0, "mean_tflops": 1.5,
                       "mean_ttft_ms": 10.0} for leaf in n_samples}
-    (folder / "holitom_summary.json").write_text(json.dumps(summary), encoding="utf-8")
+    summary_file = results_file.with_name(results_file.name.replace("_results.json", "_holitom_summary.json"))
+    summary_file.write_text(json.dumps(summary), encoding="utf-8")  # the plugin's: same stamp
     results_file.write_text(json.dumps(data, indent=2), encoding="utf-8")
     print("fake lmms-eval: done", flush=True)
+    if mode == "linger":  # complete results written, then still busy (as lmms-eval logging or saving samples)
+        time.sleep(60)
     return 0
 
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lmms_holitom.integrations.lmms_eval.records import stats_files
+
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = ROOT / "task_overrides"
 VENV_BIN = Path(sys.executable).parent
@@ -35,9 +37,13 @@ class CliRun:
     def model_dir(self) -> Path:
         return self.out_dir / "tiny"
 
-    def results(self) -> dict[str, Any] | None:
+    def results_file(self) -> Path | None:
         files = sorted(self.model_dir.glob("*_results.json")) if self.model_dir.is_dir() else []
-        return json.loads(files[-1].read_text()) if files else None
+        return files[-1] if files else None
+
+    def results(self) -> dict[str, Any] | None:
+        path = self.results_file()
+        return json.loads(path.read_text()) if path else None
 
     def samples(self, task: str) -> list[dict[str, Any]]:
         files = sorted(self.model_dir.glob(f"*_samples_{task}.jsonl"))
@@ -45,10 +51,23 @@ class CliRun:
         return read_jsonl(files[-1])
 
     def stats(self) -> list[dict[str, Any]]:
-        return read_jsonl(self.model_dir / "holitom_stats.jsonl")
+        """The sample lines paired with this run's results file (`records.stats_files`)."""
+        return read_jsonl(stats_files(self._results_file())[0])
 
     def summary(self) -> dict[str, Any]:
-        return json.loads((self.model_dir / "holitom_summary.json").read_text())
+        return json.loads(stats_files(self._results_file())[1].read_text())
+
+    def _results_file(self) -> Path:
+        path = self.results_file()
+        assert path is not None, f"no results file under {self.model_dir}:\n{self.output[-3000:]}"
+        return path
+
+
+def only_file(folder: Path, pattern: str) -> Path:
+    """The one file of ``folder`` matching ``pattern`` (one evaluation wrote there)."""
+    files = sorted(folder.glob(pattern))
+    assert len(files) == 1, f"{pattern} in {folder}: {[f.name for f in files]}"
+    return files[0]
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

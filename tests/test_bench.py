@@ -128,8 +128,9 @@ def test_outputs(result: dict, tmp_path: Path) -> None:
     loaded = json.loads(path.read_text())
     assert loaded["settings"][0]["ratios"]["ttft"] == pytest.approx(1.0)
     pytest.importorskip("matplotlib")
-    write_plot(result, tmp_path / "bench.png")
+    fig = write_plot(result, tmp_path / "bench.png")
     assert (tmp_path / "bench.png").stat().st_size > 0
+    assert "1 repeat per setting: no spread shown" in fig.get_supxlabel()
     assert any(t["target"].startswith("LLM-side peak memory") for t in result["targets"])
 
 
@@ -143,7 +144,10 @@ def test_cli_dense_only(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert code == 0
     data = json.loads(out.read_text())
     assert [r["name"] for r in data["settings"]] == ["dense"]
-    assert "dense" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "dense" in out
+    # one repeat has no spread: the table says that disagreeing repeats (DISAGREE_RATIO) cannot be seen
+    assert "1 repeat per setting: no spread, so disagreeing repeats cannot be seen (use --repeats 3)" in out
 
 
 # ---------------------------------------------------------------------------------------------- pieces

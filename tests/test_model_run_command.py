@@ -20,6 +20,38 @@ def test_run_answers_and_prints_stats(mp4_clip, capsys):
     assert "method holitom | frames 4 | visual tokens 785 -> " in out
     assert "in layers >= 2" in out
     assert "timings (ms): vision" in out
+    # the 16-frame clip gives 4 distinct frames: no repeat note; the tiny model's gibberish is explained
+    notes = [line for line in out.splitlines() if line.startswith("note: ")]
+    assert notes == [RANDOM_NOTE.format("tiny")]
+
+
+RANDOM_NOTE = ("note: {} has random weights: its answer is meaningless tokens, often bytes that are not UTF-8 text "
+               "(printed as \ufffd)")
+
+
+def test_run_one_frame_video_says_frames_repeat(tmp_path, capsys):
+    from plugin_fixtures import write_clip
+
+    clip = write_clip(tmp_path / "one.mp4", frames=1)
+    assert main(["run", str(clip), "-q", "what?", *FAST]) == 0
+    out = capsys.readouterr().out
+    assert "method holitom | frames 4 | visual tokens 785 -> " in out
+    assert ("note: the video has 1 frame: --max-frames 4 samples uniformly (linspace, as lmms-eval's "
+            "llava_onevision does), so frames repeat (1 distinct of 4)") in out.splitlines()
+
+
+def test_run_notes_name_broken_text_of_a_real_checkpoint() -> None:
+    from lmms_holitom.commands.run import run_notes
+
+    stats = {"frames": 4}
+    assert run_notes(4, 10, 1, stats, "a\ufffdb", "llava_onevision", None) == [
+        "the answer contains \ufffd: the generated tokens are bytes that do not form UTF-8 text"]
+    assert run_notes(4, 10, 1, stats, "fine", "llava_onevision", None) == []
+    assert run_notes(8, 3, 2, stats, "fine", "qwen3_vl", None) == [
+        "the video has 3 frames: --max-frames 8 samples uniformly (linspace, as lmms-eval's llava_onevision does), "
+        "so frames repeat (3 distinct of 8)",
+        "frames 4 counts qwen3_vl's temporal patches: it encodes every 2 consecutive sampled frames as one "
+        "(8 sampled -> 4)"]
 
 
 def test_run_json_stats(mp4_clip, capsys):
@@ -33,6 +65,7 @@ def test_run_json_stats(mp4_clip, capsys):
     assert stats["dense_tokens"] == 4 * 196 + 1
     assert stats["outer_tokens"] == 4 * round(0.25 * 196) + 1
     assert stats["prompt_tokens_dense"] - stats["prompt_tokens"] == stats["dense_tokens"] - stats["outer_tokens"]
+    assert result["notes"] == [RANDOM_NOTE.format("tiny")[len("note: "):]]
 
 
 def test_run_default_merge_layer_fits_the_model(mp4_clip, capsys):
@@ -79,6 +112,18 @@ def test_run_bad_settings(mp4_clip, tmp_path, capsys):
     assert "--max-frames must be >= 1" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("flag", "value", "high"), [("--max-frames", "99999999999999999999", 4096),
+                                                     ("--max-frames", "4097", 4096),
+                                                     ("--max-new-tokens", "1000001", 1_000_000),
+                                                     ("--probe-chunk", "99999999999999999999", 4096)])
+def test_run_size_flags_have_the_model_args_upper_bounds(mp4_clip, capsys, flag, value, high):
+    """The bounds of the lmms-eval model args (max_frames_num 1-4096, max_new_tokens 1-1000000), checked before any
+    decoding or loading: one line naming the flag, never numpy's 'Maximum allowed size exceeded'."""
+    assert main(["run", str(mp4_clip), "-q", "what?", flag, value]) == 2
+    err = capsys.readouterr().err
+    assert err == f"holitom run: error: {flag} must be an integer in [1, {high}], got {value}\n"
+
+
 # ---------------------------------------------------------------------------------------------- Qwen-VL
 QWEN = ["tiny-qwen2.5-vl", "tiny-qwen3-vl"]
 QWEN_FAST = ["--max-frames", "8", "--max-new-tokens", "3"]  # 8 frames -> 4 temporal groups of 4 tokens (64×48)
@@ -94,6 +139,10 @@ def test_run_qwen_answers_and_prints_stats(mp4_clip, capsys, name):
     # nothing static (tau > 1): ceil(4 · 0.5) per group; K: 18 of 28 layers -> 3 of the tiny decoder's 4, r = 0.5
     assert "method holitom | frames 4 | visual tokens 16 -> 8 (50.0%) -> 4 in layers >= 3" in out
     assert "timings (ms): vision" in out
+    model_type = {"tiny-qwen2.5-vl": "qwen2_5_vl", "tiny-qwen3-vl": "qwen3_vl"}[name]
+    notes = [line for line in out.splitlines() if line.startswith("note: ")]
+    assert notes == [f"note: frames 4 counts {model_type}'s temporal patches: it encodes every 2 consecutive "
+                     "sampled frames as one (8 sampled -> 4)", RANDOM_NOTE.format(name)]
 
 
 @pytest.mark.parametrize("name", QWEN)

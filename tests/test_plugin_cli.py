@@ -8,14 +8,19 @@ an unknown model arg, and the demo.
 
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
-from plugin_fixtures import FRAMES, HOLITOM_ARGS, ROOT, CliRun, cli_env, run_lmms_eval
+from plugin_fixtures import FRAMES, HOLITOM_ARGS, ROOT, CliRun, cli_env, only_file, read_jsonl, run_lmms_eval
 
+from lmms_holitom.integrations.lmms_eval.records import stats_files
 from lmms_holitom.integrations.lmms_eval.visuals import FAILED_ANSWER
+from lmms_holitom.sweep.results import parse_model_args
 
 pytestmark = pytest.mark.slow
 
@@ -94,7 +99,7 @@ def test_single_run_stats(single: CliRun) -> None:
     summary = single.summary()["holitom_smoke"]
     assert summary["samples"] == SMOKE_DOCS and summary["errors"] == 0
     assert summary["mean_outer_tokens"] < summary["mean_dense_tokens"] == dense
-    assert (single.model_dir / "holitom_stats.rank0.jsonl").is_file()
+    assert only_file(single.model_dir, "*_holitom_stats.*.rank0.jsonl").is_file()
     assert f"[holitom] holitom_smoke: {SMOKE_DOCS} samples, 0 video errors" in single.output
 
 
@@ -108,7 +113,7 @@ def test_two_processes_cover_every_document_once(two_procs: CliRun) -> None:
     assert {r["rank"] for r in stats} == {0, 1}
     assert {r["doc_id"] for r in stats if r["rank"] == 1} == {1, 3}
     for rank in (0, 1):
-        assert (two_procs.model_dir / f"holitom_stats.rank{rank}.jsonl").is_file()
+        assert only_file(two_procs.model_dir, f"*_holitom_stats.*.rank{rank}.jsonl").is_file()
     assert two_procs.summary()["holitom_smoke"]["samples"] == 5
     assert "2 processes (data parallel" in two_procs.output
 
@@ -123,6 +128,49 @@ def test_two_processes_match_single_process(single: CliRun, two_procs: CliRun) -
     assert {r["doc_id"]: (r["outer_tokens"], r["inner_tokens"]) for r in two_procs.stats()} == {
         d: tokens_one[d] for d in range(5)
     }
+
+
+# ------------------------------------------------------------ several evaluations into one --output_path
+def test_concurrent_and_successive_evaluations_keep_their_own_statistics(single: CliRun, tmp_path: Path,
+                                                                       clips: Path) -> None:
+    """Two lmms-eval runs into one --output_path at once, into a folder that already holds an earlier run:
+    three results files, each paired (by lmms-eval's stamp) with complete statistics of its own evaluation."""
+    _ok(single)
+    shutil.copytree(single.model_dir, tmp_path / "tiny")  # the earlier evaluation (the demo's HoliTom run)
+    earlier = {p.name: p.read_bytes() for p in (tmp_path / "tiny").iterdir()}
+    # lmms-eval names results by the second in --timezone: two timezones keep the names apart even when both
+    # runs start in the same second (lmms-eval itself would then write both results into one file)
+    settings = {"holitom": (f"{COMMON},{HOLITOM_ARGS}", 3, "UTC"), "dense": (f"{COMMON},method=dense", 2, "Asia/Tokyo")}
+    runs: dict[str, CliRun] = {}
+
+    def run(name: str) -> None:
+        args, limit, timezone = settings[name]
+        runs[name] = run_lmms_eval(tmp_path, args, env=cli_env(clips), extra=("--limit", str(limit), "--timezone",
+                                                                               timezone))
+
+    threads = [threading.Thread(target=run, args=(name,)) for name in settings]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for name, run_ in runs.items():
+        assert run_.returncode == 0 and "Traceback" not in run_.output, f"{name}:\n{run_.output[-4000:]}"
+    results = sorted((tmp_path / "tiny").glob("*_results.json"))
+    assert len(results) == 3, [p.name for p in results]
+    assert all((tmp_path / "tiny" / name).read_bytes() == data for name, data in earlier.items())  # untouched
+    seen = []
+    for path in results:
+        data = json.loads(path.read_text())
+        lines = read_jsonl(stats_files(path)[0])
+        summary = json.loads(stats_files(path)[1].read_text())
+        task = data["results"]["holitom_smoke"]
+        n = data["n-samples"]["holitom_smoke"]["effective"]
+        method = parse_model_args(data["config"]["model_args"])["method"]
+        assert [r["doc_id"] for r in lines] == list(range(n)) and {r["method"] for r in lines} == {method}
+        assert summary == {"holitom_smoke": summary["holitom_smoke"]} and summary["holitom_smoke"]["samples"] == n
+        assert "accuracy,none" in task
+        seen.append((method, n))
+    assert sorted(seen) == [("dense", 2), ("holitom", 3), ("holitom", SMOKE_DOCS)]
 
 
 # ------------------------------------------------------------------- env vars + corrupt clip reporting
@@ -167,4 +215,4 @@ def test_demo(demo: tuple[subprocess.CompletedProcess, Path]) -> None:
                   "visual tokens after layer K (inner)", "LLM TFLOPs, this method", "wall time of the run (s)"):
         assert label in proc.stdout
     for run in ("dense", "holitom"):
-        assert (out / run / "tiny" / "holitom_summary.json").is_file()
+        assert only_file(out / run / "tiny", "*_holitom_summary.json").is_file()

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from plugin_fixtures import cli_env, read_jsonl, run_lmms_eval
 
+from lmms_holitom.integrations.lmms_eval.records import stats_files
+
 pytestmark = pytest.mark.slow
 
 PIXELS = "min_pixels=3136,max_pixels=12544,max_num_frames=8,device=cpu"
@@ -36,7 +38,7 @@ def test_dense_and_holitom_runs(tmp_path, clips, model, name):
         results = sorted(model_dir(out, name).glob("*_results.json"))
         assert results, f"no results file:\n{run.output[-4000:]}"
         assert json.loads(results[-1].read_text())["n-samples"]["holitom_smoke"]["effective"] == DOCS
-        records = read_jsonl(model_dir(out, name) / "holitom_stats.jsonl")
+        records = read_jsonl(stats_files(results[-1])[0])  # the statistics of this evaluation
         assert len(records) == DOCS
         # qwen_vl_utils (lmms-eval's own reader for these models) cannot read the one-frame clip: that sample is
         # one recorded failure naming the file, the others are answered

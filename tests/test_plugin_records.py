@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from plugin_fixtures import ORIGINAL_ENV, write_clip
+from plugin_fixtures import ORIGINAL_ENV, only_file, write_clip
 
 from lmms_holitom.config import HoliTomConfig
 from lmms_holitom.integrations.lmms_eval.records import RECORD_KEYS
@@ -82,7 +82,7 @@ def test_second_generate_until_appends_and_records_images_apart(lm, tmp_path: Pa
     lm.on_video_error = "record"
     lm.generate_until([_request(0, lambda doc: [doc["video"]])])
     lm.generate_until([_request(1, lambda doc: [doc["video"]]), _request(2, lambda doc: [image])])
-    lines = [json.loads(x) for x in (lm.stats_dir / "holitom_stats.jsonl").read_text().splitlines()]
+    lines = [json.loads(x) for x in only_file(lm.stats_dir, "*_holitom_stats.jsonl").read_text().splitlines()]
     assert [r["doc_id"] for r in lines] == [0, 1, 2]  # the first call's line survived the second call
     assert all(list(r) == list(RECORD_KEYS) for r in lines)
     video, failed, img = lines
@@ -95,8 +95,72 @@ def test_second_generate_until_appends_and_records_images_apart(lm, tmp_path: Pa
     assert all(r["settings"] == settings for r in lines)
     assert img["modality"] == "image" and img["image_tokens"] > 0 and img["tflops"] > 0
     assert img["dense_tokens"] is None and img["outer_tokens"] is None
-    summary = json.loads((lm.stats_dir / "holitom_summary.json").read_text())["t"]
+    summary = json.loads(only_file(lm.stats_dir, "*_holitom_summary.json").read_text())["t"]
     assert (summary["samples"], summary["errors"], summary["video_samples"], summary["image_samples"]) == (3, 1, 1, 1)
     assert summary["mean_outer_tokens"] == video["outer_tokens"]  # the image did not pull the mean to zero
     assert summary["mean_tflops"] == video["tflops"] and summary["mean_image_tokens"] == img["image_tokens"]
     assert summary["comparable"] is False
+
+
+@pytest.fixture
+def fresh_lm(clean_env, tmp_path):
+    """A model of its own (one evaluation, its own stats folder) for the tests that break its files."""
+    from lmms_holitom.integrations.lmms_eval.llava import LlavaOneVisionHoliTom
+
+    model = LlavaOneVisionHoliTom(pretrained="tiny", device="cpu", max_frames_num="2", retain_ratio="0.25",
+                                  stats_path=str(tmp_path / "stats"))
+    model.task_dict = {"t": {"test": [{"video": str(write_clip(tmp_path / "clip.mp4", frames=4))}] * 3}}
+    return model
+
+
+@pytest.fixture
+def warnings_logged():
+    """The warnings loguru logs during a test (the plugin logs through loguru, as lmms-eval does)."""
+    from loguru import logger
+
+    messages: list[str] = []
+    handler = logger.add(lambda m: messages.append(m.record["message"]), level="WARNING")
+    yield messages
+    logger.remove(handler)
+
+
+def test_corrupt_rank_file_is_named_and_never_stops_the_answers(fresh_lm, warnings_logged) -> None:
+    fresh_lm.generate_until([_request(0, lambda doc: [doc["video"]])])
+    rank_file = only_file(fresh_lm.stats_dir, "*.rank0.jsonl")
+    with rank_file.open("a") as fh:  # what two writers interleaving on one file used to leave
+        fh.write('{"doc_id": 5, "task": "t", "spl\n')
+    answers = fresh_lm.generate_until([_request(i, lambda doc: [doc["video"]]) for i in (1, 2)])
+    assert len(answers) == 2 and all(isinstance(a, str) for a in answers)
+    lines = [json.loads(x) for x in only_file(fresh_lm.stats_dir, "*_holitom_stats.jsonl").read_text().splitlines()]
+    assert [r["doc_id"] for r in lines] == [0, 1, 2]
+    summary = json.loads(only_file(fresh_lm.stats_dir, "*_holitom_summary.json").read_text())
+    assert summary["t"]["samples"] == 3
+    assert summary["_problems"] == [f"{rank_file.name}: 1 corrupt line(s) skipped (line 2)"]
+    summary_name = only_file(fresh_lm.stats_dir, "*_holitom_summary.json").name
+    assert warnings_logged == [f"[holitom] statistics incomplete ({summary_name}): {rank_file.name}: 1 corrupt "
+                               "line(s) skipped (line 2)"]
+
+
+def test_unwritable_statistics_never_stop_the_answers(fresh_lm, warnings_logged) -> None:
+    fresh_lm.generate_until([_request(0, lambda doc: [doc["video"]])])
+    merged = only_file(fresh_lm.stats_dir, "*_holitom_stats.jsonl")
+    merged.unlink()
+    merged.mkdir()  # the merged file cannot be replaced any more
+    answers = fresh_lm.generate_until([_request(1, lambda doc: [doc["video"]])])
+    assert len(answers) == 1 and isinstance(answers[0], str)
+    assert len(warnings_logged) == 1 and "statistics not merged: IsADirectoryError" in warnings_logged[0]
+    summary = json.loads(only_file(fresh_lm.stats_dir, "*_holitom_summary.json").read_text())
+    assert list(summary) == ["_problems"] and "IsADirectoryError" in summary["_problems"][0]
+
+
+def test_unwritable_rank_file_is_noted_and_never_stops_the_answers(fresh_lm, warnings_logged) -> None:
+    rank_file = fresh_lm.stats_dir / fresh_lm._recorder.evaluation.rank_file_name(0)
+    rank_file.mkdir(parents=True)  # the rank file cannot be opened
+    answers = fresh_lm.generate_until([_request(i, lambda doc: [doc["video"]]) for i in (0, 1)])
+    assert len(answers) == 2 and all(isinstance(a, str) for a in answers)
+    summary = json.loads(only_file(fresh_lm.stats_dir, "*_holitom_summary.json").read_text())
+    assert list(summary) == ["_problems"]  # no counts that would pass for complete ones
+    written, read = summary["_problems"]
+    assert written.startswith(f"rank 0 could not write {rank_file}: [Errno 21] Is a directory")
+    assert read.startswith(f"{rank_file.name} is unreadable: [Errno 21] Is a directory")
+    assert warnings_logged[0] == f"[holitom] statistics: {written} (later samples are not written)"

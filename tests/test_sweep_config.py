@@ -43,10 +43,10 @@ def test_all_problems_reported_at_once():
     expected = [
         "top level: unknown key 'colour'",
         "model: unknown key 'flash'",
-        "model.max_frames_num must be an integer >= 1, got 0",
+        "model.max_frames_num must be an integer in [1, 4096], got 0",
         "launcher: unknown key 'portt'",
         "launcher.type must be one of python, accelerate, got 'mpirun'",
-        "limit must be an integer >= 1, got 0",
+        "limit must be an integer in [1, 1000000000], got 0",
         "runs[0] 'a': retain_ratio must be in (0, 1], got 1.5",
         "duplicate run name 'a' (runs[0] 'a' and runs[1] 'a')",
         "runs[2] 'b': unknown key 'tua' (did you mean 'tau'?",

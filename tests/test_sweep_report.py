@@ -20,8 +20,9 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def make_run(root: Path, name: str, params: str, *, mvb: tuple[float, float], ego: float, lvb: float, vmme: float,
-             extra: dict[str, float] | None = None, summary: dict | None = None, frames: int = 32) -> None:
-    """A run folder as the sweep leaves it: run.json + lmms_eval/<model>/<date>_results.json (+ summary).
+             extra: dict[str, float] | None = None, summary: dict | str | None = None, frames: int = 32) -> None:
+    """A run folder as the sweep leaves it: run.json + lmms_eval/<model>/<date>_results.json + the plugin's
+    <date>_holitom_summary.json (``summary``: entries over a clean one; ``"none"``: no summary file).
 
     ``mvb``: half the MVBench subtasks score the first value, half the second.
     """
@@ -44,8 +45,10 @@ def make_run(root: Path, name: str, params: str, *, mvb: tuple[float, float], eg
     folder = root / name / "lmms_eval" / "llava-hf__llava-onevision-qwen2-7b-ov-hf"
     folder.mkdir(parents=True)
     (folder / "20250101_120000_results.json").write_text(json.dumps(data))
-    if summary is not None:
-        (folder / "holitom_summary.json").write_text(json.dumps(summary))
+    if isinstance(summary, dict) or summary is None:  # the plugin's statistics; tasks left out: clean
+        summary = {**{t: {"samples": 10, "errors": 0} for t in leaves}, **(summary or {})}
+    if summary != "none":
+        (folder / "20250101_120000_holitom_summary.json").write_text(json.dumps(summary))
     (root / name / "run.json").write_text(json.dumps({"status": "done", "model_args": model_args}))
 
 
@@ -209,3 +212,22 @@ def test_every_registry_method_is_reported_and_plotted(tmp_path: Path):
         assert row["TFLOPs"] == f"≈{want:.1f}" and want < 3.4  # 627 tokens, fewer than HoliTom's counted 640
     retain_plot = next(p for p in written if p.name == "accuracy_vs_retain_ratio.png")
     assert retain_plot.read_bytes().startswith(PNG)
+
+
+def test_percent_of_dense_names_why_it_is_missing(tmp_path: Path) -> None:
+    """`% of dense` is a number or ``n/a (why)`` — never blank: dense scored 0 (random weights), no dense run for that
+    checkpoint and frame count."""
+    from test_plots_sweep import smoke_run
+
+    root = tmp_path / "zero"
+    smoke_run(root, "dense", "method=dense", score=0.0, tflops=1e-3)
+    smoke_run(root, "holitom", "method=holitom,retain_ratio=0.25", score=0.5, tflops=1e-4)
+    rows = {r.name: r for r in build_report(root).rows}
+    assert rows["holitom"].pct_dense is None and rows["holitom"].pct_dense_reason == "dense scored 0"
+    assert "| n/a (dense scored 0) |" in to_markdown(build_report(root))
+
+    lonely = tmp_path / "lonely"
+    smoke_run(lonely, "holitom-r0.1", "method=holitom,retain_ratio=0.1", score=0.5, tflops=1e-4)
+    (row,) = build_report(lonely).rows
+    assert (row.pct_dense, row.pct_dense_reason) == (None, "no dense run")
+    assert "| n/a (no dense run) |" in to_markdown(build_report(lonely))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lmms_holitom.sweep.results import check_run, expected_effective, find_results_file
+from lmms_holitom.sweep.results import check_run, expected_effective, find_results_file, score_metric
 
 MVB = [f"mvbench_{s}" for s in ("action_sequence", "moving_count", "action_prediction")]
 ARGS = "pretrained=lmms-lab/llava-onevision-qwen2-7b-ov,method=holitom,retain_ratio=0.15"
@@ -20,7 +20,9 @@ def write_results(run_dir: Path, *, tasks: dict[str, tuple[int, int]], groups: d
     folder.mkdir(parents=True, exist_ok=True)
     groups = groups or {}
     results = {g: {"alias": g} for g in groups}
-    results.update({t: {"alias": t, "acc,none": 50.0, "acc_stderr,none": 1.0} for t in tasks})
+    for t in tasks:  # each task's own score metric, half its scale
+        metric, scale = score_metric(t) or ("acc", 100.0)
+        results[t] = {"alias": t, f"{metric},none": scale / 2, f"{metric}_stderr,none": 1.0}
     data = {
         "results": results,
         "group_subtasks": {**{g: m for g, m in groups.items()},
@@ -31,7 +33,7 @@ def write_results(run_dir: Path, *, tasks: dict[str, tuple[int, int]], groups: d
     path = folder / f"{stamp}_results.json"
     path.write_text(json.dumps(data), encoding="utf-8")
     if summary is not None:
-        (folder / "holitom_summary.json").write_text(json.dumps(summary), encoding="utf-8")
+        (folder / f"{stamp}_holitom_summary.json").write_text(json.dumps(summary), encoding="utf-8")
     return path
 
 

@@ -112,7 +112,7 @@ def test_video_errors_beside_the_scores_and_not_comparable(tmp_path: Path):
         _results(folder, json.dumps(data))
         summary = {"videomme": {"samples": 4, "errors": errors, "error_doc_ids": list(range(errors))},
                    "faketask": {"samples": 4, "errors": 0, "error_doc_ids": []}}
-        (folder / "holitom_summary.json").write_text(json.dumps(summary))
+        (folder / "20260101_000000_holitom_summary.json").write_text(json.dumps(summary))
     report = build_report(tmp_path)
     lines = {line.split("|")[1].strip(): line for line in to_markdown(report).splitlines() if line.startswith("| ")}
     assert "video errors" in lines["run"]

@@ -26,7 +26,8 @@ setting (dense, HoliTom w/o M, HoliTom, VisionZip, FastV at the requested retain
 Warm-up calls precede the timed ones; repeats are interleaved round-robin over the settings (so drift hits
 every setting alike); median, min, max and "best" (min time / max speed) are reported, and every figure is
 also given as a ratio to the dense setting of the same run (dense = 1.0), from the medians by default
-(``stat="best"`` on a shared, noisy machine).
+(``stat="best"`` on a shared, noisy machine). Repeats of a figure that disagree (max / min >
+`summary.DISAGREE_RATIO` = 1.5) are marked ``!`` in the table and the plot, with a warning naming them.
 
 The **probe study** times the vision tower alone on the same frames three ways: as is (SDPA, no probe), with
 the model's `VisionSaliencyProbe` on the feature layer (HoliTom's way), and an eager-attention copy of the
@@ -49,10 +50,12 @@ Modules (each small, each with its own docstring):
 * `qwen` — Qwen VL's processor-format inputs (`qwen_inputs`) and cost-model shape (`qwen_shape`);
 * `meters` — `Clock`, the memory meters, `RssSampler`, `PhaseHooks`, KV-cache bytes;
 * `runner` — `load_model`, the `Runner` of ``generate`` calls and the measurement loop;
-* `summary` — statistics, per-setting records, ratios to dense, targets (`SETTING_FIELDS`, `TIMING_FIELDS`);
+* `summary` — statistics, per-setting records, ratios to dense, targets (`SETTING_FIELDS`, `TIMING_FIELDS`),
+  repeats that disagree (`DISAGREE_RATIO`, `disagreements`);
 * `probe` — the probe study;
 * `engine` — `run_bench`, which ties them together;
-* `report` — `format_table`, `write_json`, `write_plot`.
+* `report` — `format_table`, `write_json`, `write_plot`;
+* `figure` — `bench_figure`: one panel per stage, the statistic with its min–max, log panels for wide ranges.
 """
 
 from __future__ import annotations

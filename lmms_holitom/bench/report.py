@@ -1,4 +1,4 @@
-"""Outputs of a bench result: the human-readable table, the JSON file and the speedup bar chart.
+"""Outputs of a bench result: the human-readable table, the JSON file and the figure (`bench.figure`).
 
 Each takes the result dict of `run_bench` (or one loaded back from its JSON) and nothing else.
 """
@@ -10,9 +10,10 @@ import math
 from pathlib import Path
 from typing import Any
 
+from lmms_holitom.bench.summary import DISAGREE_RATIO, disagreements
 from lmms_holitom.methods import get_method
 
-__all__ = ["format_table", "write_json", "write_plot"]
+__all__ = ["format_table", "frames_text", "spread_lines", "write_json", "write_plot"]
 
 
 def _fmt(value: float | None, spec: str = ".1f") -> str:
@@ -20,7 +21,7 @@ def _fmt(value: float | None, spec: str = ".1f") -> str:
     return "-" if value is None or (isinstance(value, float) and not math.isfinite(value)) else format(value, spec)
 
 
-def _frames(meta: dict[str, Any]) -> str:
+def frames_text(meta: dict[str, Any]) -> str:
     """``F frames``, or for Qwen VL ``F frames = G temporal groups`` (a HoliTom frame is one group)."""
     groups = meta.get("holitom_frames", meta["frames"])
     return f"{meta['frames']} frames" + ("" if groups == meta["frames"] else f" = {groups} temporal groups")
@@ -30,12 +31,12 @@ def _header(meta: dict[str, Any], stat: str) -> str:
     """The first line: model, device, dtype, input sizes and the statistic shown."""
     stat_label = "medians" if stat == "median" else "best of the repeats: min time, max tok/s"
     return (f"{meta['model']} ({meta['model_class']}), {meta['device']} {meta['device_name']}, {meta['dtype']}, "
-            f"{_frames(meta)} x {meta['tokens_per_frame']} tokens, prompt {meta['prompt_tokens']} tokens, "
+            f"{frames_text(meta)} x {meta['tokens_per_frame']} tokens, prompt {meta['prompt_tokens']} tokens, "
             f"{meta['new_tokens']} new tokens, warmup {meta['warmup']}, repeats {meta['repeats']} ({stat_label})")
 
 
 def _setting_row(r: dict[str, Any], stat: str) -> str:
-    """One setting's row of the table."""
+    """One setting's row of the table (`` !`` at the end when its repeats disagree)."""
     t = r["timings_ms"]
     mem = r["memory"] or {}
     return (
@@ -46,8 +47,25 @@ def _setting_row(r: dict[str, Any], stat: str) -> str:
         f"{_fmt(r['decode_tok_s'][stat]):>7} {_fmt(r['speedups']['decode'], '.2f'):>6} "
         f"{_fmt(mem.get('peak_mb')):>8} {_fmt(r['ratios']['peak_memory'], '.2f'):>5} "
         f"{_fmt(mem.get('llm_peak_mb')):>7} {_fmt(r['ratios']['llm_peak_memory'], '.2f'):>5} "
-        f"{_fmt(mem.get('kv_cache_mb'), '.2f'):>7}"
+        f"{_fmt(mem.get('kv_cache_mb'), '.2f'):>7}" + (" !" if disagreements(r) else "")
     )
+
+
+def spread_lines(result: dict[str, Any]) -> list[str]:
+    """The warning when a setting's repeats disagree (`DISAGREE_RATIO`), one line per such setting; or the note
+    that one repeat shows no spread."""
+    repeats = result["meta"]["repeats"]
+    if repeats < 2:
+        return [f"{repeats} repeat per setting: no spread, so disagreeing repeats cannot be seen (use --repeats 3)"]
+    bad = {r["name"]: disagreements(r) for r in result["settings"]}
+    bad = {name: figures for name, figures in bad.items() if figures}
+    if not bad:
+        return []
+    lines = [f"WARNING: repeats disagree (max/min > {DISAGREE_RATIO:g} over {repeats} repeats; a shared or busy "
+             f"machine?) in {len(bad)} of {len(result['settings'])} settings, marked !: these figures are not "
+             "stable; rerun with more --repeats on a quiet machine"]
+    lines += [f"  ! {name}: " + ", ".join(f"{k} {v:.2f}x" for k, v in figures.items()) for name, figures in bad.items()]
+    return lines
 
 
 def _probe_lines(probe: dict[str, Any], stat: str) -> list[str]:
@@ -91,6 +109,7 @@ def format_table(result: dict[str, Any]) -> str:
     lines += [_setting_row(r, stat) for r in result["settings"]]
     lines.append("vision/merge/prefill/TTFT in ms; merge = outer + inner; prefill = LLM prefill (incl. inner merge); "
                  "(x) = speedup vs dense (memory: ratio to dense)")
+    lines += spread_lines(result)
     if result["settings"] and result["settings"][0].get("memory"):
         lines.append(f"peak MB: {meta['memory_measure']}; LLM MB: the same after the vision tower "
                      "(projector, pooling, merge, prefill, decoding); KV MB: the cache after decoding")
@@ -116,32 +135,11 @@ def write_json(result: dict[str, Any], path: str | Path) -> None:
     path.write_text(json.dumps(result, indent=1, default=str))
 
 
-def write_plot(result: dict[str, Any], path: str | Path) -> None:
-    """Bar chart: TTFT and decoding speedups (and LLM prefill speedup) vs dense, per setting (matplotlib Agg)."""
-    import matplotlib
+def write_plot(result: dict[str, Any], path: str | Path) -> Any:
+    """Write `bench.figure.bench_figure` as a PNG (atomically, parent folders created); returns the Figure."""
+    from lmms_holitom.bench.figure import bench_figure
+    from lmms_holitom.figures import save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = result["settings"]
-    names = [r["name"] for r in rows]
-    series = [("TTFT speedup", [r["speedups"]["ttft"] for r in rows]),
-              ("LLM prefill speedup", [r["speedups"]["llm_prefill"] for r in rows]),
-              ("decode speed ratio", [r["speedups"]["decode"] for r in rows])]
-    width = 0.8 / len(series)
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(rows) + 2), 4.2))
-    for i, (label, values) in enumerate(series):
-        xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(rows))]
-        ax.bar(xs, [v if v is not None else 0.0 for v in values], width, label=label)
-    ax.axhline(1.0, color="black", linewidth=0.8, linestyle="--")
-    ax.set_xticks(range(len(rows)))
-    ax.set_xticklabels(names, rotation=30, ha="right")
-    ax.set_ylabel("x dense (higher is faster)")
-    meta = result["meta"]
-    ax.set_title(f"{meta['model']}, {meta['frames']} frames, {meta['device']} ({meta['dtype']})")
-    ax.legend()
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    fig = bench_figure(result)
+    save_png(fig, path)
+    return fig

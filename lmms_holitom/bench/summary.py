@@ -1,8 +1,9 @@
 """From raw measurements to the JSON record of each setting: statistics, ratios to dense and the targets.
 
 Pure functions over plain data: `summarize` (median/min/max/best of the repeats), `setting_result` (one
-setting's record, keys `SETTING_FIELDS`), `add_ratios` (every figure relative to dense) and `targets` (the
-performance targets, each with whether it applies on this run and whether it passes).
+setting's record, keys `SETTING_FIELDS`), `add_ratios` (every figure relative to dense), `targets` (the
+performance targets, each with whether it applies on this run and whether it passes) and `disagreements` (the
+figures whose repeats disagree, see `DISAGREE_RATIO`).
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from lmms_holitom.bench.settings import Setting
 from lmms_holitom.flops import ModelShape, setting_flops, vision_flops
 from lmms_holitom.methods import DENSE, HOLITOM
 
-__all__ = ["SETTING_FIELDS", "TIMING_FIELDS", "add_ratios", "dense_stats", "ratio", "setting_result", "summarize",
-           "targets"]
+__all__ = ["DISAGREE_RATIO", "SETTING_FIELDS", "SPREAD_FIGURES", "TIMING_FIELDS", "add_ratios", "dense_stats",
+           "disagreements", "ratio", "setting_result", "spread", "summarize", "targets"]
 
 #: Keys every entry of ``result["settings"]`` has (tests check them).
 SETTING_FIELDS = (
@@ -47,6 +48,19 @@ _RATIO_FIGURES = {
     "visual_tokens_inner": ("visual_tokens", "inner"),
 }
 
+#: Repeats of a figure *disagree* when the largest is more than this many times the smallest (max / min > 1.5):
+#: on a shared or busy machine one repeat was slowed down, and the median of so few repeats is not a stable
+#: figure. The table and the plot warn; rerun with more ``--repeats`` (or ``--stat best``) on a quiet machine.
+DISAGREE_RATIO = 1.5
+#: The timed figures checked for disagreeing repeats (those the table and the plot show): label -> path.
+SPREAD_FIGURES = {
+    "vision": ("timings_ms", "vision"),
+    "merge": ("timings_ms", "merge"),
+    "LLM prefill": ("timings_ms", "llm_prefill"),
+    "TTFT": ("timings_ms", "ttft"),
+    "decode tok/s": ("decode_tok_s",),
+}
+
 
 def summarize(values: Iterable[float], higher_is_better: bool = False) -> dict[str, Any]:
     """``{median, min, max, best, values}`` of the finite values (NaN dropped; all-NaN -> None stats).
@@ -60,6 +74,27 @@ def summarize(values: Iterable[float], higher_is_better: bool = False) -> dict[s
     best = max(finite) if higher_is_better else min(finite)
     return {"median": statistics.median(finite), "min": min(finite), "max": max(finite), "best": best,
             "values": vals}
+
+
+def spread(summary: dict[str, Any] | None) -> float | None:
+    """max / min of a `summarize` dict's finite repeats; None with fewer than 2 of them or a minimum <= 0."""
+    if not summary:
+        return None
+    values = [v for v in summary.get("values") or () if isinstance(v, (int, float)) and math.isfinite(v)]
+    lo, hi = summary.get("min"), summary.get("max")
+    if len(values) < 2 or lo is None or hi is None or lo <= 0:
+        return None
+    return hi / lo
+
+
+def disagreements(record: dict[str, Any]) -> dict[str, float]:
+    """The figures of one setting's record whose repeats disagree: label -> max / min (> `DISAGREE_RATIO`)."""
+    out: dict[str, float] = {}
+    for label, path in SPREAD_FIGURES.items():
+        value = spread(_node(record, path))
+        if value is not None and value > DISAGREE_RATIO:
+            out[label] = value
+    return out
 
 
 def ratio(a: float | None, b: float | None) -> float | None:
@@ -156,13 +191,17 @@ def setting_result(setting: Setting, rec: Record, fallback_stats: dict[str, Any]
     }
 
 
-def _figure(record: dict[str, Any], path: tuple[str, ...], stat: str) -> float | None:
-    """The value at ``path`` in a record; for a `summarize` dict, its ``stat``."""
+def _node(record: dict[str, Any], path: tuple[str, ...]) -> Any:
+    """The value at ``path`` in a record (None where the path ends early)."""
     node: Any = record
     for p in path:
         node = node.get(p) if isinstance(node, dict) else None
-        if node is None:
-            return None
+    return node
+
+
+def _figure(record: dict[str, Any], path: tuple[str, ...], stat: str) -> float | None:
+    """The value at ``path`` in a record; for a `summarize` dict, its ``stat``."""
+    node = _node(record, path)
     return node.get(stat) if isinstance(node, dict) and stat in node else node
 
 

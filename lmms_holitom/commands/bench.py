@@ -15,24 +15,37 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from lmms_holitom.config import BUDGETS, DEFAULTS, METHODS
+from lmms_holitom.values import (
+    MAX_FRAMES,
+    MAX_LAYER,
+    MAX_REPEATS,
+    MAX_SEED,
+    MAX_TOKENS,
+    float_flag,
+    int_flag,
+    parse_float,
+    parse_int,
+)
 
 HELP = "measure vision/merge/prefill time, TTFT, decoding speed and memory, dense vs methods"
 
 
 def _floats(text: str) -> tuple[float, ...]:
     try:
-        return tuple(float(x) for x in text.split(",") if x.strip())
+        return tuple(parse_float("", x) for x in text.split(",") if x.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"must be comma-separated numbers, got {text!r}") from None
 
 
-def _ints(text: str) -> tuple[int, ...]:
+def _chunks(text: str) -> tuple[int, ...]:
     try:
-        return tuple(int(x) for x in text.split(",") if x.strip())
+        return tuple(parse_int("", x, 1, MAX_FRAMES) for x in text.split(",") if x.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"must be comma-separated integers in [1, {MAX_FRAMES}], got {text!r}") \
+            from None
 
 
 def _methods(text: str) -> tuple[str, ...]:
@@ -49,9 +62,9 @@ def _fastv_ratio(text: str) -> float | str:
     if text.strip().lower() == "match":
         return "match"
     try:
-        return float(text)
+        return parse_float("", text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number or 'match', got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"must be a number or 'match', got {text!r}") from None
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -73,36 +86,41 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     study.add_argument("--methods", type=_methods, default=METHODS,
                        help=f"comma list (default: every method, {','.join(METHODS)}); dense always runs")
     study.add_argument("--retain-ratios", type=_floats, default=(0.10, 0.25), help="comma list (default 0.10,0.25)")
-    study.add_argument("--merge-layer", type=int, default=DEFAULTS["merge_layer"],
+    study.add_argument("--merge-layer", type=int_flag(1, MAX_LAYER), default=DEFAULTS["merge_layer"],
                        help=f"HoliTom K (default {DEFAULTS['merge_layer']}); on a model without layer K: "
                        "round(K/28 * layers)")
-    study.add_argument("--merge-ratio", type=float, default=0.5, help="HoliTom r (default 0.5)")
-    study.add_argument("--tau", type=float, default=None, help="default: the paper's 0.65 at retain 10%%, else 0.80")
+    study.add_argument("--merge-ratio", type=float_flag(), default=0.5, help="HoliTom r (default 0.5)")
+    study.add_argument("--tau", type=float_flag(), default=None,
+                       help="default: the paper's 0.65 at retain 10%%, else 0.80")
     study.add_argument("--budget", choices=BUDGETS, default=DEFAULTS["budget"],
                        help="HoliTom's outer merge count: adaptive (default) or exact (F*ceil(retain*N) tokens)")
-    study.add_argument("--fastv-layer", type=int, default=2, help="FastV K (default 2, scaled like --merge-layer)")
+    study.add_argument("--fastv-layer", type=int_flag(1, MAX_LAYER), default=2,
+                       help="FastV K (default 2, scaled like --merge-layer)")
     study.add_argument("--fastv-ratio", type=_fastv_ratio, default=0.8,
                        help="FastV r (default 0.8, the paper's, one run); 'match' = one run per retain ratio "
                             "with r = 1 - retain")
 
     inp = p.add_argument_group("input and measurement")
-    inp.add_argument("--frames", type=int, default=32,
+    inp.add_argument("--frames", type=int_flag(1, MAX_FRAMES), default=32,
                      help="frames of the synthetic video (default 32); Qwen VL: input frames, a multiple of 2 "
                           "(F/2 temporal groups = HoliTom frames, 448x448 px each)")
-    inp.add_argument("--text-tokens", type=int, default=30, help="text tokens around the video (default 30)")
-    inp.add_argument("--scenes", type=int, default=4, help="scenes of the synthetic video (default 4)")
-    inp.add_argument("--new-tokens", type=int, default=32, help="tokens decoded for the speed figure (default 32)")
-    inp.add_argument("--warmup", type=int, default=1, help="warm-up calls per setting (default 1)")
-    inp.add_argument("--repeats", type=int, default=3, help="timed calls per setting (default 3)")
+    inp.add_argument("--text-tokens", type=int_flag(0, MAX_TOKENS), default=30,
+                     help="text tokens around the video (default 30)")
+    inp.add_argument("--scenes", type=int_flag(1, MAX_FRAMES), default=4,
+                     help="scenes of the synthetic video (default 4)")
+    inp.add_argument("--new-tokens", type=int_flag(1, MAX_TOKENS), default=32,
+                     help="tokens decoded for the speed figure (default 32)")
+    inp.add_argument("--warmup", type=int_flag(0, MAX_REPEATS), default=1, help="warm-up calls per setting (default 1)")
+    inp.add_argument("--repeats", type=int_flag(1, MAX_REPEATS), default=3, help="timed calls per setting (default 3)")
     inp.add_argument("--stat", choices=("median", "best"), default="median",
                      help="statistic of the repeats for the table, ratios and targets: median (default) or best "
                           "(min time / max tok/s: on a shared CPU, noise only adds time); the JSON has both")
-    inp.add_argument("--seed", type=int, default=0)
-    inp.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    inp.add_argument("--seed", type=int_flag(0, MAX_SEED), default=0, help=f"0 to {MAX_SEED} (default 0)")
+    inp.add_argument("--threads", type=int_flag(1, 4096), default=None, help="torch CPU threads (default: torch's)")
     inp.add_argument("--no-memory", action="store_true", help="skip the (untimed) peak-memory pass")
     inp.add_argument("--no-probe", action="store_true", help="skip the vision saliency probe study")
     inp.add_argument("--no-eager", action="store_true", help="probe study without the eager all-layer tower")
-    inp.add_argument("--probe-chunks", type=_ints, default=(), metavar="C1,C2",
+    inp.add_argument("--probe-chunks", type=_chunks, default=(), metavar="C1,C2",
                      help="extra probe chunk sizes (frames) to show memory O(chunk); the model's own always runs")
 
     out = p.add_argument_group("output")
@@ -147,19 +165,43 @@ def options_from_args(args: argparse.Namespace):
 
 def check_args(args: argparse.Namespace) -> None:
     """The counts and the device, before any model is built; raises `UsageError` (settings: ValueError)."""
-    from lmms_holitom.commands import at_least, check_device
+    from lmms_holitom.commands import check_device
     from lmms_holitom.config import HoliTomConfig
 
-    for flag, minimum in (("frames", 1), ("text_tokens", 0), ("scenes", 1), ("new_tokens", 1), ("warmup", 0),
-                          ("repeats", 1), ("threads", 1), ("merge_layer", 1), ("fastv_layer", 1)):
-        at_least("--" + flag.replace("_", "-"), getattr(args, flag), minimum)
-    for chunk in args.probe_chunks:
-        at_least("--probe-chunks", chunk, 1)
     for ratio in args.retain_ratios:
         HoliTomConfig(retain_ratio=ratio, merge_ratio=args.merge_ratio)  # ranges, named in the ValueError
     if args.tau is not None:
         HoliTomConfig(tau=args.tau)
+    if args.fastv_ratio != "match":
+        HoliTomConfig(method="fastv", merge_ratio=args.fastv_ratio)
     check_device("--device", args.device)
+    for flag, path in (("--json", args.json), ("--plot", args.plot)):
+        if path is not None:
+            check_output_file(flag, Path(path))
+
+
+def check_output_file(flag: str, path: Path) -> None:
+    """Raise `UsageError` unless ``path`` can be written as a file (its missing parent folders created) — checked
+    before the benchmark, not after it: not a folder, no file in the way, and a folder that takes a new file."""
+    import tempfile
+
+    from lmms_holitom.commands import UsageError
+
+    if path.is_dir():
+        raise UsageError(f"{flag} {path} is a folder; give a file name, e.g. {path / 'bench.json'}")
+    folder = path.absolute().parent
+    while not folder.exists() and not folder.is_symlink():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise UsageError(f"{flag} {path} cannot be written: {folder} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+        if path.exists():
+            with open(path, "ab"):
+                pass
+    except OSError as err:
+        raise UsageError(f"{flag} {path} cannot be written: {err.strerror or err} ({folder})") from None
 
 
 def main(args: argparse.Namespace) -> int:

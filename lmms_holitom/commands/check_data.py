@@ -5,6 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from lmms_holitom.values import int_flag
+
+if TYPE_CHECKING:
+    from lmms_holitom.sweep.data import CheckRow
 
 HELP = "report which benchmark files are present or missing under $HF_HOME"
 
@@ -17,7 +23,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hf-home", default=None, help="the HF_HOME to check (default $HF_HOME or ~/.cache/huggingface)")
     p.add_argument("--datasets-cache", default=None,
                    help="datasets cache (default $LMMS_EVAL_DATASETS_CACHE, $HF_DATASETS_CACHE, HF_HOME/datasets)")
-    p.add_argument("--show-missing", type=int, default=5, metavar="N", help="missing videos to name per task")
+    p.add_argument("--show-missing", type=int_flag(0, 100_000), default=5, metavar="N",
+                   help="missing videos to name per task")
     p.add_argument("--no-probe", action="store_true",
                    help="only check that the videos exist (default: also open each container with PyAV)")
 
@@ -31,12 +38,17 @@ def main(args: argparse.Namespace) -> int:
         try:
             cfg = load_config(args.config)
         except ConfigError as e:
-            print(f"holitom check-data: invalid study file\n{e}", file=sys.stderr)
-            return 2
+            from lmms_holitom.commands.sweep import study_error
+
+            return study_error("check-data", e)
         tasks = [t for t in cfg.tasks if t in BENCHMARKS]
         skipped = [t for t in cfg.tasks if t not in BENCHMARKS]
         if skipped:
             print(f"(not checked, not one of the paper's benchmarks: {', '.join(skipped)})")
+        if not tasks:
+            print(f"nothing checked: none of the tasks of {args.config} is a benchmark check-data knows "
+                  f"({', '.join(BENCHMARKS)}); their files are not checked")
+            return 0
     elif args.tasks:
         tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     else:
@@ -50,11 +62,18 @@ def main(args: argparse.Namespace) -> int:
                       datasets_cache=Path(args.datasets_cache) if args.datasets_cache else None,
                       show_missing=args.show_missing, probe=not args.no_probe)
     print(format_rows(rows))
+    print("\n" + summary_line(rows, tasks, probe=not args.no_probe))
+    return 1 if any(r.failed for r in rows) else 0
+
+
+def summary_line(rows: list[CheckRow], tasks: list[str], probe: bool) -> str:
+    """The last line: the problems and how many of them lmms-eval would fetch from the network (the rows that say
+    so), or what was found present."""
     failed = [r for r in rows if r.failed]
     if failed:
-        network = [r for r in failed if r.status == "NETWORK"]
-        print(f"\n{len(failed)} problem(s) ({len(network)} would need the network); fix them as shown above, "
-              "see task_overrides/README.md for the expected layout")
-        return 1
-    print("\nall required benchmark files are present and open")
-    return 0
+        network = sum(r.network for r in failed)
+        return (f"{len(failed)} problem(s) in {', '.join(tasks)}, {network} of them lmms-eval would fetch from the "
+                "network (offline: the run fails); fix them as shown above, see task_overrides/README.md for the "
+                "expected layout")
+    opened = "present and open in PyAV" if probe else "present (not opened: --no-probe)"
+    return f"all required files of {', '.join(tasks)} are {opened}"

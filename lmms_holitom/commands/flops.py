@@ -12,6 +12,7 @@ import json
 from lmms_holitom.config import DEFAULTS, METHODS, HoliTomConfig
 from lmms_holitom.methods import DENSE
 from lmms_holitom.methods import METHODS as METHODS_BY_NAME
+from lmms_holitom.values import MAX_FRAMES, MAX_TOKENS, float_flag, int_flag
 
 HELP = "theoretical LLM TFLOPs of a setting (the paper's cost model)"
 
@@ -23,17 +24,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="llava-onevision-7b",
                    help="model shape: llava-onevision-{0.5b,7b,72b}, llava-video-7b, qwen2.5-vl-7b, qwen3-vl-8b "
                    "(default %(default)s)")
-    p.add_argument("--frames", type=int, default=None, help="frames (default: the preset's, 32 or 64)")
+    p.add_argument("--frames", type=int_flag(1, MAX_FRAMES), default=None,
+                   help=f"frames, 1 to {MAX_FRAMES} (default: the preset's, 32 or 64)")
     p.add_argument("--method", choices=METHODS, default=DEFAULTS["method"])
-    p.add_argument("--retain-ratio", type=float, default=None, help="default: 0.10")
+    p.add_argument("--retain-ratio", type=float_flag(), default=None, help="in (0, 1] (default: 0.10)")
     p.add_argument("--merge-layer", type=str, default=None, help="K, or none for no inner step (default: the method's, "
                    "HoliTom 18, FastV 2)")
-    p.add_argument("--merge-ratio", type=float, default=None, help="default: the method's (HoliTom 0.5, FastV 0.8)")
-    p.add_argument("--spatial-tokens", type=int, default=None, help="VisionZip tokens per frame")
-    p.add_argument("--visual-tokens", type=int, default=None,
+    p.add_argument("--merge-ratio", type=float_flag(), default=None,
+                   help="default: the method's (HoliTom 0.5, FastV 0.8)")
+    p.add_argument("--spatial-tokens", type=int_flag(1, MAX_TOKENS), default=None, help="VisionZip tokens per frame")
+    p.add_argument("--visual-tokens", type=int_flag(0, MAX_TOKENS), default=None,
                    help="override the visual token count (default: the paper's F*ceil(retain*N))")
     p.add_argument("--convention", choices=("paper", "exact"), default="paper")
-    p.add_argument("--text-tokens", type=int, default=0, help="text tokens (exact convention)")
+    p.add_argument("--text-tokens", type=int_flag(0, MAX_TOKENS), default=0, help="text tokens (exact convention)")
     p.add_argument("--table", action="store_true", help="print every method at 25/20/15/10 %% instead")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
 
@@ -89,12 +92,8 @@ def _ceil_tokens(ratio: float, n: int) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
-    from lmms_holitom.commands import at_least
     from lmms_holitom.flops import get_preset, paper_visual_tokens, setting_flops
 
-    at_least("--frames", args.frames, 1)
-    at_least("--visual-tokens", args.visual_tokens, 0)
-    at_least("--text-tokens", args.text_tokens, 0)
     shape = get_preset(args.preset)  # ValueError naming the known presets
     frames = shape.default_frames if args.frames is None else args.frames
     if args.table:

@@ -18,12 +18,14 @@ from lmms_holitom.sweep.spec import (
     LAUNCHER_KEYS,
     LAUNCHER_TYPES,
     LMMS_EVAL_MODELS,
+    MAX_STUDY_VALUES,
     MODEL_KEYS,
     RUN_MODEL_KEYS,
     ConfigError,
     LauncherSpec,
     format_value,
 )
+from lmms_holitom.values import MAX_FRAMES, MAX_TOKENS, shown
 
 
 # ---------------------------------------------------------------------------------------------- YAML
@@ -47,15 +49,49 @@ _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
 
 
 def load_yaml(text: str, source: str) -> tuple[Any, list[str]]:
+    """The document and its duplicate-key problems; `ConfigError` for invalid YAML, YAML nested too deeply, or a
+    document holding more than `MAX_STUDY_VALUES` values once its aliases are expanded (a "billion laughs" file)."""
     loader = _UniqueKeyLoader(text)
     loader.duplicates = []
     try:
         data = loader.get_single_data()
     except yaml.YAMLError as e:
         raise ConfigError(source, [f"not valid YAML: {e}"]) from None
+    except RecursionError:
+        raise ConfigError(source, ["not a study: YAML nested too deeply"]) from None
     finally:
         loader.dispose()
+    if expanded_size(data, MAX_STUDY_VALUES) is None:
+        raise ConfigError(source, [f"holds more than {MAX_STUDY_VALUES} values once its YAML aliases (*name) are "
+                                   "expanded (or an alias contains itself); a study holds a few hundred: check the "
+                                   "anchors (&name) and aliases"])
     return data, loader.duplicates
+
+
+def expanded_size(data: Any, limit: int) -> int | None:
+    """The values in ``data`` (each mapping, list, key and scalar) counting a shared object (a YAML alias) each time
+    it appears; None above ``limit`` or for a cycle. Linear in the distinct objects, not in the expanded size."""
+    sizes: dict[int, int] = {}
+    open_: set[int] = set()
+    stack: list[tuple[Any, bool]] = [(data, False)]
+    while stack:
+        obj, children_done = stack.pop()
+        if not isinstance(obj, (list, dict)):
+            continue
+        children = [*obj.keys(), *obj.values()] if isinstance(obj, dict) else obj
+        key = id(obj)
+        if children_done:
+            sizes[key] = 1 + sum(sizes.get(id(c), 1) if isinstance(c, (list, dict)) else 1 for c in children)
+            open_.discard(key)
+            if sizes[key] > limit:
+                return None
+        elif key in open_:
+            return None  # an alias inside its own anchor
+        elif key not in sizes:
+            open_.add(key)
+            stack.append((obj, True))
+            stack.extend((c, False) for c in children)
+    return sizes.get(id(data), 1)
 
 
 # ---------------------------------------------------------------------------------------------- validation
@@ -68,7 +104,7 @@ def check_int(problems: Problems, where: str, value: Any, lo: int, hi: int | Non
     ok = isinstance(value, int) and not isinstance(value, bool) and value >= lo and (hi is None or value <= hi)
     if not ok:
         rng = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
-        problems.add(f"{where} must be an integer {rng}, got {value!r}")
+        problems.add(f"{where} must be an integer {rng}, got {shown(value)}")
         return None
     return value
 
@@ -87,7 +123,7 @@ def unknown_keys(problems: Problems, where: str, keys: Iterable[Any], known: Ite
 
 def check_model(problems: Problems, model: Any) -> dict[str, Any]:
     if not isinstance(model, Mapping):
-        problems.add(f"model must be a mapping with at least 'pretrained', got {model!r}")
+        problems.add(f"model must be a mapping with at least 'pretrained', got {shown(model)}")
         return {}
     unknown_keys(problems, "model", model, MODEL_KEYS)
     out: dict[str, Any] = {k: model[k] for k in MODEL_KEYS if k in model}
@@ -97,40 +133,42 @@ def check_model(problems: Problems, model: Any) -> dict[str, Any]:
     extra = out.get("extra")
     if extra is not None:
         if not isinstance(extra, Mapping):
-            problems.add(f"model.extra must be a mapping of model_args, got {extra!r}")
+            problems.add(f"model.extra must be a mapping of model_args, got {shown(extra)}")
             out["extra"] = {}
         else:
             for key, value in extra.items():
                 if key in MODEL_KEYS or key in HOLITOM_KEYS:
                     problems.add(f"model.extra.{key}: set {key!r} as a model or run key, not in extra")
                 if not isinstance(value, (str, int, float, bool)):
-                    problems.add(f"model.extra.{key} must be a scalar, got {value!r}")
+                    problems.add(f"model.extra.{key} must be a scalar, got {shown(value)}")
                 elif isinstance(value, str) and ("," in value or "=" in value):
-                    problems.add(f"model.extra.{key} must not contain ',' or '=' (model_args syntax), got {value!r}")
+                    problems.add(f"model.extra.{key} must not contain ',' or '=' (model_args syntax), "
+                                 f"got {shown(value)}")
     return out
 
 
 def check_model_values(problems: Problems, where: str, values: Mapping[str, Any]) -> None:
-    for key in ("max_frames_num", "max_num_frames", "min_pixels", "max_pixels", "max_new_tokens"):
+    for key, high in (("max_frames_num", MAX_FRAMES), ("max_num_frames", MAX_FRAMES), ("min_pixels", None),
+                      ("max_pixels", None), ("max_new_tokens", MAX_TOKENS)):
         if key in values:
-            check_int(problems, f"{where}.{key}", values[key], 1)
+            check_int(problems, f"{where}.{key}", values[key], 1, high)
     fps = values.get("fps")
     if fps is not None and (isinstance(fps, bool) or not isinstance(fps, (int, float)) or fps <= 0):
-        problems.add(f"{where}.fps must be a number > 0, got {fps!r}")
+        problems.add(f"{where}.fps must be a number > 0, got {shown(fps)}")
     if "dtype" in values and values["dtype"] not in DTYPES:
-        problems.add(f"{where}.dtype must be one of {', '.join(DTYPES)}, got {values['dtype']!r}")
+        problems.add(f"{where}.dtype must be one of {', '.join(DTYPES)}, got {shown(values['dtype'])}")
     for key in ("pretrained", "attn_implementation", "conv_template", "device_map", "device", "video_decode_backend",
                 "on_video_error"):
         value = values.get(key)
         if value is not None and (not isinstance(value, str) or "," in value):
-            problems.add(f"{where}.{key} must be a string without ',', got {value!r}")
+            problems.add(f"{where}.{key} must be a string without ',', got {shown(value)}")
 
 
 def check_lmms_eval_model(problems: Problems, data: Mapping[str, Any]) -> str:
     """The study's lmms-eval model, and a problem for each model key (of ``model`` or a run) it does not take."""
     name = data.get("lmms_eval_model", DEFAULT_LMMS_EVAL_MODEL)
     if name not in LMMS_EVAL_MODELS:
-        problems.add(f"lmms_eval_model must be one of {', '.join(LMMS_EVAL_MODELS)}, got {name!r}")
+        problems.add(f"lmms_eval_model must be one of {', '.join(LMMS_EVAL_MODELS)}, got {shown(name)}")
         return DEFAULT_LMMS_EVAL_MODEL
     foreign = LMMS_EVAL_MODELS[name]
     model = data.get("model") if isinstance(data.get("model"), Mapping) else {}
@@ -152,13 +190,13 @@ def check_launcher(problems: Problems, launcher: Any) -> LauncherSpec:
     if launcher is None:
         return LauncherSpec()
     if not isinstance(launcher, Mapping):
-        problems.add(f"launcher must be a mapping, got {launcher!r}")
+        problems.add(f"launcher must be a mapping, got {shown(launcher)}")
         return LauncherSpec()
     unknown_keys(problems, "launcher", launcher, LAUNCHER_KEYS)
     kwargs: dict[str, Any] = {}
     kind = launcher.get("type", "python")
     if kind not in LAUNCHER_TYPES:
-        problems.add(f"launcher.type must be one of {', '.join(LAUNCHER_TYPES)}, got {kind!r}")
+        problems.add(f"launcher.type must be one of {', '.join(LAUNCHER_TYPES)}, got {shown(kind)}")
     else:
         kwargs["type"] = kind
     for key, lo, hi in (("num_processes", 1, None), ("num_machines", 1, None), ("main_process_port", 1, 65535)):
@@ -170,7 +208,7 @@ def check_launcher(problems: Problems, launcher: Any) -> LauncherSpec:
         problems.add("launcher.num_processes > 1 needs launcher.type: accelerate")
     extra = launcher.get("extra_args", [])
     if not isinstance(extra, list) or not all(isinstance(a, (str, int, float)) for a in extra):
-        problems.add(f"launcher.extra_args must be a list of strings, got {extra!r}")
+        problems.add(f"launcher.extra_args must be a list of strings, got {shown(extra)}")
     else:
         kwargs["extra_args"] = tuple(str(a) for a in extra)
     env = launcher.get("env", {})
@@ -178,13 +216,13 @@ def check_launcher(problems: Problems, launcher: Any) -> LauncherSpec:
         isinstance(k, str) and re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", k) and isinstance(v, (str, int, float, bool))
         for k, v in env.items()
     ):
-        problems.add(f"launcher.env must map variable names to scalar values, got {env!r}")
+        problems.add(f"launcher.env must map variable names to scalar values, got {shown(env)}")
     else:
         kwargs["env"] = {k: format_value(v) if not isinstance(v, str) else v for k, v in env.items()}
     for key in ("module", "python", "accelerate"):
         if key in launcher:
             if not isinstance(launcher[key], str) or not launcher[key]:
-                problems.add(f"launcher.{key} must be a non-empty string, got {launcher[key]!r}")
+                problems.add(f"launcher.{key} must be a non-empty string, got {shown(launcher[key])}")
             else:
                 kwargs[key] = launcher[key]
     return LauncherSpec(**kwargs)
@@ -194,7 +232,7 @@ def check_task_list(problems: Problems, tasks: Any) -> tuple[str, ...]:
     if isinstance(tasks, str):
         tasks = [t.strip() for t in tasks.split(",") if t.strip()]
     if not isinstance(tasks, list) or not tasks or not all(isinstance(t, str) and t for t in tasks):
-        problems.add(f"tasks must be a non-empty list of lmms-eval task names, got {tasks!r}")
+        problems.add(f"tasks must be a non-empty list of lmms-eval task names, got {shown(tasks)}")
         return ()
     seen = []
     for t in tasks:

@@ -49,6 +49,8 @@ This module holds the entry points (`parse_config`, `load_config`); `spec` the k
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -67,6 +69,7 @@ from lmms_holitom.sweep.checks import (
 from lmms_holitom.sweep.expand import expand_runs
 from lmms_holitom.sweep.scoring import remote_scoring_notice
 from lmms_holitom.sweep.spec import (
+    MAX_STUDY_BYTES,
     MODEL_KEYS,
     NAME_RE,
     RUN_MODEL_KEYS,
@@ -76,6 +79,7 @@ from lmms_holitom.sweep.spec import (
     RunSpec,
     SweepConfig,
 )
+from lmms_holitom.values import MAX_SAMPLES, shown
 
 __all__ = [
     "ConfigError",
@@ -107,7 +111,8 @@ def parse_config(
     unknown_keys(problems, "top level", data, TOP_KEYS)
     name = data.get("name")
     if not isinstance(name, str) or not NAME_RE.match(name):
-        problems.add(f"name is required and must match {NAME_RE.pattern} (it names the output folder), got {name!r}")
+        problems.add(f"name is required and must match {NAME_RE.pattern} (it names the output folder), "
+                     f"got {shown(name)}")
     description = data.get("description", "")
     if not isinstance(description, str):
         problems.add("description must be a string")
@@ -118,12 +123,12 @@ def parse_config(
     launcher = check_launcher(problems, data.get("launcher"))
     limit = data.get("limit")
     if limit is not None:
-        limit = check_int(problems, "limit", limit, 1)
+        limit = check_int(problems, "limit", limit, 1, MAX_SAMPLES)
     include_path = None
     if data.get("include_path") is not None:
         raw = data["include_path"]
         if not isinstance(raw, str):
-            problems.add(f"include_path must be a folder path, got {raw!r}")
+            problems.add(f"include_path must be a folder path, got {shown(raw)}")
         else:
             include_path = resolve_include_path(raw, path.parent if path else None)
             if include_path is None:
@@ -131,7 +136,7 @@ def parse_config(
                              "and in the current directory)")
     eval_args = data.get("lmms_eval_args", [])
     if not isinstance(eval_args, list) or not all(isinstance(a, (str, int, float)) for a in eval_args):
-        problems.add(f"lmms_eval_args must be a list of strings, got {eval_args!r}")
+        problems.add(f"lmms_eval_args must be a list of strings, got {shown(eval_args)}")
         eval_args = []
     managed = {"--model", "--model_args", "--tasks", "--output_path", "--limit", "--include_path"}
     for a in eval_args:
@@ -158,14 +163,38 @@ def parse_config(
     )
 
 
+_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def read_study_text(path: Path) -> str:
+    """The text of a study file; `ConfigError` naming the file unless it is a regular UTF-8 file of at most
+    `MAX_STUDY_BYTES` (a FIFO or a device is refused before it is read, so it cannot hang or stream forever)."""
+    source = str(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # non-blocking: opening a FIFO must not wait for a writer
+    except OSError as e:
+        raise ConfigError(source, [f"cannot read: {e.strerror or e}"]) from None
+    with os.fdopen(fd, "rb") as f:
+        mode = os.fstat(f.fileno()).st_mode
+        if not stat.S_ISREG(mode):
+            kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
+            raise ConfigError(source, [f"is {kind}, not a regular file: give the path of a YAML study file"])
+        data = f.read(MAX_STUDY_BYTES + 1)
+    if len(data) > MAX_STUDY_BYTES:
+        raise ConfigError(source, [f"is larger than {MAX_STUDY_BYTES} bytes; a study file is a few KB of YAML"])
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise ConfigError(source, [f"is not UTF-8 text: byte 0x{data[e.start]:02x} at offset {e.start} (line {line}) "
+                                   f"is {e.reason}; save the file as UTF-8"]) from None
+
+
 def load_config(path: str | Path, *, check_tasks: TaskChecker | None = None) -> SweepConfig:
     """Read and validate a study file (``check_tasks``: e.g. `lmms_holitom.sweep.tasks.check_tasks`)."""
     path = Path(path)
     source = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise ConfigError(source, [f"cannot read: {e.strerror or e}"]) from None
-    data, duplicates = load_yaml(text, source)
+    data, duplicates = load_yaml(read_study_text(path), source)
     return parse_config(data, source=source, path=path.resolve(), check_tasks=check_tasks,
                         extra_problems=duplicates)

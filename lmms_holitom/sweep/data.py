@@ -116,6 +116,8 @@ class CheckRow:
     detail: str
     path: str
     missing: list[str] = field(default_factory=list)
+    #: lmms-eval would reach the network for this (a download, a remote scorer): offline the run fails
+    network: bool = False
 
     @property
     def failed(self) -> bool:
@@ -224,7 +226,8 @@ def check_benchmark(bench: Benchmark, hf_home: Path, datasets_cache: Path, hub_c
         rows.append(CheckRow(bench.task, "scoring", "NETWORK",
                              "scored only by posting the answers to EgoSchema's remote server (lmms-eval's "
                              "aggregation); offline the answers file is written but no score: use egoschema_subset "
-                             "(500 questions, scored locally)", "https://validation-server.onrender.com/api/upload/"))
+                             "(500 questions, scored locally)", "https://validation-server.onrender.com/api/upload/",
+                             network=True))
     # annotation
     folders: dict[str, Path] = {}
     absent = []
@@ -246,8 +249,8 @@ def check_benchmark(bench: Benchmark, hf_home: Path, datasets_cache: Path, hub_c
                              f"{len(bench.configs) - len(absent)}/{len(bench.configs)} config(s) cached; "
                              f"missing: {configs}; cache it once online: python -c \"import datasets; "
                              f"datasets.{how}\"{each} with this HF_HOME (or copy that folder from a machine "
-                             "that has it)",
-                             f"{ann_root}/<config>/<version>/<hash>/"))
+                             "that has it); lmms-eval would download it",
+                             f"{ann_root}/<config>/<version>/<hash>/", network=True))
     else:
         rows.append(CheckRow(bench.task, "annotation", "ok", what, str(ann_root)))
     hub = hub_cache / f"datasets--{bench.dataset.replace('/', '--')}"
@@ -257,7 +260,8 @@ def check_benchmark(bench: Benchmark, hf_home: Path, datasets_cache: Path, hub_c
     root = hf_home / bench.video_root
     if not root.exists():
         rows.append(CheckRow(bench.task, "video root", "MISSING",
-                             "missing: lmms-eval would call snapshot_download (fails offline)", str(root)))
+                             "missing: lmms-eval would call snapshot_download (fails offline)", str(root),
+                             network=True))
         return rows
     if bench.needs_real_root and root.is_symlink():
         ref = hub / "refs" / "video"
@@ -268,7 +272,7 @@ def check_benchmark(bench: Benchmark, hf_home: Path, datasets_cache: Path, hub_c
                                                          " (absent: it would try the network) — make it a real "
                                                          f"folder: cp -rL {root} {root}.real && rm {root} && "
                                                          f"mv {root}.real {root}"),
-                             str(root)))
+                             str(root), network=status == "NETWORK"))
     else:
         rows.append(CheckRow(bench.task, "video root", "ok", "present", str(root)))
     # videos

@@ -4,6 +4,7 @@ baseline added (see `lmms_holitom.sweep.config`)."""
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -15,11 +16,13 @@ from lmms_holitom.sweep.spec import (
     HEADLINE,
     HOLITOM_KEYS,
     IRRELEVANT,
+    MAX_RUNS,
     NAME_RE,
     RUN_MODEL_KEYS,
     RunSpec,
     run_name,
 )
+from lmms_holitom.values import shown
 
 
 # ---------------------------------------------------------------------------------------------- expansion
@@ -65,6 +68,12 @@ def _grid_points(problems: Problems, entry: Mapping[str, Any], where: str) -> li
                 problems.add(f"{where}.grid.{key}: empty list")
                 continue
             axes.append(((key,), [(v,) for v in values]))
+    size = math.prod(len(vals) for _, vals in axes)  # counted before anything is expanded
+    if size > MAX_RUNS:
+        problems.add(f"{where}.grid expands to {size} runs ("
+                     + " x ".join(str(len(vals)) for _, vals in axes)
+                     + f"), more than a study may hold ({MAX_RUNS}); split it into several studies or zip axes")
+        return []
     keys = [k for ks, _ in axes for k in ks]
     for k in sorted({k for k in keys if keys.count(k) > 1}):
         problems.add(f"{where}.grid: key {k!r} given more than once (in the grid and/or in zip)")
@@ -83,19 +92,23 @@ def _entry_points(problems: Problems, runs: Any) -> list[_Point]:
     if runs is None:
         return []
     if not isinstance(runs, list):
-        problems.add(f"runs must be a list of runs and/or grid blocks, got {runs!r}")
+        problems.add(f"runs must be a list of runs and/or grid blocks, got {shown(runs)}")
         return []
     points: list[_Point] = []
     for i, entry in enumerate(runs):
         where = f"runs[{i}]"
         if not isinstance(entry, Mapping):
-            problems.add(f"{where} must be a mapping (a run or a grid block), got {entry!r}")
+            problems.add(f"{where} must be a mapping (a run or a grid block), got {shown(entry)}")
         elif "grid" in entry:
             points.extend(_grid_points(problems, entry, where))
+            if len(points) > MAX_RUNS:
+                problems.add(f"runs: the study expands to more than {MAX_RUNS} runs (up to {where}); split it into "
+                             "several studies")
+                return []
         else:
             name = entry.get("name")
             if name is not None and not isinstance(name, str):
-                problems.add(f"{where}.name must be a string, got {name!r}")
+                problems.add(f"{where}.name must be a string, got {shown(name)}")
                 name = str(name)
             values = {k: v for k, v in entry.items() if k != "name"}
             points.append(_Point(values, f"{where}" + (f" {name!r}" if name else ""), name, False))

@@ -7,9 +7,12 @@ array elements (``--only <run>``, one run each) still run side by side. A lock f
 NFS) so it is never seen half-written.
 
 A lock is **stale** when its host is this host and its process is gone (or the pid now belongs to a process
-started at another time, ``proc_start`` from ``/proc/<pid>/stat``); a stale lock is taken over under an
-``flock`` on ``.locks/.guard`` so that two sweeps cannot both take it. A lock held on another host is never
-taken over: the message says which file to delete once that process is known to be gone.
+started at another time, ``proc_start`` from ``/proc/<pid>/stat``), or when it is not a sweep's lock at all: empty,
+not JSON, or without a pid and host (a sweep's lock is complete the moment it exists, so such a file is debris, not
+a write in progress). A stale lock is taken over under an ``flock`` on ``.locks/.guard`` so that two sweeps cannot
+both take it. A live lock is never waited on: the sweep refuses at once, in one line naming the holder and what to
+do; a lock held on another host is never taken over, and the message says which file to delete once that process
+is known to be gone. A lock file that cannot be read or removed (permissions) is named with the same remedy.
 """
 
 from __future__ import annotations
@@ -61,25 +64,30 @@ def _alive(holder: dict[str, Any]) -> bool:
 
 
 def lock_holder(path: Path) -> dict[str, Any] | None:
-    """The holder recorded in a lock file (``{}`` when unreadable), None when there is no lock."""
+    """The holder recorded in a lock file (``{}`` when it is not a sweep's lock: empty, not JSON, no pid or host),
+    None when there is no lock; `SweepLocked` with the remedy when the file cannot be read."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_bytes().decode("utf-8"))
     except FileNotFoundError:
         return None
-    except (OSError, ValueError):
+    except (ValueError, UnicodeDecodeError):
         return {}
-    return data if isinstance(data, dict) else {}
+    except OSError as e:
+        raise SweepLocked(f"cannot read the lock file {path} ({e.strerror or e}); delete it if no sweep is "
+                          "running this run") from None
+    if not isinstance(data, dict) or not isinstance(data.get("pid"), int) or not isinstance(data.get("host"), str):
+        return {}
+    return data
 
 
-def _describe(holder: dict[str, Any], path: Path) -> str:
-    if not holder:
-        return f"an unreadable lock file {path}"
+def _describe(holder: dict[str, Any]) -> str:
     return (f"pid {holder.get('pid')} on {holder.get('host')} since {holder.get('started_at')} "
             f"({holder.get('command', '?')})")
 
 
-def _stale(holder: dict[str, Any] | None) -> bool:
-    return bool(holder) and holder.get("host") == socket.gethostname() and not _alive(holder)
+def _stale(holder: dict[str, Any]) -> bool:
+    """Not a sweep's lock (``{}``), or a lock of this host whose process is gone."""
+    return not holder or (holder.get("host") == socket.gethostname() and not _alive(holder))
 
 
 def _create(path: Path, me: dict[str, Any]) -> bool:
@@ -103,17 +111,26 @@ def _acquire(path: Path, me: dict[str, Any]) -> None:
     with _guard(path.parent):
         holder = lock_holder(path)
         if holder is None or _stale(holder):
-            path.unlink(missing_ok=True)
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as e:
+                raise SweepLocked(f"the stale lock file {path} cannot be removed ({e.strerror or e}); delete it "
+                                  "by hand") from None
             if _create(path, me):
                 return
             holder = lock_holder(path) or {}
-    where = "" if holder.get("host") in (None, socket.gethostname()) else \
-        f"; delete {path} once that process is known to be gone"
-    raise SweepLocked(f"run {path.stem} is being run by {_describe(holder, path)}{where}")
+    if holder.get("host") == socket.gethostname():
+        what = f"; wait for it to finish or stop it (kill {holder.get('pid')})"
+    else:
+        what = f"; delete {path} once that process is known to be gone"
+    raise SweepLocked(f"run {path.stem} is being run by {_describe(holder)}{what}")
 
 
 def _release(path: Path, me: dict[str, Any]) -> None:
-    holder = lock_holder(path)
+    try:
+        holder = lock_holder(path)
+    except SweepLocked:
+        return  # unreadable now: not ours to remove
     if holder and holder.get("pid") == me["pid"] and holder.get("started_at") == me["started_at"]:
         path.unlink(missing_ok=True)
 

@@ -3,22 +3,26 @@
 For every run folder (``<run>/run.json`` and/or ``<run>/lmms_eval/**/*_results.json``):
 
 * scores, in the paper's columns — MVB: mean of the MVBench subtasks' ``mvbench_accuracy``; Ego:
-  ``egoschema_subset`` (or ``egoschema``) ``score`` ×100 when on a 0–1 scale; LVB: ``longvideobench_val_v``
+  ``egoschema_subset`` (or ``egoschema``) ``score`` ×100 (a 0–1 fraction); LVB: ``longvideobench_val_v``
   ``lvb_acc`` ×100; VMME: ``videomme`` ``videomme_perception_score`` — and one extra column per other task
   (its first metric, as lmms-eval reports it);
 * Avg (over the benchmark columns of the table), % of the dense run with the same model and frame count;
-* visual tokens, TFLOPs and TTFT from the plugin's ``holitom_summary.json`` (sample-weighted over tasks);
+* visual tokens, TFLOPs and TTFT from the plugin's ``<stamp>_holitom_summary.json`` (sample-weighted over tasks);
   without a summary, TFLOPs come from the paper's cost model (`lmms_holitom.flops`), marked ``≈``;
 * the published row (`lmms_holitom.sweep.paper`) right under ours when the setting matches.
 
 The settings of a run are read from the model_args lmms-eval recorded in its results (what really ran),
 else from the run manifest.
 
-Every run is validated exactly as the sweep validates it (`lmms_holitom.sweep.results.check_recorded_run`):
-a manifest saying ``done`` over a truncated or incomplete results file gives status ``invalid`` and no
-scores; a remote-scored task with saved answers gives ``pending-scoring``. The video errors the plugin
-counted (``holitom_summary.json``) are shown per benchmark beside the scores, and a run with any is marked
-``not comparable``: each task scores an unanswered (empty) answer its own way.
+Every row is either validated scores or a named reason. Every run is validated exactly as the sweep
+validates it (`lmms_holitom.sweep.results.check_recorded_run`): a manifest saying ``done`` over a truncated or
+incomplete results file, or over a score that is not a finite number in its range (NaN, null, a string, −3.0,
+7.5 on a 0–1 metric), gives status ``invalid``, no scores and the reason; an unreadable ``run.json`` gives
+``invalid`` naming it; a remote-scored task with saved answers gives ``pending-scoring``. The video errors the
+plugin counted (the evaluation's own ``<stamp>_holitom_summary.json``) are shown per benchmark beside the
+scores, and a run with any is marked ``not comparable``: each task scores an unanswered (empty) answer its own
+way. A run whose summary is missing, unreadable, incomplete or holds a count that is not a count is marked
+``not comparable`` too, with that reason (its video errors are unknown).
 
 This module reads the runs and builds the table; `report_rows` holds the rows and the score extraction,
 `report_render` the Markdown and CSV.
@@ -26,6 +30,8 @@ This module reads the runs and builds the table; `report_rows` holds the rows an
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -43,13 +49,7 @@ from lmms_holitom.sweep.report_rows import (
     benchmark_scores,
     extra_metrics,
 )
-from lmms_holitom.sweep.results import (
-    check_recorded_run,
-    find_results_file,
-    load_summary,
-    parse_model_args,
-    summary_errors,
-)
+from lmms_holitom.sweep.results import check_recorded_run, find_results_file, parse_model_args
 
 __all__ = ["Report", "Row", "benchmark_scores", "build_report", "extra_metrics", "to_csv", "to_markdown",
            "write_report"]
@@ -72,8 +72,8 @@ def _weighted(summary: Mapping[str, Any], key: str) -> float | None:
         if not isinstance(entry, Mapping):
             continue
         value = entry.get(key)
-        n = (entry.get("samples") or 0) - (entry.get("errors") or 0)  # means are over error-free samples
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and n:
+        n = entry["samples"] - entry["errors"]  # means are over error-free samples (counts: validated)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and n > 0:
             num += float(value) * n
             den += n
     return num / den if den else None
@@ -103,16 +103,28 @@ def _theoretical_tflops(row: Row, visual_tokens: float | None) -> float | None:
     return flops.setting_flops(row.holitom, preset, row.frames, visual_tokens=tokens) / 1e12
 
 
+def _read_manifest(run_dir: Path) -> tuple[dict[str, Any], str | None]:
+    """(the run's manifest, or {}; why it is unusable when it exists but cannot be read)."""
+    path = run_dir / MANIFEST
+    if not path.exists():
+        return {}, None
+    manifest = read_json(path)
+    if manifest is not None:
+        return manifest, None
+    try:
+        json.loads(path.read_text(encoding="utf-8"))
+        why = "not a JSON object"
+    except (OSError, ValueError) as e:
+        why = str(e)
+    return {}, f"{MANIFEST} is unreadable ({why}): the run's expectations (tasks, limit, model_args) are unknown"
+
+
 def read_run(run_dir: Path) -> Row:
-    manifest = read_json(run_dir / MANIFEST) or {}
+    manifest, manifest_problem = _read_manifest(run_dir)
     row = Row(name=run_dir.name)
     results_path = find_results_file(run_dir / "lmms_eval")
     data = read_json(results_path) if results_path else None
-    args: dict[str, Any] = {}
-    if data and (data.get("config") or {}).get("model_args") is not None:
-        args = parse_model_args(data["config"]["model_args"])
-    elif manifest.get("model_args"):
-        args = parse_model_args(manifest["model_args"])
+    args = _model_args(data, manifest)
     row.holitom = _holitom_from_args(args)
     if row.holitom is not None:
         cfg = row.holitom
@@ -127,29 +139,14 @@ def read_run(run_dir: Path) -> Row:
     frames = args.get("max_frames_num", args.get("max_num_frames"))
     row.frames = int(frames) if frames not in (None, "") and str(frames).isdigit() else None
     check = check_recorded_run(run_dir, manifest)
-    row.status = _status(check, manifest, results_path is not None)
+    row.status = "invalid" if manifest_problem else _status(check, manifest, results_path is not None)
     if row.status in ("failed", "invalid", "pending-scoring"):
         reason = manifest.get("reason") if row.status == "failed" and manifest.get("reason") else check.reason
-        row.notes.append(f"{row.name}: {row.status} — {reason}")
-    row.flags = list(manifest.get("flags") or [])
-    if check.done and data is not None and results_path is not None:
-        row.results_file = str(results_path.relative_to(run_dir.parent))
-        scores, extras, notes = benchmark_scores(data)
-        row.scores = {**scores, **extras}
-        row.extra_metrics = {task: metric for task, (metric, _v) in extra_metrics(data).items()}
-        row.notes += [f"{row.name}: {n}" for n in notes]
-        summary = load_summary(results_path)
-        if summary:
-            row.visual_tokens = _weighted(summary, "mean_outer_tokens")
-            row.visual_tokens_after_merge = _weighted(summary, "mean_inner_tokens")
-            row.ttft_ms = _weighted(summary, "mean_ttft_ms")
-            measured = _weighted(summary, "mean_tflops")
-            if measured is not None:
-                row.tflops, row.tflops_source = measured, "measured"
-            row.video_errors = _video_errors(summary)
-            errors = summary_errors(summary)
-            if errors and not any("error" in f for f in row.flags):
-                row.flags.append(f"model reported {errors} error(s)")
+        row.notes.append(f"{row.name}: {row.status} — {manifest_problem or reason}")
+    flags = manifest.get("flags")
+    row.flags = [str(f) for f in flags] if isinstance(flags, list) else []
+    if row.status == "done" and data is not None and results_path is not None:
+        _read_scores(row, check, data, results_path, run_dir)
     if row.tflops is None and row.holitom is not None:
         value = _theoretical_tflops(row, row.visual_tokens)
         if value is not None:
@@ -159,6 +156,38 @@ def read_run(run_dir: Path) -> Row:
                     "visionzip_tokens": row.visionzip_tokens}
         row.paper = match_paper(row.model, row.method, row.retain_ratio, row.frames, settings)
     return row
+
+
+def _model_args(data: Mapping[str, Any] | None, manifest: Mapping[str, Any]) -> dict[str, str]:
+    """The model_args lmms-eval recorded in the results (what really ran), else the manifest's."""
+    config = data.get("config") if data else None
+    if isinstance(config, Mapping) and config.get("model_args") is not None:
+        return parse_model_args(config["model_args"])
+    return parse_model_args(manifest["model_args"]) if manifest.get("model_args") else {}
+
+
+def _read_scores(row: Row, check: Any, data: Mapping[str, Any], results_path: Path, run_dir: Path) -> None:
+    """The validated scores of a done run and the statistics of the same evaluation (or why they are unknown)."""
+    row.results_file = str(results_path.relative_to(run_dir.parent))
+    scores, extras, notes = benchmark_scores(data)
+    row.scores = {**scores, **extras}
+    row.extra_metrics = {task: metric for task, (metric, _v) in extra_metrics(data).items()}
+    row.notes += [f"{row.name}: {n}" for n in notes]
+    summary = check.summary
+    if summary is None:
+        row.stats_problem = check.stats_problem
+        if check.stats_problem not in row.flags:
+            row.flags.append(check.stats_problem)
+        return
+    row.visual_tokens = _weighted(summary, "mean_outer_tokens")
+    row.visual_tokens_after_merge = _weighted(summary, "mean_inner_tokens")
+    row.ttft_ms = _weighted(summary, "mean_ttft_ms")
+    measured = _weighted(summary, "mean_tflops")
+    if measured is not None:
+        row.tflops, row.tflops_source = measured, "measured"
+    row.video_errors = _video_errors(summary)
+    if check.model_errors and not any("error" in f for f in row.flags):
+        row.flags.append(f"model reported {check.model_errors} error(s)")
 
 
 def _status(check: Any, manifest: dict[str, Any], has_results: bool) -> str:
@@ -183,9 +212,8 @@ def column_of(task: str) -> str:
 
 def _video_errors(summary: Mapping[str, Any]) -> dict[str, int]:
     out: dict[str, int] = {}
-    for task, entry in summary.items():
-        if isinstance(entry, Mapping) and isinstance(entry.get("errors"), (int, float)):
-            out[column_of(task)] = out.get(column_of(task), 0) + int(entry["errors"])
+    for task, entry in summary.items():  # validated: every entry has an integer error count
+        out[column_of(task)] = out.get(column_of(task), 0) + int(entry["errors"])
     return out
 
 
@@ -206,6 +234,19 @@ def _run_dirs(root: Path) -> list[Path]:
     return out
 
 
+def _pct_of_dense(row: Row, base: Row | None) -> tuple[float | None, str | None]:
+    """(score as % of the dense run's on the same checkpoint and frames, or None with the reason)."""
+    if row.avg is None:
+        return None, "no score"
+    if base is None:
+        return None, "no dense run"
+    if base.avg is None:
+        return None, "dense has no score"
+    if base.avg == 0:
+        return None, "dense scored 0"
+    return 100.0 * row.avg / base.avg, None
+
+
 def build_report(root: Path) -> Report:
     root = Path(root)
     rows = sorted((read_run(d) for d in _run_dirs(root)), key=_sort_key)
@@ -217,9 +258,7 @@ def build_report(root: Path) -> Report:
         values = [r.scores.get(c) for c in avg_cols]
         r.avg = sum(values) / len(values) if values and all(v is not None for v in values) else None  # type: ignore[misc]
     for r in rows:
-        base = dense.get((r.pretrained, r.frames))
-        if r.avg is not None and base is not None and base.avg:
-            r.pct_dense = 100.0 * r.avg / base.avg
+        r.pct_dense, r.pct_dense_reason = _pct_of_dense(r, dense.get((r.pretrained, r.frames)))
     notes: list[str] = []
     if any(r.scores.get("Ego") is not None for r in rows):
         notes.append("Ego: lmms-eval `egoschema_subset` (500 questions, scored locally) unless the run used "
@@ -229,9 +268,13 @@ def build_report(root: Path) -> Report:
                      "not measured by the model.")
     if extras:
         metrics = {c: next((r.extra_metrics[c] for r in rows if c in r.extra_metrics), "?") for c in extras}
-        notes.append("Other tasks, as lmms-eval reports them (not rescaled): "
+        notes.append("Other tasks, as lmms-eval reports them (not rescaled; checked to be finite numbers, their "
+                     "range is not known): "
                      + ", ".join(f"{c} = `{m}`" for c, m in metrics.items()) + ".")
-    if any(not r.comparable for r in rows):
+    if any(r.stats_problem for r in rows):
+        notes.append("not comparable (statistics): the plugin's statistics of the evaluation are missing or "
+                     "unusable, so its video errors are unknown; the reason is in the run's flag.")
+    if any(r.video_errors and not r.comparable for r in rows):
         notes.append("not comparable: some samples had a video error (missing or undecodable file) and were "
                      "answered with an empty string, which each task scores its own way (MVBench skips them, "
                      "EgoSchema and LongVideoBench turn them into a random choice); the `video errors` column "

@@ -62,6 +62,13 @@ def _retain_cell(row: Row) -> str:
     return f"{row.retain_ratio * 100:g} %"
 
 
+def _pct_cell(row: Row) -> str:
+    """The score as % of dense, or ``n/a (why)`` for a run of ours (a paper row leaves it blank when not given)."""
+    if row.pct_dense is None and row.pct_dense_reason and row.source != "paper":
+        return f"n/a ({row.pct_dense_reason})"
+    return _f(row.pct_dense)
+
+
 def _columns(report: Report) -> list[tuple[str, Any]]:
     rows = report.rows
     cols: list[tuple[str, Any]] = [
@@ -77,7 +84,7 @@ def _columns(report: Report) -> list[tuple[str, Any]]:
     cols.append(("video errors", lambda r: _errors_cell(r, report.score_columns)))
     cols += [
         ("Avg", lambda r: _f(r.avg)),
-        ("% of dense", lambda r: _f(r.pct_dense)),
+        ("% of dense", _pct_cell),
         ("TFLOPs", _tflops_cell),
         ("visual tokens", _tokens_cell),
     ]

@@ -12,6 +12,7 @@ from typing import Any
 from lmms_holitom.config import HoliTomConfig
 from lmms_holitom.methods import METHODS
 from lmms_holitom.sweep.paper import PaperRow, model_key
+from lmms_holitom.sweep.results import score_metric
 
 METHOD_LABELS = {name: spec.label for name, spec in METHODS.items()}  #: from the registry
 METHOD_ORDER = {name: i for i, name in enumerate(METHODS)}  #: the registry's order
@@ -34,8 +35,10 @@ class Row:
     pretrained: str | None = None
     scores: dict[str, float] = field(default_factory=dict)
     video_errors: dict[str, int] | None = None  # score column -> samples with a video error (None: unknown)
+    stats_problem: str | None = None  # why a done run's video errors are unknown (its summary is unusable)
     avg: float | None = None
     pct_dense: float | None = None
+    pct_dense_reason: str | None = None  # why pct_dense is None (no score, no dense run, dense scored 0)
     tflops: float | None = None
     tflops_source: str | None = None  # measured | theoretical | paper
     visual_tokens: float | None = None
@@ -55,8 +58,9 @@ class Row:
 
     @property
     def comparable(self) -> bool:
-        """False when some sample had a video error (answered with an empty string)."""
-        return not any((self.video_errors or {}).values())
+        """False when some sample had a video error (answered with an empty string), or when the video errors
+        of a done run are unknown (`stats_problem`)."""
+        return self.stats_problem is None and not any((self.video_errors or {}).values())
 
 
 @dataclass
@@ -91,10 +95,12 @@ def _metric(entry: Any, name: str) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def _pct(value: float | None) -> float | None:
-    if value is None:
-        return None
-    return value * 100 if value <= 1.0 else value
+def _pct(task: str, value: float | None) -> float | None:
+    """A validated score in percent: scaled by its task's known scale (`results.SCORE_METRICS`)."""
+    known = score_metric(task)
+    if value is None or known is None:
+        return value
+    return value * 100.0 / known[1]
 
 
 def benchmark_scores(data: Mapping[str, Any]) -> tuple[dict[str, float], dict[str, float], list[str]]:
@@ -114,10 +120,10 @@ def benchmark_scores(data: Mapping[str, Any]) -> tuple[dict[str, float], dict[st
             notes.append(f"MVB over {len(mvb)} of {expected} subtasks")
     for task in ("egoschema_subset", "egoschema"):
         if (v := _metric(results.get(task), "score")) is not None:
-            scores["Ego"] = _pct(v)  # type: ignore[assignment]
+            scores["Ego"] = _pct(task, v)  # type: ignore[assignment]
             break
     if (v := _metric(results.get("longvideobench_val_v"), "lvb_acc")) is not None:
-        scores["LVB"] = _pct(v)  # type: ignore[assignment]
+        scores["LVB"] = _pct("longvideobench_val_v", v)  # type: ignore[assignment]
     if (v := _metric(results.get("videomme"), "videomme_perception_score")) is not None:
         scores["VMME"] = v
     extras = {task: value for task, (_metric_name, value) in extra_metrics(data).items()}

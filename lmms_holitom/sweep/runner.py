@@ -18,7 +18,9 @@ Resume rules: a run whose results validate (`lmms_holitom.sweep.results.check_ru
 manifest is repaired if the sweep died between lmms-eval finishing and the manifest being written. Any
 other run folder content (a crash, a failure, results of an edited setting) is moved aside into
 ``attempt-N/`` — never deleted — and the run starts afresh. Ctrl-C or SIGTERM stops the running
-lmms-eval, marks the run ``interrupted`` and stops the sweep; everything finished stays finished.
+lmms-eval and the sweep; the run is then what its results say, in ``run.json``, ``--list`` and a rerun alike:
+``interrupted`` (rerun) unless lmms-eval had already written complete results, which make it ``done`` (flagged
+as interrupted after them). Everything finished stays finished.
 
 A run whose only missing results are remote-scored tasks with saved answers (``egoschema`` offline,
 `lmms_holitom.sweep.scoring`) is ``pending-scoring``: finished, not failed, never rerun. Every run a sweep
@@ -211,6 +213,8 @@ class SweepRunner:
         flags = []
         if check.model_errors:
             flags.append(f"model reported {check.model_errors} error(s) in holitom_summary.json")
+        if check.stats_problem:
+            flags.append(check.stats_problem)
         return {
             "results_file": str(check.results_file.relative_to(run_dir)) if check.results_file else None,
             "expected_tasks": check.leaves,
@@ -300,8 +304,15 @@ class SweepRunner:
                     result = self._execute(run, check, tag)
                 except SweepInterrupted as e:
                     outcome.interrupted = True
-                    outcome.outcomes.append(RunOutcome(run.name, "interrupted", str(e)))
-                    self._say(f"{tag}: interrupted ({e}); rerun the same command to resume")
+                    after = self.check(run)
+                    if after.finished:
+                        outcome.outcomes.append(RunOutcome(run.name, after.state, after.reason,
+                                                           flags=[f"interrupted ({e}) after complete results"]))
+                        self._say(f"{tag}: {after.state}: interrupted ({e}) after lmms-eval had written complete "
+                                  "results; stopping, rerun the same command to resume")
+                    else:
+                        outcome.outcomes.append(RunOutcome(run.name, "interrupted", str(e)))
+                        self._say(f"{tag}: interrupted ({e}); rerun the same command to resume")
                     break
                 except SweepIOError as e:
                     outcome.outcomes.append(RunOutcome(run.name, "failed", str(e)))
@@ -328,7 +339,8 @@ class SweepRunner:
 
     @staticmethod
     def _flags(check: RunCheck) -> list[str]:
-        return [f"model reported {check.model_errors} error(s)"] if check.model_errors else []
+        flags = [f"model reported {check.model_errors} error(s)"] if check.model_errors else []
+        return flags + ([check.stats_problem] if check.stats_problem else [])
 
     def summary(self, outcome: SweepOutcome, total: int) -> str:
         counts: dict[str, int] = {}
@@ -359,6 +371,20 @@ class SweepRunner:
         return "\n".join(lines)
 
     # ------------------------------------------------------------------ one run
+    def _record_interrupt(self, run: RunSpec, manifest: dict[str, Any], why: str, start: float) -> None:
+        """The manifest of an interrupted attempt says what its results say (`check_run`, the one judge that
+        ``--list`` and a rerun use): ``interrupted``, or the finished state when lmms-eval had written them all."""
+        run_dir = self.run_dir(run)
+        check = self.check(run)
+        manifest.update(ended_at=now_iso(), duration_s=round(time.monotonic() - start, 3), interrupted=why)
+        if check.finished:
+            fields = self._finish_fields(check, run_dir)
+            fields["flags"].append(f"the sweep was interrupted ({why}) after lmms-eval had written complete results")
+            manifest.update(status=check.state, reason=None if check.done else check.reason, **fields)
+        else:
+            manifest.update(status="interrupted", reason=why)
+        write_json_atomic(run_dir / MANIFEST, manifest)
+
     def _execute(self, run: RunSpec, previous: RunCheck, tag: str) -> RunOutcome:
         """One attempt of ``run``; an OSError writing its folder marks it failed and raises `SweepIOError`."""
         run_dir = self.run_dir(run)
@@ -394,9 +420,7 @@ class SweepRunner:
                               heartbeat_s=self.heartbeat_s, kill_grace_s=self.kill_grace_s,
                               echo=self.out if self.verbose else None)
         except SweepInterrupted as e:
-            manifest.update(status="interrupted", reason=str(e), ended_at=now_iso(),
-                            duration_s=round(time.monotonic() - start, 3))
-            write_json_atomic(run_dir / MANIFEST, manifest)
+            self._record_interrupt(run, manifest, str(e), start)
             raise
         duration = time.monotonic() - start
         check = self.check(run)

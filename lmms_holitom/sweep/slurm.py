@@ -17,18 +17,25 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from lmms_holitom.sweep.config import RunSpec, SweepConfig
+from lmms_holitom.values import shown
 
 __all__ = ["parse_slurm_opts", "slurm_script"]
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
 
 def parse_slurm_opts(items: Sequence[str]) -> dict[str, str]:
-    """``["partition=gpu", "time=4:00:00"]`` -> mapping; raises ValueError on a malformed item."""
+    """``["partition=gpu", "time=4:00:00"]`` -> mapping; raises ValueError on a malformed item or a control
+    character (a newline in a value would inject an ``#SBATCH`` line)."""
     out: dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
         key = key.strip().lstrip("-")
-        if not sep or not re.match(r"^[A-Za-z][A-Za-z0-9_-]*$", key):
-            raise ValueError(f"--slurm-opt expects KEY=VALUE (e.g. partition=gpu), got {item!r}")
+        if not sep or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", key):
+            raise ValueError(f"--slurm-opt expects KEY=VALUE (e.g. partition=gpu), got {shown(item)}")
+        if _CONTROL.search(value):
+            raise ValueError(f"--slurm-opt {key}: the value must not contain control characters (a newline would "
+                             f"start another #SBATCH line), got {shown(value)}")
         out[key] = value.strip()
     return out
 

@@ -51,15 +51,42 @@ _ABBREV = {
 }
 
 
+#: runs one study may expand to (all grid blocks together). Each run is a full lmms-eval evaluation, hours on a GPU:
+#: ten thousand is beyond any study (the paper's table is 17), and a grid past it is a mistake (7 axes of 10 values
+#: via YAML anchors are ten million runs, which would exhaust memory before anything is said); split such a study.
+MAX_RUNS = 10_000
+#: size of a study file: a study is a few KB of YAML
+MAX_STUDY_BYTES = 1 << 20
+#: values (mappings, lists and scalars) a study file may hold with its YAML aliases expanded: a study holds a few
+#: hundred; a "billion laughs" file of nested aliases holds billions in a few lines
+MAX_STUDY_VALUES = 100_000
+#: characters of one problem line (values echoed in messages are cut shorter still, `lmms_holitom.values.shown`)
+MAX_PROBLEM_CHARS = 500
+#: problem lines a message lists (the count says how many there are)
+MAX_PROBLEMS_SHOWN = 50
+
+
+def _cut(problem: str) -> str:
+    problem = " ".join(str(problem).split())
+    return problem if len(problem) <= MAX_PROBLEM_CHARS else f"{problem[:MAX_PROBLEM_CHARS]}... (cut)"
+
+
 class ConfigError(ValueError):
-    """A study file with problems; ``problems`` lists them, the message has one line per problem."""
+    """A study file with problems; ``problems`` lists them, the message has one line per problem (each at most
+    `MAX_PROBLEM_CHARS` characters)."""
 
     def __init__(self, source: str, problems: Iterable[str]):
         self.source = source
-        self.problems = list(dict.fromkeys(problems))  # de-duplicated, in order
+        self.problems = list(dict.fromkeys(_cut(p) for p in problems))  # de-duplicated, in order
         n = len(self.problems)
-        lines = "\n".join(f"  - {p}" for p in self.problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems[:MAX_PROBLEMS_SHOWN])
+        if n > MAX_PROBLEMS_SHOWN:
+            lines += f"\n  ... and {n - MAX_PROBLEMS_SHOWN} more"
         super().__init__(f"{source}: {n} problem{'s' if n != 1 else ''}:\n{lines}")
+
+    def one_line(self) -> str | None:
+        """``<file>: <problem>`` when there is exactly one problem (else None: the message lists them)."""
+        return f"{self.source}: {self.problems[0]}" if len(self.problems) == 1 else None
 
 
 @dataclass(frozen=True)

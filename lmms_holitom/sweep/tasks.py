@@ -1,8 +1,9 @@
 """lmms-eval task names: does a task exist, and which leaf tasks does a group (e.g. ``mvbench``) run.
 
 Both answers come from lmms-eval's own `TaskManager` (its index of every task YAML, built-in and under
-``include_path``). Building it takes several seconds, so it is built once per include path per process,
-and ``holitom sweep --no-task-check`` skips it.
+``include_path``). Building it takes several seconds, so it is built once per include path per process, only by
+a sweep that is about to start a run (``--list``, ``--dry-run``, ``--emit slurm`` and a sweep with nothing left to
+run never build it), and ``holitom sweep --no-task-check`` skips it.
 """
 
 from __future__ import annotations

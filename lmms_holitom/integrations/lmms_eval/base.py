@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, ClassVar
@@ -19,10 +20,17 @@ from loguru import logger
 from tqdm import tqdm
 
 from lmms_holitom.config import METHODS, HoliTomConfig
+from lmms_holitom.integrations.lmms_eval.model_args import check_model_args_string, merge_cli_extras
 from lmms_holitom.integrations.lmms_eval.prompts import generation_kwargs
 from lmms_holitom.integrations.lmms_eval.recorder import SampleRecorder
 from lmms_holitom.integrations.lmms_eval.records import discover_output_dir
-from lmms_holitom.integrations.lmms_eval.runtime import FirstTokenClock, barrier, placement, process_layout
+from lmms_holitom.integrations.lmms_eval.runtime import (
+    FirstTokenClock,
+    barrier,
+    lost_processes,
+    placement,
+    process_layout,
+)
 from lmms_holitom.integrations.lmms_eval.settings import (
     none_if_empty,
     original_env_set,
@@ -32,7 +40,7 @@ from lmms_holitom.integrations.lmms_eval.settings import (
     resolve_holitom_config,
 )
 from lmms_holitom.integrations.lmms_eval.visuals import FAILED_ANSWER, VisualError, Visuals, call_doc_to_visual
-from lmms_holitom.values import resolve_dtype
+from lmms_holitom.values import MAX_TOKENS, resolve_dtype
 from lmms_holitom.video import VideoDecodeError
 
 __all__ = ["COMMON_MODEL_ARGS", "HoliTomLmms"]
@@ -69,6 +77,19 @@ class HoliTomLmms(lmms):
         """Every model arg besides the HoliTomConfig fields (name -> default)."""
         return {**cls.FAMILY_ARGS, **COMMON_MODEL_ARGS}
 
+    @classmethod
+    def create_from_arg_string(
+        cls, arg_string: str | Mapping[str, Any], additional_config: dict | None = None
+    ) -> HoliTomLmms:
+        """What lmms-eval calls with ``--model_args`` and its own ``--batch_size``/``--device`` flags: a key given
+        twice is a one-line error here, before lmms-eval's parser keeps only the last value."""
+        from lmms_eval.utils import simple_parse_args_string
+
+        if isinstance(arg_string, Mapping):  # simple_evaluate(model_args={...}): keys are unique already
+            return cls(**merge_cli_extras(arg_string, additional_config or {}))
+        check_model_args_string(arg_string)
+        return cls(**merge_cli_extras(simple_parse_args_string(arg_string or ""), additional_config or {}))
+
     def __init__(self, **kwargs: Any) -> None:
         super().__init__()
         defaults = self.model_args()
@@ -90,7 +111,7 @@ class HoliTomLmms(lmms):
         self._rank, self._world_size, local_rank = process_layout(self.accelerator)
         self.holitom_config, source = resolve_holitom_config(holitom_args)
         self.pretrained = str(args["pretrained"])
-        self.max_new_tokens = parse_int("max_new_tokens", args["max_new_tokens"], 1, 1_000_000)
+        self.max_new_tokens = parse_int("max_new_tokens", args["max_new_tokens"], 1, MAX_TOKENS)
         self.on_video_error = parse_on_video_error(args["on_video_error"])
         self.batch_size_per_gpu = 1
         self._device, load_map = placement(
@@ -138,6 +159,9 @@ class HoliTomLmms(lmms):
         logger.info(f"[holitom] {self.MODEL_ID}: {self.pretrained} ({self.checkpoint}) on {self._device}, {dtype}, "
                     f"{mode}; {self._describe()}")
         logger.info(f"[holitom] effective HoliTom config (from {source}): {self.holitom_config.to_dict()}")
+        lost = lost_processes(os.environ, self._world_size)
+        if lost:
+            logger.warning(f"[holitom] {lost}")
         ignored = [] if os.environ.get("WRAPPER", "").strip() else original_env_set(os.environ)
         if ignored:
             logger.warning(f"[holitom] ignoring the original environment variables {', '.join(ignored)} "
@@ -283,8 +307,6 @@ class HoliTomLmms(lmms):
             visuals = self._load_visuals(call_doc_to_visual(doc_to_visual, doc))
         except VisualError as exc:
             return self._failed(base, exc)
-        if visuals.extra_videos:
-            self._warn_once("multi-video", f"[holitom] {task}: several videos per document; using the first")
         if visuals.images:
             self._warn_once("images", f"[holitom] {task}: image inputs go through the model unchanged "
                             "(HoliTom compresses videos only; images are recorded apart from the video statistics)")

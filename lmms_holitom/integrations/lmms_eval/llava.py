@@ -6,6 +6,7 @@ Usage::
         --model_args pretrained=lmms-lab/llava-onevision-qwen2-7b-ov,method=holitom,retain_ratio=0.15,tau=0.8 \\
         --tasks videomme --output_path runs/ --log_samples
     accelerate launch --num_processes 8 -m lmms_eval --model llava_onevision_holitom ...   # one copy per GPU
+    torchrun --nproc_per_node 2 -m lmms_eval --model llava_onevision_holitom --model_args ...,device=cpu   # CPUs
 
 See `LlavaOneVisionHoliTom` for every model argument and how the authors' environment variables combine
 with them.
@@ -27,6 +28,7 @@ from lmms_holitom.integrations.lmms_eval.settings import (
     resolve_holitom_config,
 )
 from lmms_holitom.integrations.lmms_eval.visuals import Visuals, load_visuals
+from lmms_holitom.values import MAX_FRAMES
 from lmms_holitom.video import check_backend
 
 __all__ = ["MODEL_ARGS", "LlavaOneVisionHoliTom", "ORIGINAL_ENV_VARS", "resolve_holitom_config"]
@@ -37,9 +39,8 @@ class LlavaOneVisionHoliTom(HoliTomLmms):
 
     Model args (``--model_args k=v,...``):
 
-    * ``pretrained`` (``lmms-lab/llava-onevision-qwen2-7b-ov``): an lmms-lab name (loaded as its
-      ``llava-hf`` twin), a transformers checkpoint, a local folder, or ``tiny`` (the built-in offline
-      test model).
+    * ``pretrained`` (``lmms-lab/llava-onevision-qwen2-7b-ov``): an lmms-lab (LLaVA-NeXT format) checkpoint,
+      loaded as it is, a transformers checkpoint, a local folder, or ``tiny`` (the built-in offline test model).
     * ``conv_template`` (``qwen_1_5``): ``qwen_1_5`` builds the prompt exactly like lmms-eval's
       ``llava_onevision`` (system "You are a helpful assistant.", one video placeholder before the
       question); ``chat_template`` or ``none`` use the processor's own chat template.
@@ -53,7 +54,8 @@ class LlavaOneVisionHoliTom(HoliTomLmms):
     * ``batch_size`` (1; nothing else is supported), ``max_new_tokens`` (1024; used when the task's
       ``generation_kwargs`` do not set it).
     * ``on_video_error`` (``record``): a sample whose video is missing or cannot be decoded — whatever the
-      task's ``doc_to_visual`` raises, ``SystemExit`` included — is answered with ``FAILED_ANSWER``
+      task's ``doc_to_visual`` raises, ``SystemExit`` included — or whose document has several videos (one
+      video per prompt; see `visuals.check_one_video`) is answered with ``FAILED_ANSWER``
       (``"[video error]"``), counted, and recorded with its error and file in the stats files and the
       end-of-run summary — never answered from the text alone; ``fail`` (alias ``raise``) stops at the first.
     * ``stats_path``: folder of the statistics files (`records`); default: lmms-eval's results folder
@@ -69,7 +71,8 @@ class LlavaOneVisionHoliTom(HoliTomLmms):
       defaults: ``model_name`` (ignored), ``token_strategy=single``, ``use_cache=true``,
       ``truncation``/``truncate_context`` (no effect).
 
-    Any other model arg raises a ValueError listing the valid ones.
+    Any other model arg raises a ValueError listing the valid ones; a key given twice in ``--model_args`` is an
+    error too (`model_args`).
 
     The authors' environment variables (``WRAPPER``, ``RETAIN_RATIO``, ``T``, ``HOLITOM_k``, ``HOLITOM_r``,
     ``BETA``, ``D``, ``K``, ``MAX_WINDOW_SIZE``, ``NO_BETA``, ``FASTV_k``, ``FASTV_r``, ...) still work, with
@@ -112,7 +115,7 @@ class LlavaOneVisionHoliTom(HoliTomLmms):
         self.conv_template = str(args["conv_template"]).strip().lower()
         if self.conv_template not in CONV_TEMPLATES:
             raise ValueError(f"conv_template must be one of {', '.join(CONV_TEMPLATES)}, got {self.conv_template!r}")
-        self.max_frames_num = parse_int("max_frames_num", args["max_frames_num"], 1, 4096)
+        self.max_frames_num = parse_int("max_frames_num", args["max_frames_num"], 1, MAX_FRAMES)
         self.video_decode_backend = check_backend(args["video_decode_backend"])
         self._layout_kwargs = parse_layout_args(args)
 

@@ -20,7 +20,8 @@ import numpy as np
 from lmms_holitom.integrations.lmms_eval.base import HoliTomLmms
 from lmms_holitom.integrations.lmms_eval.prompts import SYSTEM_PROMPT
 from lmms_holitom.integrations.lmms_eval.settings import none_if_empty, parse_int
-from lmms_holitom.integrations.lmms_eval.visuals import VisualError, Visuals
+from lmms_holitom.integrations.lmms_eval.visuals import VisualError, Visuals, check_one_video
+from lmms_holitom.values import MAX_FRAMES
 
 __all__ = ["Qwen2_5_VLHoliTom", "Qwen3VLHoliTom"]
 
@@ -50,7 +51,7 @@ class _QwenHoliTom(HoliTomLmms):
     def _family_setup(self, args: dict[str, Any]) -> None:
         self.min_pixels = parse_int("min_pixels", args["min_pixels"], 1)
         self.max_pixels = parse_int("max_pixels", args["max_pixels"], self.min_pixels)
-        self.max_num_frames = parse_int("max_num_frames", args["max_num_frames"], 1, 4096)
+        self.max_num_frames = parse_int("max_num_frames", args["max_num_frames"], 1, MAX_FRAMES)
         fps = none_if_empty(args["fps"])
         try:
             self.fps = None if fps is None else float(fps)
@@ -83,7 +84,7 @@ class _QwenHoliTom(HoliTomLmms):
         paths = [v for v in visuals if isinstance(v, (str, os.PathLike)) and str(v).lower().endswith(_VIDEO_SUFFIXES)]
         if not paths:
             return Visuals(images=[v for v in visuals if not isinstance(v, (str, os.PathLike))])
-        path = os.fspath(paths[0])
+        path = check_one_video(paths)
         if not os.path.isfile(path):
             raise VisualError(f"video file not found: {path}", path)
         t0 = time.perf_counter()
@@ -92,7 +93,7 @@ class _QwenHoliTom(HoliTomLmms):
         except Exception as exc:  # whatever the video reader raises: this one sample fails
             raise VisualError(f"cannot read the video with qwen_vl_utils: {type(exc).__name__}: {exc}", path) from exc
         return QwenVisuals(video=frames, video_path=path, decode_ms=(time.perf_counter() - t0) * 1000.0,
-                           extra_videos=len(paths) - 1, item=item, processor_kwargs=kwargs)
+                           item=item, processor_kwargs=kwargs)
 
     def _read_video(self, path: str) -> tuple[Any, dict[str, Any], dict[str, Any]]:
         raise NotImplementedError

@@ -1,12 +1,26 @@
-"""Per-sample compression statistics of an lmms-eval run: JSONL per rank, merged file, per-task summary.
+"""Per-sample compression statistics of one lmms-eval evaluation: JSONL per rank, merged file, per-task summary.
 
-Files (`docs/CONTRACTS.md`), all in one folder — by default lmms-eval's own results folder
-``<output_path>/<model subdir>/``:
+Statistics are per evaluation. lmms-eval 0.7.3 names an evaluation's results ``<stamp>_results.json``, where
+``<stamp>`` is the ``datetime_str`` its CLI passes to ``lmms_eval.evaluator.simple_evaluate`` (``%Y%m%d_%H%M%S``
+in ``--timezone``, the same string as the results' ``date``); `lmms_eval_stamp` reads it from that call while the
+model is built, so the statistics of that evaluation are named with the same stamp. Files (`docs/CONTRACTS.md`),
+all in one folder — by default lmms-eval's own results folder ``<output_path>/<model subdir>/``:
 
-* ``holitom_stats.rank{R}.jsonl`` — written by rank R while it runs, one line per sample, flushed per line;
-* ``holitom_stats.jsonl`` — rank 0 merges the rank files at the end (sorted by task, doc id);
-* ``holitom_summary.json`` — ``{task: {samples, errors, mean_outer_tokens, mean_inner_tokens,
-  mean_dense_tokens, mean_tflops, mean_tflops_dense, mean_prefill_ms, mean_ttft_ms, ...}}``.
+* ``<stamp>_holitom_stats.<run id>.rank{R}.jsonl`` — written by rank R while it runs, one line per sample,
+  flushed per line; the run id (rank 0's process id and a counter, shared by every rank) keeps two evaluations
+  that start in the same second from writing into one file;
+* ``<stamp>_holitom_stats.jsonl`` — rank 0 merges this evaluation's rank files at the end (sorted by task,
+  doc id);
+* ``<stamp>_holitom_summary.json`` — ``{task: {samples, errors, mean_outer_tokens, mean_inner_tokens,
+  mean_dense_tokens, mean_tflops, mean_tflops_dense, mean_prefill_ms, mean_ttft_ms, ...}}``, plus
+  ``"_problems": [...]`` (`PROBLEMS_KEY`) when some statistics could not be read or written (the counts are
+  then incomplete, and readers say so).
+
+`stats_files` pairs a results file with its statistics. Both end files are replaced atomically
+(`lmms_holitom.io`), so concurrent and successive evaluations in one folder never truncate, interleave or
+replace each other's statistics. Two evaluations started in the same second share lmms-eval's stamp: lmms-eval
+then writes both results to one file (the last one wins), and the statistics follow the same rule, each file
+complete.
 
 A sample line has every key of `RECORD_KEYS`; ``settings`` is the full effective `HoliTomConfig` of the sample
 (every field, the method's defaults resolved). ``modality`` is ``video``, ``image`` or ``text``; the video
@@ -23,79 +37,146 @@ apart (``image_samples``, ``mean_image_tokens``, ``mean_image_tflops``), so zero
 from __future__ import annotations
 
 import argparse
+import inspect
+import itertools
 import json
 import math
 import os
-import re
 import sys
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from lmms_holitom.io import write_text_atomic
+
 __all__ = [
-    "MERGED_NAME",
+    "PROBLEMS_KEY",
     "RECORD_KEYS",
-    "SUMMARY_NAME",
+    "RESULTS_SUFFIX",
+    "STATS_SUFFIX",
+    "SUMMARY_SUFFIX",
+    "Evaluation",
     "StatsWriter",
     "discover_output_dir",
     "format_summary",
+    "lmms_eval_stamp",
     "merge_rank_files",
-    "rank_file_name",
+    "new_evaluation",
     "read_jsonl",
+    "stats_files",
     "summarize",
     "write_summary",
 ]
 
-MERGED_NAME = "holitom_stats.jsonl"
-SUMMARY_NAME = "holitom_summary.json"
+RESULTS_SUFFIX = "_results.json"  #: lmms-eval 0.7.3's results file: ``<stamp>_results.json``
+STATS_SUFFIX = "_holitom_stats.jsonl"  #: ``<stamp>_holitom_stats.jsonl``: the merged sample lines
+SUMMARY_SUFFIX = "_holitom_summary.json"  #: ``<stamp>_holitom_summary.json``: the per-task summary
+PROBLEMS_KEY = "_problems"  #: summary key listing what could not be read or written (the counts are incomplete)
 #: The keys of every sample line, in order (failed samples: measurements null).
 RECORD_KEYS: tuple[str, ...] = (
     "doc_id", "task", "split", "rank", "method", "modality", "video", "frames", "tokens_per_frame",
     "dense_tokens", "outer_tokens", "inner_tokens", "merge_layer", "segments", "static_tokens", "image_tokens",
     "prompt_tokens_dense", "prompt_tokens", "new_tokens", "tflops_dense", "tflops", "timings_ms", "error", "settings",
 )
-_RANK_RE = re.compile(r"^holitom_stats\.rank(\d+)\.jsonl$")
+_RECORDERS = itertools.count(1)  # recorders built in this process: part of the run id
 
 
-def rank_file_name(rank: int) -> str:
-    return f"holitom_stats.rank{rank}.jsonl"
+@dataclass(frozen=True)
+class Evaluation:
+    """The names of one evaluation's statistics: ``stamp`` is lmms-eval's (its results file is
+    ``<stamp>_results.json``), ``run_id`` tells apart evaluations that share a stamp (rank 0's)."""
+
+    stamp: str
+    run_id: str
+
+    @property
+    def merged_name(self) -> str:
+        return self.stamp + STATS_SUFFIX
+
+    @property
+    def summary_name(self) -> str:
+        return self.stamp + SUMMARY_SUFFIX
+
+    def rank_file_name(self, rank: int) -> str:
+        return f"{self.stamp}_holitom_stats.{self.run_id}.rank{rank}.jsonl"
+
+
+def lmms_eval_stamp() -> str | None:
+    """The date stamp of the lmms-eval evaluation being set up in this process: the ``datetime_str`` argument of
+    the ``lmms_eval.evaluator.simple_evaluate`` call on the stack (which builds the model), as lmms-eval 0.7.3's
+    ``EvaluationTracker`` turns it into the results file name (``:`` -> ``-``); None outside such a call."""
+    frame = inspect.currentframe()
+    while frame is not None:
+        if frame.f_code.co_name == "simple_evaluate" and frame.f_globals.get("__name__") == "lmms_eval.evaluator":
+            value = frame.f_locals.get("datetime_str")
+            if isinstance(value, str) and value:
+                return value.replace(":", "-")
+        frame = frame.f_back
+    return None
+
+
+def new_evaluation() -> Evaluation:
+    """This process's `Evaluation`: lmms-eval's stamp (else the local time in lmms-eval's format, which pairs
+    with no results file — lmms-eval writes none outside its CLI), and a run id unique in this process."""
+    stamp = lmms_eval_stamp() or time.strftime("%Y%m%d_%H%M%S")
+    return Evaluation(stamp, f"{os.getpid()}-{next(_RECORDERS)}")
+
+
+def stats_files(results_file: str | os.PathLike) -> tuple[Path, Path]:
+    """(merged sample lines, summary) of the evaluation whose lmms-eval results file is ``results_file``:
+    ``<dir>/<stamp>_results.json`` -> ``<dir>/<stamp>_holitom_stats.jsonl``, ``<dir>/<stamp>_holitom_summary.json``."""
+    path = Path(results_file)
+    if not path.name.endswith(RESULTS_SUFFIX):
+        raise ValueError(f"{path} is not an lmms-eval results file (*{RESULTS_SUFFIX})")
+    stamp = path.name[: -len(RESULTS_SUFFIX)]
+    return path.with_name(stamp + STATS_SUFFIX), path.with_name(stamp + SUMMARY_SUFFIX)
 
 
 class StatsWriter:
-    """Appends one JSON line per sample to this rank's file.
+    """Appends one JSON line per sample to this rank's file of this evaluation.
 
-    The file is truncated once, on this writer's first record (a new run in the same folder replaces the
-    old file); later opens (a second ``generate_until`` call after `close`) append.
+    The file is created on the first record; later opens (a second ``generate_until`` call after `close`)
+    append. A failed write never raises: it is noted in `problems` (once) and the record is kept in memory.
     """
 
-    def __init__(self, directory: str | os.PathLike | None, rank: int) -> None:
+    def __init__(self, directory: str | os.PathLike | None, rank: int, evaluation: Evaluation) -> None:
         self.directory = Path(directory) if directory is not None else None
         self.rank = rank
+        self.evaluation = evaluation
         self.records: list[dict[str, Any]] = []
+        self.problems: list[str] = []
         self._fh: IO[str] | None = None
-        self._opened = False
 
     @property
     def path(self) -> Path | None:
-        return None if self.directory is None else self.directory / rank_file_name(self.rank)
+        return None if self.directory is None else self.directory / self.evaluation.rank_file_name(self.rank)
 
     def write(self, record: Mapping[str, Any]) -> None:
         record = {**dict.fromkeys(RECORD_KEYS), **record}
         self.records.append(record)
-        if self.directory is None:
+        if self.directory is None or self.problems:
             return
-        if self._fh is None:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            mode = "a" if self._opened else "w"
-            self._fh = open(self.path, mode, encoding="utf-8")  # noqa: SIM115 - kept open across samples
-            self._opened = True
-        self._fh.write(json.dumps(record, default=_jsonable) + "\n")
-        self._fh.flush()
+        try:
+            if self._fh is None:
+                self.directory.mkdir(parents=True, exist_ok=True)
+                self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - kept open across samples
+            self._fh.write(json.dumps(record, default=_jsonable) + "\n")
+            self._fh.flush()
+        except OSError as exc:
+            self.problems.append(f"rank {self.rank} could not write {self.path}: {exc}")
+            from loguru import logger
+
+            logger.warning(f"[holitom] statistics: {self.problems[-1]} (later samples are not written)")
 
     def close(self) -> None:
         if self._fh is not None:
-            self._fh.close()
+            try:
+                self._fh.close()
+            except OSError as exc:
+                self.problems.append(f"rank {self.rank} could not close {self.path}: {exc}")
             self._fh = None
 
 
@@ -110,41 +191,63 @@ def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
         return [json.loads(line) for line in fh if line.strip()]
 
 
+def _read_rank_file(path: Path, problems: list[str]) -> list[dict[str, Any]]:
+    """The sample lines of one rank file; unreadable files and lines are skipped and named in ``problems``."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        problems.append(f"{path.name} is unreadable: {exc}")
+        return []
+    records, bad = [], []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            record = None
+        if isinstance(record, dict):
+            records.append(record)
+        else:
+            bad.append(number)
+    if bad:
+        problems.append(f"{path.name}: {len(bad)} corrupt line(s) skipped (line {', '.join(map(str, bad[:5]))}"
+                        + (", ..." if len(bad) > 5 else "") + ")")
+    return records
+
+
 def _sort_key(record: Mapping[str, Any]) -> tuple:
     doc_id = record.get("doc_id")
     return (str(record.get("task")), 0 if isinstance(doc_id, int) else 1, doc_id if isinstance(doc_id, int) else 0,
             str(doc_id))
 
 
-def merge_rank_files(directory: str | os.PathLike, world_size: int | None = None) -> list[dict[str, Any]]:
-    """Merge ``holitom_stats.rank*.jsonl`` into ``holitom_stats.jsonl``; return the merged records.
+def merge_rank_files(directory: str | os.PathLike, evaluation: Evaluation, world_size: int = 1) \
+        -> tuple[list[dict[str, Any]], list[str]]:
+    """Merge the rank files ``0..world_size-1`` of ``evaluation`` into ``<stamp>_holitom_stats.jsonl``
+    (atomically); return (the merged records, the problems met: corrupt lines, unreadable files).
 
-    Duplicates of one (task, split, doc_id) — which only arise if a rank processed a document twice — keep
-    the first. ``world_size`` limits the merge to ranks ``0..world_size-1`` (stale files of a wider earlier
-    run in the same folder are ignored).
+    A missing rank file is a rank that had no sample. Duplicates of one (task, split, doc_id) — which only
+    arise if a rank processed a document twice — keep the first.
     """
     directory = Path(directory)
-    files = []
-    for path in directory.iterdir():
-        match = _RANK_RE.match(path.name)
-        if match and (world_size is None or int(match.group(1)) < world_size):
-            files.append((int(match.group(1)), path))
+    problems: list[str] = []
     seen: set[tuple] = set()
     merged: list[dict[str, Any]] = []
-    for _, path in sorted(files):
-        for record in read_jsonl(path):
+    for rank in range(world_size):
+        path = directory / evaluation.rank_file_name(rank)
+        if not path.exists():
+            continue
+        for record in _read_rank_file(path, problems):
             key = (record.get("task"), record.get("split"), record.get("doc_id"))
             if key in seen:
                 continue
             seen.add(key)
             merged.append(record)
     merged.sort(key=_sort_key)
-    tmp = directory / (MERGED_NAME + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        for record in merged:
-            fh.write(json.dumps(record, default=_jsonable) + "\n")
-    os.replace(tmp, directory / MERGED_NAME)
-    return merged
+    text = "".join(json.dumps(record, default=_jsonable) + "\n" for record in merged)
+    write_text_atomic(directory / evaluation.merged_name, text)
+    return merged, problems
 
 
 def _mean(values: Iterable[Any]) -> float | None:
@@ -191,11 +294,12 @@ def summarize(records: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]
     return summary
 
 
-def write_summary(directory: str | os.PathLike, summary: Mapping[str, Any]) -> Path:
-    path = Path(directory) / SUMMARY_NAME
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(summary, indent=2, default=_jsonable) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+def write_summary(directory: str | os.PathLike, evaluation: Evaluation, summary: Mapping[str, Any],
+                  problems: Sequence[str] = ()) -> Path:
+    """Write ``<stamp>_holitom_summary.json`` atomically: ``summary``, plus ``_problems`` when there are any."""
+    path = Path(directory) / evaluation.summary_name
+    data = {**summary, PROBLEMS_KEY: list(problems)} if problems else dict(summary)
+    write_text_atomic(path, json.dumps(data, indent=2, default=_jsonable) + "\n")
     return path
 
 

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 
-__all__ = ["FirstTokenClock", "barrier", "placement", "process_layout"]
+__all__ = ["FirstTokenClock", "barrier", "lost_processes", "placement", "process_layout"]
+
+#: What to run instead of a single-process ``accelerate launch`` (one line, logged).
+TORCHRUN_HINT = "torchrun --nproc_per_node N -m lmms_eval ..."
 
 
 def process_layout(accelerator: Any) -> tuple[int, int, int]:
@@ -25,6 +29,22 @@ def process_layout(accelerator: Any) -> tuple[int, int, int]:
         rank, world = accelerator.process_index, accelerator.num_processes
     local = int(os.environ.get("LOCAL_RANK", accelerator.local_process_index))
     return rank, world, local
+
+
+def lost_processes(environ: Mapping[str, str], world_size: int) -> str | None:
+    """One line when ``accelerate launch --num_processes N`` (N > 1) started a single process, else None.
+
+    accelerate 1.x starts one process with its "simple" launcher whenever it does not take the multi-GPU path
+    (``--cpu``, no GPU, or one GPU), whatever ``--num_processes`` says; that launcher sets
+    ``ACCELERATE_USE_CPU`` always and ``MASTER_ADDR``/``MASTER_PORT`` only for N > 1, and no ``WORLD_SIZE``
+    (recorded from ``accelerate launch --num_processes 2 --cpu`` with accelerate 1.16). torchrun sets
+    ``WORLD_SIZE`` in every process.
+    """
+    launched_one = "ACCELERATE_USE_CPU" in environ and "WORLD_SIZE" not in environ
+    if world_size > 1 or not launched_one or not environ.get("MASTER_ADDR"):
+        return None
+    return ("accelerate launch was asked for several processes but started one (its launcher does that on CPUs "
+            f"and with fewer than 2 GPUs): this run uses 1 process; for N processes use `{TORCHRUN_HINT}`")
 
 
 def barrier(accelerator: Any) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 from lmms_holitom.config import ENV_VARS, HoliTomConfig
 from lmms_holitom.values import parse_bool
+from lmms_holitom.values import parse_int as _parse_int
 
 __all__ = ["ORIGINAL_ENV_VARS", "none_if_empty", "original_env_set", "parse_bool", "parse_choice", "parse_int",
            "parse_layout_args", "parse_on_video_error", "resolve_holitom_config"]
@@ -31,17 +32,8 @@ def none_if_empty(value: Any) -> Any:
 
 
 def parse_int(name: str, value: Any, low: int = 1, high: int | None = None) -> int:
-    """An integer in ``[low, high]`` (``high=None``: no upper bound)."""
-    allowed = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]"
-    try:
-        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-            raise ValueError
-        number = int(str(value).strip()) if not isinstance(value, (int, float)) else int(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be {allowed}, got {value!r}") from None
-    if number < low or (high is not None and number > high):
-        raise ValueError(f"{name} must be {allowed}, got {number}")
-    return number
+    """An integer in ``[low, high]`` (``high=None``: no upper bound), ASCII digits only (`values.parse_int`)."""
+    return _parse_int(name, value, low, high)
 
 
 def parse_choice(name: str, value: Any, choices: tuple[str, ...], aliases: dict[str, str] | None = None) -> str:
@@ -96,9 +88,10 @@ def resolve_holitom_config(
     ``WRAPPER`` is the switch, as in the authors' scripts (empty counts as unset):
 
     1. ``WRAPPER`` unset: the model args and `HoliTomConfig`'s defaults define the config (method
-       ``holitom`` unless ``method=`` is given). Other original variables (``RETAIN_RATIO``, ``T``,
-       ``HOLITOM_k``, ...) are ignored, and named in the returned source so the caller can warn — the
-       one-letter ``T``/``K``/``D`` are too generic to act on without ``WRAPPER``.
+       ``holitom`` with the default settings unless ``method=`` is given; the source says so, for the log).
+       Other original variables (``RETAIN_RATIO``, ``T``, ``HOLITOM_k``, ...) are ignored, and named in the
+       returned source so the caller can warn — the one-letter ``T``/``K``/``D`` are too generic to act on
+       without ``WRAPPER``.
     2. ``WRAPPER`` set, no HoliTom model arg: exactly `HoliTomConfig.from_env` (the scripts run as before).
     3. ``WRAPPER`` set and HoliTom model args: `HoliTomConfig.from_env` is the base and every HoliTom model
        arg wins over it, field by field (``method=`` wins over ``WRAPPER``).
@@ -109,7 +102,10 @@ def resolve_holitom_config(
         source = "model_args" if holitom_args else "defaults"
         if env_set:
             source += f"; ignored {', '.join(env_set)} because WRAPPER is not set"
-        return HoliTomConfig.from_dict(holitom_args), source
+        config = HoliTomConfig.from_dict(holitom_args)
+        if "method" not in holitom_args:
+            source += f"; method {config.method} with the default settings since neither method= nor WRAPPER is set"
+        return config, source
     if not holitom_args:
         return HoliTomConfig.from_env(environ), f"environment ({', '.join(env_set)})"
     source = f"environment ({', '.join(env_set)}) overridden by model_args ({', '.join(sorted(holitom_args))})"
