@@ -127,3 +127,23 @@ def test_first_step_logprobs_and_tokens(case: str, runs: dict) -> None:
     torch.testing.assert_close(got, torch.tensor(want["logprobs"]), atol=ATOL, rtol=0)
     assert want["margin"] > 2 * ATOL, "the reference's top-2 margin is within tolerance: pick another case"
     assert list(out.outputs[0].token_ids) == want["tokens"]
+
+
+def test_tensor_parallel_two_ranks_equal_one(tmp_path) -> None:
+    """TP = 2 on CPU (gloo, one core per rank; the vision tower's heads split across ranks, so the probe's head sums
+    are all-reduced): the same kept origins on every rank, prompt length and tokens as the transformers fixture."""
+    case = "llava-ov-holitom_wo_m"
+    want = FIXTURE[case]
+    job = {"model": model_dir(want["model"]), "settings": want["settings"], "prompt": PROMPTS[want["model"]],
+           "engine": {"tensor_parallel_size": 2, "distributed_executor_backend": "mp"}, "out": str(tmp_path / "o.json")}
+    env = {**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "1", "VLLM_CPU_OMP_THREADS_BIND": "0|1",
+           "LMMS_HOLITOM_VLLM_RECORD": str(tmp_path / "records")}
+    done = subprocess.run([sys.executable, str(HERE / "run_engine.py"), json.dumps(job)], env=env, timeout=420,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = json.loads((tmp_path / "o.json").read_text())
+    assert (got["prompt_tokens"], got["tokens"]) == (want["prompt_tokens"], want["tokens"])
+    records = [torch.load(p) for p in sorted((tmp_path / "records").glob("*.pt"))]
+    assert len(records) >= 2  # every rank encodes the video
+    for record in records:
+        assert [*record["origins"].tolist(), [-1, -1]] == want["origins"]

@@ -75,17 +75,26 @@ class HoliTomLlavaOnevisionForConditionalGeneration(LlavaOnevisionForConditional
         videos = list(pixels) if isinstance(pixels, torch.Tensor) else pixels
         return [self._compress_one(video, config) for video in videos]
 
-    def _compress_one(self, frames: torch.Tensor, config: HoliTomConfig) -> torch.Tensor:
-        """One video's frames (F, C, H, W) -> (K + 1, E): the kept tokens, then the newline."""
-        layers = self.vision_tower.vision_model.encoder.layers
+    def _features_and_saliency(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Pooled features (F, N, E), received attention (F, N) and head-averaged keys (F, N, Dk), all pooled alike
+        (`lmms_holitom.hf.models.llava_vision` does the same in transformers)."""
+        layers = self.vision_tower.vision_model.encoder.layers  # vLLM builds the tower up to the feature layer
         with QKVSaliencyProbe(layers[-1].self_attn) as probe:
-            features = self._video_pixels_to_features(self.vision_tower, frames)  # (F, N, E), pooled
+            features = self._video_pixels_to_features(self.vision_tower, frames)
         attention, keys = probe.attention, probe.keys
         if self.config.vision_feature_select_strategy == "default":  # the features drop the first token
             attention, keys = attention[:, 1:], keys[:, 1:]
         attention = self.apply_pooling(attention.unsqueeze(-1).contiguous()).squeeze(-1)
-        keys = self.apply_pooling(keys.contiguous())
-        out = compress_video(features, attention, config, keys if config.spec.keys else None)
+        return features, attention, self.apply_pooling(keys.contiguous())
+
+    def _compress_one(self, frames: torch.Tensor, config: HoliTomConfig) -> torch.Tensor:
+        """One video's frames (F, C, H, W) -> (K + 1, E): the kept tokens, then the newline."""
+        if not config.spec.saliency:  # EVS, VidCom2: the features alone
+            features = self._video_pixels_to_features(self.vision_tower, frames)  # (F, N, E), pooled
+            out = compress_video(features, None, config)
+        else:
+            features, attention, keys = self._features_and_saliency(frames)
+            out = compress_video(features, attention, config, keys if config.spec.keys else None)
         expected = video_token_count(config, features.shape[0], features.shape[1])
         if out.tokens.shape[0] != expected:
             raise RuntimeError(

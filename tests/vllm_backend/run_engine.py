@@ -1,0 +1,30 @@
+"""One vLLM engine in its own process (a tensor-parallel engine cannot share the test process): reads a JSON job
+from argv — ``{"model", "settings", "prompt", "engine": {extra LLM arguments}, "out"}`` — runs the cases' video once,
+greedy, and writes ``{"prompt_tokens", "tokens"}`` to ``out``. ``LMMS_HOLITOM_VLLM_RECORD`` is honoured as usual."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from backend_cases import MAX_TOKENS, video
+
+
+def main() -> None:
+    job = json.loads(sys.argv[1])
+    from vllm import LLM, SamplingParams
+
+    llm = LLM(job["model"], max_model_len=4096, dtype="float32", enforce_eager=True, seed=0,
+              limit_mm_per_prompt={"video": 1, "image": 0}, hf_overrides={"holitom": job["settings"]},
+              **job.get("engine", {}))
+    params = SamplingParams(max_tokens=MAX_TOKENS, temperature=0.0)
+    out = llm.generate({"prompt": job["prompt"], "multi_modal_data": {"video": video()}}, params)[0]
+    Path(job["out"]).write_text(json.dumps({"prompt_tokens": len(out.prompt_token_ids),
+                                            "tokens": list(out.outputs[0].token_ids)}))
+
+
+if __name__ == "__main__":
+    main()
