@@ -404,13 +404,13 @@ def test_multi_video_document_is_one_counted_failure(clean_env, tmp_path, clips:
     with captured_log() as log:
         answers = lm.generate_until(requests)
     assert answers[:2] == [FAILED_ANSWER, FAILED_ANSWER] and answers[2] != FAILED_ANSWER
-    records = [json.loads(x) for x in (tmp_path / "holitom_stats.jsonl").read_text().splitlines()]
+    records = [json.loads(x) for x in only_file(tmp_path, "*_holitom_stats.jsonl").read_text().splitlines()]
     errors = {r["doc_id"]: r for r in records if r["error"] is not None}
     assert sorted(errors) == [0, 1]
     assert errors[0]["error"] == (f"2 videos in one document ({first}, {second}); the model takes one video per "
                                   "prompt") and errors[0]["video"] == first
     assert f"{missing} (missing)" in errors[1]["error"] and errors[1]["video"] == missing
     assert errors[0]["outer_tokens"] is None and errors[0]["frames"] is None
-    summary = json.loads((tmp_path / "holitom_summary.json").read_text())["m"]
+    summary = json.loads(only_file(tmp_path, "*_holitom_summary.json").read_text())["m"]
     assert (summary["samples"], summary["errors"], summary["error_doc_ids"]) == (3, 2, [0, 1])
     assert sum("2 videos in one document" in line and line.startswith("ERROR") for line in log) == 2
