@@ -68,3 +68,19 @@ def test_layers_keep_their_direction() -> None:
     high = ("lmms_holitom.hf", "lmms_holitom.hf.models", "lmms_holitom.integrations")
     bad = sorted(f"{n} -> {t}" for n, ts in graph.items() if n.startswith(low) for t in ts if t.startswith(high))
     assert bad == []
+
+
+def test_the_vllm_plugin_needs_only_the_core() -> None:
+    """Everything `lmms_holitom.integrations.vllm` imports at module level, transitively, is the framework-free core:
+    never the transformers backend (a vLLM environment pins its own, older transformers) nor the lmms-eval models."""
+    graph = _graph()
+    seen: set[str] = set()
+    todo = [n for n in graph if n.startswith("lmms_holitom.integrations.vllm")]
+    while todo:
+        node = todo.pop()
+        if node not in seen:
+            seen.add(node)
+            todo.extend(graph[node])
+    banned = ("lmms_holitom.hf", "lmms_holitom.integrations.lmms_eval", "lmms_holitom.testing")
+    assert sorted(n for n in seen if n.startswith(banned)) == []
+    assert "lmms_holitom.integrations.vllm.plugin" in seen
