@@ -27,7 +27,6 @@ LMMS_EVAL_MODELS: dict[str, tuple[str, ...]] = {
     MODEL_ID: _QWEN_ONLY,  # llava_onevision_holitom
     "qwen2_5_vl_holitom": _LLAVA_ONLY,
     "qwen3_vl_holitom": _LLAVA_ONLY,
-    "vllm_holitom": (*_QWEN_ONLY, "attn_implementation", "device_map"),  # LLaVA-OneVision in vLLM so far
 }
 DEFAULT_LMMS_EVAL_MODEL = MODEL_ID
 #: model keys a run or grid may override.
