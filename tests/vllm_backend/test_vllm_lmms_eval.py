@@ -25,7 +25,9 @@ from lmms_holitom.integrations.lmms_eval.visuals import FAILED_ANSWER  # noqa: E
 
 MODEL = "tiny-vllm-llava-ov"
 FRAMES, PER_FRAME = 8, 196  # the tiny model: SigLIP 384/14, pooled to 14 x 14
-ENGINE = "max_model_len=4096,dtype=float32,enforce_eager=true,seed=0"
+ENGINE = "max_model_len=4096,dtype=float32,enforce_eager=true,max_num_seqs=4"
+#: how vLLM logs the engine arguments it was given (``non-default args: {...}``)
+ENGINE_LOGGED = ("'dtype': 'float32'", "'max_model_len': 4096", "'enforce_eager': True", "'max_num_seqs': 4")
 SMOKE_DOCS = 6
 
 
@@ -38,10 +40,10 @@ class VllmRun(CliRun):
         return folders[0] if len(folders) == 1 else self.out_dir / "none"
 
 
-def _run(out: Path, clips: Path, args: str, tasks: str) -> VllmRun:
+def _run(out: Path, clips: Path, args: str, tasks: str, extra: tuple[str, ...] = ()) -> VllmRun:
     env = cli_env(clips, VLLM_ENABLE_V1_MULTIPROCESSING="0", VLLM_CPU_KVCACHE_SPACE="1")
     run = run_lmms_eval(out, f"pretrained={model_dir(MODEL)},max_frames_num={FRAMES},{ENGINE},{args}", tasks,
-                        env=env, model="vllm_holitom", timeout=480)
+                        env=env, model="vllm_holitom", timeout=480, extra=extra)
     return VllmRun(run.returncode, run.output, run.out_dir, run.seconds)
 
 
@@ -57,8 +59,9 @@ def dense(tmp_path_factory, clips) -> VllmRun:
 
 @pytest.fixture(scope="module")
 def pruned(tmp_path_factory, clips) -> VllmRun:
+    # --batch_size 3: three requests per generate call, a failed video among them in the corrupt task
     return _run(tmp_path_factory.mktemp("pruned"), clips, "method=holitom_wo_m,retain_ratio=0.25",
-                "holitom_smoke,holitom_smoke_corrupt")
+                "holitom_smoke,holitom_smoke_corrupt", ("--batch_size", "3"))
 
 
 def _ok(run: VllmRun) -> None:
@@ -95,6 +98,8 @@ def test_count_rule_matches_the_transformers_fixture() -> None:
 
 def test_dense_run_results_and_records(dense: VllmRun) -> None:
     _ok(dense)
+    for logged in (*ENGINE_LOGGED, "'hf_overrides': {'holitom': {'method': 'dense'}}"):
+        assert logged in dense.output, logged  # engine arguments and the method reached vLLM
     assert dense.results()["n-samples"]["holitom_smoke"]["effective"] == SMOKE_DOCS
     text = _text_tokens("holitom_smoke")
     stats = {r["doc_id"]: r for r in dense.stats()}
@@ -109,6 +114,7 @@ def test_dense_run_results_and_records(dense: VllmRun) -> None:
 
 def test_holitom_wo_m_run_keeps_the_exact_budget(pruned: VllmRun, dense: VllmRun) -> None:
     _ok(pruned)
+    assert "'hf_overrides': {'holitom': {'method': 'holitom_wo_m', 'retain_ratio': 0.25}}" in pruned.output
     results = pruned.results()
     assert results["n-samples"]["holitom_smoke"]["effective"] == SMOKE_DOCS
     budget = FRAMES * math.ceil(0.25 * PER_FRAME)
@@ -163,6 +169,19 @@ def test_bad_settings_are_one_line_errors_before_any_engine(args: str, message: 
     assert message in text and "\n" not in text, text
 
 
+def test_checkpoint_vllm_holitom_cannot_run_is_one_line(tmp_path: Path) -> None:
+    from lmms_eval.models import get_model
+
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "config.json").write_text(json.dumps({"architectures": ["Qwen2ForCausalLM"]}))
+    for pretrained, message in ((tmp_path / "nowhere", "has no readable config.json"),
+                                (other, "is a Qwen2ForCausalLM; supported: LlavaOnevisionForConditionalGeneration")):
+        with pytest.raises(ValueError) as info:
+            get_model("vllm_holitom").create_from_arg_string(f"pretrained={pretrained}")
+        assert message in str(info.value) and "\n" not in str(info.value), str(info.value)
+
+
 def test_video_goes_to_vllm_as_one_video(tmp_path: Path) -> None:
     """The request of one document: the ``<video>`` placeholder once in lmms-eval's prompt, and the sampled frames
     (F, H, W, 3) uint8 as one video item (lmms-eval's own ``vllm`` model sends them as separate images)."""
@@ -177,3 +196,14 @@ def test_video_goes_to_vllm_as_one_video(tmp_path: Path) -> None:
     video = request["multi_modal_data"]["video"]
     assert isinstance(video, np.ndarray) and video.dtype == np.uint8 and video.shape == (5, 48, 64, 3)
     assert list(request["multi_modal_data"]) == ["video"]
+
+
+def test_task_generation_kwargs_become_sampling_params() -> None:
+    from lmms_holitom.integrations.lmms_eval.vllm_args import sampling_kwargs
+
+    greedy = {"max_new_tokens": 8, "temperature": 0, "do_sample": False, "until": ["\n"]}
+    assert sampling_kwargs(greedy, 1024) == {"max_tokens": 8, "temperature": 0.0}
+    assert sampling_kwargs({"do_sample": True, "temperature": 0.7, "top_p": 0.9}, 16) == \
+        {"max_tokens": 16, "temperature": 0.7, "top_p": 0.9}
+    with pytest.raises(ValueError, match="num_beams=4 is not supported"):
+        sampling_kwargs({"num_beams": 4}, 16)
