@@ -169,6 +169,15 @@ def test_bad_settings_are_one_line_errors_before_any_engine(args: str, message: 
     assert message in text and "\n" not in text, text
 
 
+def test_several_processes_are_refused_in_one_line(monkeypatch) -> None:
+    """``torchrun``/``accelerate launch`` with several processes would start one engine per process on one device."""
+    from lmms_eval.models import get_model
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ValueError, match="use tensor_parallel_size for several devices"):
+        get_model("vllm_holitom").create_from_arg_string(f"pretrained={model_dir(MODEL)}")
+
+
 def test_checkpoint_vllm_holitom_cannot_run_is_one_line(tmp_path: Path) -> None:
     from lmms_eval.models import get_model
 
