@@ -244,4 +244,5 @@ def test_study_models_are_the_registered_lmms_eval_models():
     from lmms_holitom.integrations.lmms_eval.plugin import MODELS
     from lmms_holitom.sweep.spec import LMMS_EVAL_MODELS
 
-    assert set(LMMS_EVAL_MODELS) == set(MODELS)
+    # vllm_holitom runs in the vLLM venv; studies reach it through their own vLLM backend (issue 18), not by name
+    assert set(LMMS_EVAL_MODELS) == set(MODELS) - {"vllm_holitom"}

@@ -1,5 +1,5 @@
-"""Entry point of the ``lmms_eval.models`` group: registers ``llava_onevision_holitom``, ``qwen2_5_vl_holitom`` and
-``qwen3_vl_holitom``.
+"""Entry point of the ``lmms_eval.models`` group: registers ``llava_onevision_holitom``, ``qwen2_5_vl_holitom``,
+``qwen3_vl_holitom`` and ``vllm_holitom`` (vLLM with the HoliTom plugin; needs a vLLM environment).
 
 Kept import-light on purpose: lmms-eval loads every entry point whenever ``lmms_eval.models`` is imported,
 and an exception here silently stops all plugin loading. The model classes are imported only when selected.
@@ -14,6 +14,7 @@ MODELS = {
     MODEL_ID: CLASS_PATH,
     "qwen2_5_vl_holitom": "lmms_holitom.integrations.lmms_eval.qwen.Qwen2_5_VLHoliTom",
     "qwen3_vl_holitom": "lmms_holitom.integrations.lmms_eval.qwen.Qwen3VLHoliTom",
+    "vllm_holitom": "lmms_holitom.integrations.lmms_eval.vllm_model.VllmHoliTom",
 }
 
 
