@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["CASES", "FIXTURE_NAME", "MAX_TOKENS", "MROPE_MODELS", "PROMPTS", "model_of", "VIDEO_METADATA", "video"]
+__all__ = [
+    "CASES", "FIXTURE_NAME", "MAX_TOKENS", "MROPE_MODELS", "PROMPTS", "VIDEO_METADATA", "model_of", "video", "video_of",
+]
 
 FIXTURE_NAME = "vllm_backends.json"
 MAX_TOKENS = 4
 QWEN25 = "tiny-vllm-qwen2.5-vl"
 #: a long text prefix before the video (the M-RoPE offset of every visual row moves; vLLM's Qwen3-VL EVS offset
 #: breaks on a SHORT one, so both ends are covered: the plain prompt has 3 tokens before the video)
-_LONG_PREFIX = "the video is in the answer and what is in the option of the video " * 12
+_LONG_PREFIX = "the video is in the answer and what is in the option of the video " * 24
 PROMPTS = {
     "tiny-vllm-llava-ov": "<|im_start|>user\n<video>\nwhat is in the video?<|im_end|>\n<|im_start|>assistant\n",
     QWEN25: "<|im_start|>user\n<|vision_start|><|video_pad|><|vision_end|>what is in the video?<|im_end|>\n"
@@ -27,6 +29,9 @@ PROMPTS = {
 }
 #: prompt key -> tiny model (a prompt key names its model unless listed here)
 PROMPT_MODELS = {"tiny-vllm-qwen2.5-vl-long": QWEN25}
+#: prompt key -> `video` seed (0 unless listed): another video, so vLLM's encoder cache cannot serve it from an
+#: earlier case of the same engine and the plugin encodes (and records) it
+VIDEO_SEEDS = {"tiny-vllm-qwen2.5-vl-long": 1}
 #: the tiny models with M-RoPE (videos go in with `VIDEO_METADATA`; visual rows' (t, h, w) positions are compared)
 MROPE_MODELS = (QWEN25,)
 #: what vLLM's Qwen parsers take with the frames (and transformers' `VideoMetadata`, without ``do_sample_frames``)
@@ -43,6 +48,11 @@ CASES: list[tuple[str, str, dict]] = [
     ("qwen2.5-vl-holitom_wo_m", QWEN25, {"method": "holitom_wo_m", "retain_ratio": 0.25}),
     ("qwen2.5-vl-holitom_wo_m-long", "tiny-vllm-qwen2.5-vl-long", {"method": "holitom_wo_m", "retain_ratio": 0.25}),
 ]
+
+
+def video_of(prompt: str) -> np.ndarray:
+    """The video a case's prompt key runs on."""
+    return video(seed=VIDEO_SEEDS.get(prompt, 0))
 
 
 def model_of(prompt: str) -> str:

@@ -19,7 +19,7 @@ from types import SimpleNamespace
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from backend_cases import CASES, FIXTURE_NAME, MAX_TOKENS, MROPE_MODELS, PROMPTS, VIDEO_METADATA, model_of, video  # noqa: E402
+from backend_cases import CASES, FIXTURE_NAME, MAX_TOKENS, MROPE_MODELS, PROMPTS, VIDEO_METADATA, model_of, video_of  # noqa: E402
 
 FIXTURE = HERE.parent / "fixtures" / FIXTURE_NAME
 
@@ -45,7 +45,8 @@ def _inputs(model: str, prompt: str, path: Path) -> dict:
     if model in MROPE_MODELS:
         meta = {k: v for k, v in VIDEO_METADATA.items() if k != "do_sample_frames"}
         extra = {"video_metadata": [VideoMetadata(**meta)], "do_sample_frames": False}
-    return AutoProcessor.from_pretrained(path)(text=PROMPTS[prompt], videos=[video()], return_tensors="pt", **extra)
+    processor = AutoProcessor.from_pretrained(path)
+    return processor(text=PROMPTS[prompt], videos=[video_of(prompt)], return_tensors="pt", **extra)
 
 
 def _dense(model: str, path: Path, inputs: dict, video_token: int) -> tuple:
@@ -116,7 +117,7 @@ def record_case(name: str, settings: dict) -> dict:
 
 
 def record() -> dict:
-    return {case: {"model": name, "settings": settings, **record_case(name, settings)}
+    return {case: {"model": model_of(name), "prompt": name, "settings": settings, **record_case(name, settings)}
             for case, name, settings in CASES}
 
 

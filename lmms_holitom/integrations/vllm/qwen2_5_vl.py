@@ -152,7 +152,7 @@ class HoliTomQwen2_5_VLForConditionalGeneration(Qwen2_5_VLForConditionalGenerati
         sizes = [t * h * w // (merge * merge) for t, h, w in grid]
         seconds = video_input.get("second_per_grid_ts")
         out = []
-        for i, (features, (t, h, w), (attention, keys)) in enumerate(zip(embeds.split(sizes), grid, saliency)):
+        for i, (features, (t, _, w), (attention, keys)) in enumerate(zip(embeds.split(sizes), grid, saliency)):
             scale = float(seconds[i]) if seconds is not None else 1.0
             scale *= getattr(self.config.vision_config, "tokens_per_second", 1.0)
             out.append(self._compress_one(features.view(t, -1, features.shape[-1]), attention, keys, w // merge,
@@ -182,7 +182,7 @@ class HoliTomQwen2_5_VLForConditionalGeneration(Qwen2_5_VLForConditionalGenerati
             _record(Path(os.environ[RECORD_ENV]), {
                 "kind": "video", "method": config.method, "frames": int(features.shape[0]),
                 "tokens_per_frame": int(features.shape[1]), "origins": torch.stack([frames, spatial], dim=1),
-                "rows": rows.detach().float().cpu(),
+                "rows": rows.detach().float().cpu(), "grid_width": width, "time_scale": time_scale,
             })
         return torch.cat([rows.float(), relative.to(rows.device, torch.float32)], dim=1)
 
