@@ -46,6 +46,8 @@ CASES: list[tuple[str, str, dict]] = [
     ("qwen2.5-vl-dense", QWEN25, {"method": "dense"}),
     ("qwen2.5-vl-visionzip", QWEN25, {"method": "visionzip", "retain_ratio": 0.25}),
     ("qwen2.5-vl-holitom_wo_m", QWEN25, {"method": "holitom_wo_m", "retain_ratio": 0.25}),
+    ("qwen2.5-vl-evs", QWEN25, {"method": "evs", "retain_ratio": 0.25}),
+    ("qwen2.5-vl-vidcom2", QWEN25, {"method": "vidcom2", "retain_ratio": 0.25}),
     ("qwen2.5-vl-holitom_wo_m-long", "tiny-vllm-qwen2.5-vl-long", {"method": "holitom_wo_m", "retain_ratio": 0.25}),
 ]
 
