@@ -236,3 +236,23 @@ def test_holitom_and_vllms_own_evs_together_are_refused_in_one_line(tmp_path) ->
     assert done.returncode != 0
     assert "hf_overrides.holitom and video_pruning_rate (vLLM's EVS) cannot both be set" in done.stderr
     assert not (tmp_path / "o.json").exists()
+
+
+@pytest.mark.parametrize(("mode", "chunked_mm", "refused"), [
+    ("NONE", True, None),
+    ("FULL", False, "cudagraph_mode=FULL replays prefill batches"),
+    ("FULL_AND_PIECEWISE", True, "pass --disable-chunked-mm-input"),
+    ("FULL_DECODE_ONLY", True, "pass --disable-chunked-mm-input"),
+    ("FULL_AND_PIECEWISE", False, None),
+    ("PIECEWISE", True, None),
+])
+def test_cuda_graph_modes_that_would_skip_the_positions_are_refused(mode, chunked_mm, refused) -> None:
+    """GPU-only configs (not runnable here), checked on vLLM's own config objects: a CUDA graph that replays the whole
+    model would skip the forward that sets the kept tokens' positions, so the engine refuses it in one line."""
+    from vllm.config import CompilationConfig, SchedulerConfig
+
+    from lmms_holitom.integrations.vllm.qwen2_5_vl import cuda_graph_refusal
+
+    scheduler = SchedulerConfig(max_model_len=4096, is_encoder_decoder=False, disable_chunked_mm_input=not chunked_mm)
+    got = cuda_graph_refusal(CompilationConfig(cudagraph_mode=mode), scheduler)
+    assert got == refused if refused is None else refused in got
