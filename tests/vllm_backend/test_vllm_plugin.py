@@ -238,6 +238,29 @@ def test_holitom_and_vllms_own_evs_together_are_refused_in_one_line(tmp_path) ->
     assert not (tmp_path / "o.json").exists()
 
 
+def test_cached_video_after_another_prefix_gets_that_prompts_positions(runs: dict, tmp_path) -> None:
+    """The video of ``qwen2.5-vl-holitom_wo_m`` again, on the same engine, after the 749-token prefix: vLLM may serve
+    its encoding from the encoder cache (the rows carry positions relative to the video), and the decoder receives
+    the kept rows' positions moved by exactly the prefix's shift (the video's dense base, 726 instead of 6)."""
+    short, long = FIXTURE["qwen2.5-vl-holitom_wo_m"], FIXTURE["qwen2.5-vl-holitom_wo_m-long"]
+    shift = long["positions"][0][0] - short["positions"][0][0] + short["origins"][0][0] * 2 - long["origins"][0][0] * 2
+    assert shift == 720
+    from vllm import SamplingParams
+
+    os.environ["LMMS_HOLITOM_VLLM_RECORD"] = str(tmp_path)
+    try:
+        llm = Engine.get(short["model"], short["settings"])
+        media = (video_of(short["prompt"]), VIDEO_METADATA)
+        out = llm.generate({"prompt": PROMPTS[long["prompt"]], "multi_modal_data": {"video": media}},
+                           SamplingParams(max_tokens=1, temperature=0.0))[0]
+    finally:
+        del os.environ["LMMS_HOLITOM_VLLM_RECORD"]
+    assert len(out.prompt_token_ids) == long["prompt_tokens"]
+    records = [torch.load(p) for p in sorted(tmp_path.glob("*.pt"))]
+    got = torch.cat([r["positions"] for r in kind(records, "positions")], dim=1)
+    assert got.tolist() == [[p + shift for p in axis] for axis in short["positions"]]
+
+
 @pytest.mark.parametrize(("mode", "chunked_mm", "refused"), [
     ("NONE", True, None),
     ("FULL", False, "cudagraph_mode=FULL replays prefill batches"),
