@@ -112,7 +112,8 @@ class HoliTomQwen2_5_VLMultiModalProcessor(Qwen2_5_VLMultiModalProcessor):
 
     def _get_prompt_updates(self, mm_items: Any, hf_processor_mm_kwargs: Mapping[str, Any], out_mm_kwargs: Any):
         updates = super()._get_prompt_updates(mm_items, hf_processor_mm_kwargs, out_mm_kwargs)
-        if vllm_settings(self.info.get_hf_config()) is None:
+        config = vllm_settings(self.info.get_hf_config())
+        if config is None or config.spec.outer is None:  # inert, or dense: vLLM's own counts (its EVS included)
             return updates
         pad = self.info.get_hf_config().video_token_id
 
@@ -138,7 +139,9 @@ class HoliTomQwen2_5_VLForConditionalGeneration(Qwen2_5_VLForConditionalGenerati
         self.holitom_config: HoliTomConfig | None = vllm_settings(self.config)
         #: this step's kept rows: (batch rows, (3, n) relative positions), set by embed_input_ids, used by forward
         self._holitom_rows: tuple[torch.Tensor, torch.Tensor] | None = None
-        if self.holitom_config is None:
+        if self.holitom_config is not None:
+            logger.info("lmms-holitom: Qwen2.5-VL videos run %s", self.holitom_config.given_dict())
+        if not self._compressing():  # no entry, or dense: vLLM's own path, nothing to refuse
             return
         if vllm_config.parallel_config.pipeline_parallel_size > 1:
             raise HoliTomVllmError(
@@ -152,7 +155,6 @@ class HoliTomQwen2_5_VLForConditionalGeneration(Qwen2_5_VLForConditionalGenerati
             raise HoliTomVllmError(
                 "hf_overrides.holitom and video_pruning_rate (vLLM's EVS) cannot both be set: choose one method"
             )
-        logger.info("lmms-holitom: Qwen2.5-VL videos run %s", self.holitom_config.given_dict())
 
     # ------------------------------------------------------------------ the encoder
     def _compressing(self) -> bool:
