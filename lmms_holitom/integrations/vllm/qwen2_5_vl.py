@@ -33,7 +33,8 @@ at load, one line): pipeline parallelism (later stages do not see step 3); vLLM'
 together with a ``holitom`` entry; and CUDA graphs that replay the whole model, skipping step 3's Python
 (`cuda_graph_refusal`: ``cudagraph_mode=FULL``; or full decode graphs with chunked multimodal input, where a
 one-token prefill chunk holding a kept row looks like a decode batch — ``--disable-chunked-mm-input`` avoids it).
-The GPU runner is not testable on the machines this was built on.
+The GPU runner is not testable on the machines this was built on. With ``mm_encoder_tp_mode="data"`` every rank
+runs the whole tower on its videos (vLLM's data-parallel sharding of the encoder is not used here).
 """
 
 from __future__ import annotations
