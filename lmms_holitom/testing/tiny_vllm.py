@@ -8,6 +8,9 @@ seeded generator in sorted key order, and saved in the published checkpoints' ke
 same file; ``weights_digest`` lets a test check that.
 
 * ``tiny-vllm-llava-ov`` — LLaVA-OneVision (SigLIP 384/14, 196 tokens per frame, Qwen2 decoder 128 wide).
+* ``tiny-vllm-qwen2.5-vl`` — Qwen2.5-VL (`lmms_holitom.testing.tiny_qwen`'s geometry: patch 14, 56-px windows, last
+  of 2 vision blocks full attention; decoder 128 wide, 4 heads of 32, ``mrope_section`` [4, 6, 6]). Saved in
+  transformers' layout (``model.visual.*``, ``model.language_model.*``), which vLLM's weight mapper reads.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ __all__ = ["TINY_VLLM_NAMES", "ensure_tiny_vllm", "weights_digest"]
 
 _FORMAT_VERSION = 1
 _MARKER = "lmms_holitom_tiny_vllm.json"
-TINY_VLLM_NAMES = ("tiny-vllm-llava-ov",)
+TINY_VLLM_NAMES = ("tiny-vllm-llava-ov", "tiny-vllm-qwen2.5-vl")
 
 
 def _draw_weights(path: Path, seed: int) -> None:
@@ -66,7 +69,23 @@ def _build_llava_ov(path: Path) -> Path:
     return path
 
 
-_BUILDERS = {"tiny-vllm-llava-ov": _build_llava_ov}
+def _build_qwen25(path: Path) -> Path:
+    from lmms_holitom.testing.tiny_qwen import QWEN25, TinyQwenSpec, build_tiny_qwen_model
+
+    spec = TinyQwenSpec(text_hidden=128, text_heads=4, text_kv_heads=2, text_intermediate=256)
+    build_tiny_qwen_model(QWEN25, path, spec)
+    config_file = path / "config.json"
+    config = json.loads(config_file.read_text())
+    for section in (config, config.get("text_config", {})):  # head_dim 32: the 7B's [16, 24, 24] scaled by 1/4
+        if "rope_parameters" in section:
+            section["rope_parameters"]["mrope_section"] = [4, 6, 6]
+    config_file.write_text(json.dumps(config, indent=2, sort_keys=True))
+    _draw_weights(path, seed=spec.seed)
+    (path / _MARKER).write_text(json.dumps({"format": _FORMAT_VERSION, "spec": spec.__dict__}, indent=1))
+    return path
+
+
+_BUILDERS = {"tiny-vllm-llava-ov": _build_llava_ov, "tiny-vllm-qwen2.5-vl": _build_qwen25}
 
 
 def ensure_tiny_vllm(name: str, path: str | os.PathLike | None = None) -> Path:

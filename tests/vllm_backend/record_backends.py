@@ -4,7 +4,9 @@ Runs in the MAIN venv (transformers >= 5.24): ``make vllm-record`` writes ``test
 which the vLLM suite (``tests/vllm_backend/test_vllm_plugin.py``) compares vLLM with, and which the main suite
 (``tests/test_vllm_backends_fixture.py``) keeps current. Per case: the tiny model's weights digest, the prompt length,
 the visual rows' origins (``[frame, index]``, ``[-1, -1]`` for the newline), each visual row's sum and L2 norm,
-the first step's log-probabilities over the vocabulary, their top-2 margin, and the greedy tokens.
+the first step's log-probabilities over the vocabulary, their top-2 margin, and the greedy tokens; for M-RoPE models
+(Qwen2.5-VL) also ``positions``: the (t, h, w) M-RoPE position ids of the visual rows as the decoder saw them
+(``HoliTomTrace.position_ids``; the stock ``get_rope_index`` for dense), else None.
 """
 
 from __future__ import annotations
@@ -17,23 +19,73 @@ from types import SimpleNamespace
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from backend_cases import CASES, FIXTURE_NAME, MAX_TOKENS, PROMPTS, video  # noqa: E402
+from backend_cases import CASES, FIXTURE_NAME, MAX_TOKENS, MROPE_MODELS, PROMPTS, VIDEO_METADATA, model_of, video_of  # noqa: E402
 
 FIXTURE = HERE.parent / "fixtures" / FIXTURE_NAME
 
 
-def record_case(name: str, settings: dict) -> dict:
-    """The transformers backend's record of one case (fp32, greedy)."""
-    import torch
-    from transformers import AutoProcessor, LlavaOnevisionForConditionalGeneration
+def _families(model: str) -> tuple[type, type]:
+    """(our transformers class, the stock class) of a tiny model."""
+    import transformers
 
+    if model in MROPE_MODELS:
+        from lmms_holitom.hf.models.qwen2_5_vl import HoliTomQwen2_5_VLForConditionalGeneration
+
+        return HoliTomQwen2_5_VLForConditionalGeneration, transformers.Qwen2_5_VLForConditionalGeneration
     from lmms_holitom.hf.models.llava_onevision import HoliTomLlavaOnevisionForConditionalGeneration
+
+    return HoliTomLlavaOnevisionForConditionalGeneration, transformers.LlavaOnevisionForConditionalGeneration
+
+
+def _inputs(model: str, prompt: str, path: Path) -> dict:
+    from transformers import AutoProcessor
+    from transformers.video_utils import VideoMetadata
+
+    extra = {}
+    if model in MROPE_MODELS:
+        meta = {k: v for k, v in VIDEO_METADATA.items() if k != "do_sample_frames"}
+        extra = {"video_metadata": [VideoMetadata(**meta)], "do_sample_frames": False}
+    processor = AutoProcessor.from_pretrained(path)
+    return processor(text=PROMPTS[prompt], videos=[video_of(prompt)], return_tensors="pt", **extra)
+
+
+def _dense(model: str, path: Path, inputs: dict, video_token: int) -> tuple:
+    """(visual rows, origins, prompt tokens, visual positions or None) of the stock prefill."""
+    import torch
+
+    stock = _families(model)[1].from_pretrained(path, dtype=torch.float32).eval()
+    embeds = stock(**inputs, output_hidden_states=True).hidden_states[0][0]
+    mask = inputs["input_ids"][0] == video_token
+    rows = embeds[mask].float()
+    if model in MROPE_MODELS:
+        grid = inputs["video_grid_thw"][0].tolist()
+        per_group = grid[1] * grid[2] // 4
+        origins = [[t, n] for t in range(grid[0]) for n in range(per_group)]
+        types = torch.zeros_like(inputs["input_ids"], dtype=torch.int)
+        types[inputs["input_ids"] == video_token] = 2
+        dense, _ = stock.model.get_rope_index(
+            inputs["input_ids"], types, video_grid_thw=inputs["video_grid_thw"],
+            second_per_grid_ts=inputs["second_per_grid_ts"], attention_mask=inputs["attention_mask"],
+        )
+        return rows, origins, int(embeds.shape[0]), dense[:, 0, mask].tolist()
+    frames = inputs["pixel_values_videos"].shape[1]
+    per_frame = (rows.shape[0] - 1) // frames
+    origins = [[f, n] for f in range(frames) for n in range(per_frame)] + [[-1, -1]]
+    return rows, origins, int(embeds.shape[0]), None
+
+
+def record_case(name: str, settings: dict) -> dict:
+    """The transformers backend's record of one case (fp32, greedy); ``name`` is the case's prompt key."""
+    import torch
+
     from lmms_holitom.integrations.vllm.settings import vllm_settings
     from lmms_holitom.testing.tiny_vllm import ensure_tiny_vllm, weights_digest
 
-    path = ensure_tiny_vllm(name)
-    model = HoliTomLlavaOnevisionForConditionalGeneration.from_pretrained(path, dtype=torch.float32).eval()
-    inputs = AutoProcessor.from_pretrained(path)(text=PROMPTS[name], videos=[video()], return_tensors="pt")
+    model_name = model_of(name)
+    path = ensure_tiny_vllm(model_name)
+    ours = _families(model_name)[0]
+    model = ours.from_pretrained(path, dtype=torch.float32).eval()
+    inputs = _inputs(model_name, name, path)
     model.holitom_trace = True
     config = vllm_settings(SimpleNamespace(holitom=settings))  # what the plugin runs for these hf_overrides
     out = model.generate(
@@ -41,23 +93,21 @@ def record_case(name: str, settings: dict) -> dict:
         output_logits=True, return_dict_in_generate=True,
     )
     trace = model.holitom_last_trace
+    video_token = getattr(model.config, "video_token_id", None) or model.config.video_token_index
     if trace is None:  # dense: the stock prefill, every token in place
-        stock = LlavaOnevisionForConditionalGeneration.from_pretrained(path, dtype=torch.float32).eval()
-        embeds = stock(**inputs, output_hidden_states=True).hidden_states[0][0]
-        rows = embeds[inputs["input_ids"][0] == model.config.video_token_index].float()
-        frames = inputs["pixel_values_videos"].shape[1]
-        per_frame = (rows.shape[0] - 1) // frames
-        origins = [[f, n] for f in range(frames) for n in range(per_frame)] + [[-1, -1]]
-        prompt_tokens = int(embeds.shape[0])
+        rows, origins, prompt_tokens, positions = _dense(model_name, path, inputs, video_token)
     else:
         rows = trace.inputs_embeds[0][trace.visual_mask].float()
         origins, prompt_tokens = trace.origins.tolist(), int(trace.inputs_embeds.shape[1])
+        ids = trace.position_ids
+        positions = ids[:, 0, trace.visual_mask].tolist() if ids.dim() == 3 else None
     logprobs = torch.log_softmax(out.logits[0][0].float(), dim=-1)
     top2 = logprobs.topk(2).values
     return {
         "weights": weights_digest(path),
         "prompt_tokens": prompt_tokens,
         "origins": origins,
+        "positions": positions,
         "row_sums": rows.sum(-1).tolist(),
         "row_norms": rows.norm(dim=-1).tolist(),
         "logprobs": logprobs.tolist(),
@@ -67,7 +117,7 @@ def record_case(name: str, settings: dict) -> dict:
 
 
 def record() -> dict:
-    return {case: {"model": name, "settings": settings, **record_case(name, settings)}
+    return {case: {"model": model_of(name), "prompt": name, "settings": settings, **record_case(name, settings)}
             for case, name, settings in CASES}
 
 

@@ -1,6 +1,7 @@
 """One vLLM engine in its own process (a tensor-parallel engine cannot share the test process): reads a JSON job
 from argv — ``{"model", "settings", "prompt", "engine": {extra LLM arguments}, "out"}`` — runs the cases' video once,
-greedy, and writes ``{"prompt_tokens", "tokens"}`` to ``out``. ``LMMS_HOLITOM_VLLM_RECORD`` is honoured as usual."""
+greedy (with `VIDEO_METADATA` when ``"mrope"`` is true), and writes ``{"prompt_tokens", "tokens"}`` to
+``out``. ``LMMS_HOLITOM_VLLM_RECORD`` is honoured as usual."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from backend_cases import MAX_TOKENS, video
+from backend_cases import MAX_TOKENS, VIDEO_METADATA, video
 
 
 def main() -> None:
@@ -21,7 +22,8 @@ def main() -> None:
               limit_mm_per_prompt={"video": 1, "image": 0}, hf_overrides={"holitom": job["settings"]},
               **job.get("engine", {}))
     params = SamplingParams(max_tokens=MAX_TOKENS, temperature=0.0)
-    out = llm.generate({"prompt": job["prompt"], "multi_modal_data": {"video": video()}}, params)[0]
+    media = (video(), VIDEO_METADATA) if job.get("mrope") else video()
+    out = llm.generate({"prompt": job["prompt"], "multi_modal_data": {"video": media}}, params)[0]
     Path(job["out"]).write_text(json.dumps({"prompt_tokens": len(out.prompt_token_ids),
                                             "tokens": list(out.outputs[0].token_ids)}))
 

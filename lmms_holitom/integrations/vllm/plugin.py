@@ -14,6 +14,9 @@ FAMILIES = {
     "LlavaOnevisionForConditionalGeneration": (
         "lmms_holitom.integrations.vllm.llava_onevision:HoliTomLlavaOnevisionForConditionalGeneration"
     ),
+    "Qwen2_5_VLForConditionalGeneration": (
+        "lmms_holitom.integrations.vllm.qwen2_5_vl:HoliTomQwen2_5_VLForConditionalGeneration"
+    ),
 }
 
 

@@ -1,0 +1,289 @@
+"""Qwen2.5-VL in vLLM with HoliTom's outer merge (and the other pre-LLM methods), M-RoPE positions exact.
+
+Mirrors, in vLLM 0.32's ``vllm/model_executor/models/qwen2_5_vl.py``:
+
+* ``Qwen2_5_VLMultiModalProcessor._get_prompt_updates`` — ``t·h·w / merge²`` ``<|video_pad|>`` per video; here the
+  method's count (`settings.video_token_count` of ``t`` temporal groups × ``N`` tokens each);
+* ``_process_video_input`` — the tower, under the saliency probe (`qwen_probe`), then per video the features
+  ``(t, N, E)`` go through `lmms_holitom.core.outer.compress_video` (a HoliTom "frame" is one temporal group, as
+  in the transformers backend, `lmms_holitom.hf.models.qwen_vision`).
+
+**Positions.** The transformers backend gives every kept token the dense M-RoPE position ``(t, h, w)`` of its
+origin, and every text token its dense position (the text after a video continues after the *dense* grid). vLLM
+computes a request's M-RoPE positions when it is added (``get_mrope_input_positions``), before the encoder runs,
+so only the kept tokens' positions are data-dependent; the text positions and the decode offset are not. Here:
+
+1. ``get_mrope_input_positions`` lays out the dense positions, except that a compressed video's ``K`` placeholder
+   rows all get the video's base position (where its dense grid starts) and the text after it continues after
+   the dense grid, as in the transformers backend;
+2. ``embed_multimodal`` returns per video ``(K, E + 3)`` fp32 rows: the kept tokens and their positions relative
+   to the base, ``(⌊t·s⌋, h, w)`` with ``s = second_per_grid_ts · tokens_per_second`` (fp32 holds integers to
+   2²⁴ exactly; the features convert back to the model dtype losslessly). They live in vLLM's encoder cache like
+   any embedding, so chunked prefill, preemption and batching slice them together with their rows;
+3. ``embed_input_ids`` (the runner's merge of this step's multimodal rows) strips the three columns and keeps,
+   for this step, the batch rows they go to; ``forward`` (the same step, next call) adds the relative positions to
+   those rows of ``positions`` in place, before the language model runs.
+
+Why not vLLM's EVS hooks (``SupportsMultiModalPruning.recompute_mrope_positions``): the runner calls them only when
+``is_multimodal_pruning_enabled``, which the CPU runner never sets and the GPU runners set only with a
+``--video-pruning-rate`` (which would also switch on vLLM's own EVS); and EVS carries positions in embedding-dtype
+channels, which bf16 rounds (257 -> 256). This mechanism uses no runner flag and no runner patch, so it is the
+same code on the CPU and GPU runners, and positions are exact in any dtype for any prompt prefix. Limits (checked
+at load, one line): pipeline parallelism (later stages do not see step 3); vLLM's own ``--video-pruning-rate``
+together with a ``holitom`` entry; and CUDA graphs that replay the whole model, skipping step 3's Python
+(`cuda_graph_refusal`: ``cudagraph_mode=FULL``; or full decode graphs with chunked multimodal input, where a
+one-token prefill chunk holding a kept row looks like a decode batch — ``--disable-chunked-mm-input`` avoids it).
+The GPU runner is not testable on the machines this was built on. With ``mm_encoder_tp_mode="data"`` every rank
+runs the whole tower on its videos (vLLM's data-parallel sharding of the encoder is not used here).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from vllm.model_executor.models.qwen2_5_vl import (
+    Qwen2_5_VLDummyInputsBuilder,
+    Qwen2_5_VLForConditionalGeneration,
+    Qwen2_5_VLMultiModalProcessor,
+    Qwen2_5_VLProcessingInfo,
+)
+from vllm.multimodal import MULTIMODAL_REGISTRY
+from vllm.multimodal.processing import PromptReplacement
+
+from lmms_holitom.config import HoliTomConfig
+from lmms_holitom.core.outer import compress_video
+from lmms_holitom.integrations.vllm.qwen_probe import QwenWindowedSaliencyProbe
+from lmms_holitom.integrations.vllm.settings import (
+    RECORD_ENV,
+    HoliTomVllmError,
+    video_token_count,
+    vllm_settings,
+)
+
+__all__ = [
+    "HoliTomQwen2_5_VLForConditionalGeneration",
+    "cuda_graph_refusal",
+    "HoliTomQwen2_5_VLMultiModalProcessor",
+    "HoliTomQwen2_5_VLProcessingInfo",
+]
+
+logger = logging.getLogger("vllm.lmms_holitom")
+_RECORDED = itertools.count()
+#: columns appended to each kept row: its (t, h, w) M-RoPE position relative to the video's base
+POSITION_COLUMNS = 3
+
+
+def cuda_graph_refusal(compilation_config: Any, scheduler_config: Any) -> str | None:
+    """Why step 3 (module docstring) could be skipped by a CUDA graph replay under these configs, or None."""
+    from vllm.config import CUDAGraphMode
+
+    mode = compilation_config.cudagraph_mode
+    if mode is None or mode == CUDAGraphMode.NONE:
+        return None
+    if mode.mixed_mode() == CUDAGraphMode.FULL:
+        return (f"cudagraph_mode={mode.name} replays prefill batches without the model's Python forward, where the "
+                "kept tokens' M-RoPE positions are set; use FULL_AND_PIECEWISE with --disable-chunked-mm-input")
+    if (mode.decode_mode() == CUDAGraphMode.FULL and scheduler_config.enable_chunked_prefill
+            and not scheduler_config.disable_chunked_mm_input):
+        return (f"cudagraph_mode={mode.name} with chunked multimodal input can replay a one-token chunk of a video "
+                "as a decode batch, skipping the kept tokens' M-RoPE positions; pass --disable-chunked-mm-input "
+                "(or --enforce-eager)")
+    return None
+
+
+class HoliTomQwen2_5_VLProcessingInfo(Qwen2_5_VLProcessingInfo):
+    """Placeholder counts of the configured method (stock counts without a ``holitom`` entry)."""
+
+    def holitom_video_tokens(self, grid_thw: Sequence[int]) -> int:
+        """``<|video_pad|>`` count of one video of patch grid ``(t, h, w)``."""
+        t, h, w = (int(v) for v in grid_thw)
+        merge = self.get_hf_config().vision_config.spatial_merge_size
+        return video_token_count(vllm_settings(self.get_hf_config()), t, h * w // (merge * merge))
+
+
+class HoliTomQwen2_5_VLMultiModalProcessor(Qwen2_5_VLMultiModalProcessor):
+    """The stock processor; a video's placeholder run has the method's length."""
+
+    def _get_prompt_updates(self, mm_items: Any, hf_processor_mm_kwargs: Mapping[str, Any], out_mm_kwargs: Any):
+        updates = super()._get_prompt_updates(mm_items, hf_processor_mm_kwargs, out_mm_kwargs)
+        config = vllm_settings(self.info.get_hf_config())
+        if config is None or config.spec.outer is None:  # inert, or dense: vLLM's own counts (its EVS included)
+            return updates
+        pad = self.info.get_hf_config().video_token_id
+
+        def video(item_idx: int) -> list[int]:
+            grid = out_mm_kwargs["video"][item_idx]["video_grid_thw"].data
+            return [pad] * self.info.holitom_video_tokens(grid.tolist())
+
+        return [u for u in updates if u.modality != "video"] + [
+            PromptReplacement(modality="video", target=[pad], replacement=video)
+        ]
+
+
+@MULTIMODAL_REGISTRY.register_processor(
+    HoliTomQwen2_5_VLMultiModalProcessor,
+    info=HoliTomQwen2_5_VLProcessingInfo,
+    dummy_inputs=Qwen2_5_VLDummyInputsBuilder,
+)
+class HoliTomQwen2_5_VLForConditionalGeneration(Qwen2_5_VLForConditionalGeneration):
+    """vLLM's Qwen2.5-VL; videos go through the configured method before the LLM (module docstring)."""
+
+    def __init__(self, *, vllm_config: Any, prefix: str = "") -> None:
+        super().__init__(vllm_config=vllm_config, prefix=prefix)
+        self.holitom_config: HoliTomConfig | None = vllm_settings(self.config)
+        #: this step's kept rows: (batch rows, (3, n) relative positions), set by embed_input_ids, used by forward
+        self._holitom_rows: tuple[torch.Tensor, torch.Tensor] | None = None
+        if self.holitom_config is not None:
+            logger.info("lmms-holitom: Qwen2.5-VL videos run %s", self.holitom_config.given_dict())
+        if not self._compressing():  # no entry, or dense: vLLM's own path, nothing to refuse
+            return
+        if vllm_config.parallel_config.pipeline_parallel_size > 1:
+            raise HoliTomVllmError(
+                "hf_overrides.holitom cannot run with pipeline_parallel_size > 1 on Qwen2.5-VL: the kept tokens' "
+                "M-RoPE positions are set on the first stage; use tensor parallelism"
+            )
+        refusal = cuda_graph_refusal(vllm_config.compilation_config, vllm_config.scheduler_config)
+        if refusal is not None:
+            raise HoliTomVllmError(f"hf_overrides.holitom on Qwen2.5-VL: {refusal}")
+        if self.is_multimodal_pruning_enabled:
+            raise HoliTomVllmError(
+                "hf_overrides.holitom and video_pruning_rate (vLLM's EVS) cannot both be set: choose one method"
+            )
+
+    # ------------------------------------------------------------------ the encoder
+    def _compressing(self) -> bool:
+        return self.holitom_config is not None and self.holitom_config.spec.outer is not None
+
+    def _process_video_input(self, video_input: Any) -> tuple[torch.Tensor, ...]:
+        if not self._compressing():
+            return super()._process_video_input(video_input)
+        if video_input["type"] != "pixel_values_videos":
+            raise HoliTomVllmError("hf_overrides.holitom needs video frames, not precomputed video_embeds")
+        config = self.holitom_config
+        grid = [[int(v) for v in g] for g in video_input["video_grid_thw"].tolist()]
+        metadata = self.visual.prepare_encoder_metadata(grid)
+        if config.spec.saliency:
+            with QwenWindowedSaliencyProbe(self.visual, grid) as probe:
+                embeds = self.visual(video_input["pixel_values_videos"], None, encoder_metadata=metadata)
+            saliency = probe.per_video(metadata["reverse_indices"])
+        else:
+            embeds = self.visual(video_input["pixel_values_videos"], None, encoder_metadata=metadata)
+            saliency = [(None, None)] * len(grid)
+        merge = self.visual.spatial_merge_size
+        sizes = [t * h * w // (merge * merge) for t, h, w in grid]
+        seconds = video_input.get("second_per_grid_ts")
+        out = []
+        for i, (features, (t, _, w), (attention, keys)) in enumerate(zip(embeds.split(sizes), grid, saliency)):
+            scale = float(seconds[i]) if seconds is not None else 1.0
+            scale *= getattr(self.config.vision_config, "tokens_per_second", 1.0)
+            out.append(self._compress_one(features.view(t, -1, features.shape[-1]), attention, keys, w // merge,
+                                          scale))
+        return tuple(out)
+
+    def _compress_one(
+        self, features: torch.Tensor, attention: torch.Tensor | None, keys: torch.Tensor | None, width: int,
+        time_scale: float,
+    ) -> torch.Tensor:
+        """One video's features (t, N, E) -> (K, E + 3) fp32: the kept tokens and their relative (t, h, w)."""
+        config = self.holitom_config
+        out = compress_video(features, attention, config, keys if config.spec.keys else None)
+        expected = video_token_count(config, features.shape[0], features.shape[1])
+        if out.tokens.shape[0] != expected:
+            raise RuntimeError(
+                f"lmms-holitom: {config.method} kept {out.tokens.shape[0]} tokens where the prompt has {expected} "
+                "placeholders"
+            )
+        logger.info("lmms-holitom: video of %d groups x %d tokens -> %d tokens (%s)",
+                    features.shape[0], features.shape[1], expected, config.method)
+        frames, spatial = out.frames.long().cpu(), out.positions.long().cpu()
+        times = torch.tensor([int(f * time_scale) for f in frames.tolist()], dtype=torch.long)
+        relative = torch.stack([times, spatial // width, spatial % width], dim=1)
+        rows = out.tokens.to(features.dtype)
+        if os.environ.get(RECORD_ENV):
+            _record(Path(os.environ[RECORD_ENV]), {
+                "kind": "video", "method": config.method, "frames": int(features.shape[0]),
+                "tokens_per_frame": int(features.shape[1]), "origins": torch.stack([frames, spatial], dim=1),
+                "rows": rows.detach().float().cpu(), "grid_width": width, "time_scale": time_scale,
+            })
+        return torch.cat([rows.float(), relative.to(rows.device, torch.float32)], dim=1)
+
+    # ------------------------------------------------------------------ positions
+    def get_mrope_input_positions(self, input_tokens: list[int], mm_features: list[Any]) -> tuple[torch.Tensor, int]:
+        """The stock dense layout, except that a compressed video's placeholder rows all hold its base position
+        (the kept tokens' offsets are added in `forward`) and the text after it continues after the dense grid."""
+        if not self._compressing():
+            return super().get_mrope_input_positions(input_tokens, mm_features)
+        blocks, start, next_position = [], 0, 0
+        features = sorted(mm_features, key=lambda f: f.mm_position.offset)
+        for feature, (offset, t, h, w, t_factor) in zip(features, self.iter_mm_grid_thw(features), strict=True):
+            text = offset - start
+            blocks.append(np.broadcast_to(np.arange(text), (3, text)) + next_position)
+            base = next_position + text
+            grid = np.indices((t, h, w))
+            if t_factor != 1.0:
+                grid[0] = (grid[0] * t_factor).astype(np.int64)
+            dense = grid.reshape(3, -1) + base
+            length = feature.mm_position.length
+            blocks.append(dense if length == dense.shape[1] else np.full((3, length), base, dtype=np.int64))
+            next_position = int(dense.max()) + 1
+            start = offset + length
+        text = len(input_tokens) - start
+        blocks.append(np.broadcast_to(np.arange(text), (3, text)) + next_position)
+        positions = np.concatenate(blocks, axis=1).reshape(3, -1)
+        end = next_position + text
+        return torch.from_numpy(positions), end - len(input_tokens)
+
+    def embed_input_ids(
+        self, input_ids: torch.Tensor, multimodal_embeddings: Any = None, *, is_multimodal: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        self._holitom_rows = None
+        if self._compressing() and multimodal_embeddings is not None and len(multimodal_embeddings):
+            multimodal_embeddings = self._take_positions(list(multimodal_embeddings), is_multimodal)
+        return super().embed_input_ids(input_ids, multimodal_embeddings, is_multimodal=is_multimodal)
+
+    def _take_positions(self, embeddings: list[torch.Tensor], is_multimodal: torch.Tensor) -> list[torch.Tensor]:
+        """Strip the position columns of our rows; keep (batch rows, relative positions) for this step's forward."""
+        from vllm.multimodal.utils import copy_mm_embedding_modality
+
+        hidden = self.config.text_config.hidden_size
+        batch_rows = is_multimodal.nonzero().flatten()
+        rows, relative, stripped, offset = [], [], [], 0
+        for embedding in embeddings:
+            count = embedding.shape[0]
+            if embedding.shape[-1] == hidden + POSITION_COLUMNS:
+                rows.append(batch_rows[offset:offset + count])
+                relative.append(embedding[:, hidden:].round().long().T)
+                embedding = copy_mm_embedding_modality(embedding, embedding[:, :hidden])
+            stripped.append(embedding)
+            offset += count
+        if rows:
+            self._holitom_rows = (torch.cat(rows), torch.cat(relative, dim=1))
+        return stripped
+
+    def forward(
+        self, input_ids: torch.Tensor | None, positions: torch.Tensor, intermediate_tensors: Any = None,
+        inputs_embeds: torch.Tensor | None = None, **kwargs: object,
+    ) -> Any:
+        if self._holitom_rows is not None:
+            rows, relative = self._holitom_rows
+            self._holitom_rows = None
+            rows = rows.to(positions.device)
+            positions[:, rows] += relative.to(positions.device, positions.dtype)  # in place: the runner's buffer
+            if os.environ.get(RECORD_ENV):
+                _record(Path(os.environ[RECORD_ENV]), {"kind": "positions", "positions": positions[:, rows].cpu()})
+        return super().forward(input_ids, positions, intermediate_tensors, inputs_embeds, **kwargs)
+
+
+def _record(folder: Path, payload: dict) -> None:
+    """Save one record (``RECORD_ENV``): a file per record and process, so writers never collide."""
+    folder.mkdir(parents=True, exist_ok=True)
+    name = f"{os.getpid()}-{next(_RECORDED):06d}.pt"
+    torch.save(payload, folder / f".{name}.tmp")
+    os.replace(folder / f".{name}.tmp", folder / name)
