@@ -1,14 +1,14 @@
 """The inner merge's attention probe (docs/algorithm.md §6.1): one query row at one decoder layer.
 
-`last_token_attention` computes the attention probabilities of one token (the last prompt token) from that
-layer's own ``q_proj``/``k_proj`` (plus ``q_norm``/``k_norm`` where the layer has them, as Qwen3 does), the
-rotary embedding at the right positions (partial rotary: only the first ``cos.shape[-1]`` dims of a head rotate,
-as in gated-attention layers with ``partial_rotary_factor``) and ``repeat_kv`` for grouped-query heads — a gated
-query projection (``q_proj`` emitting ``[query | gate]`` per head, twice the query width) keeps the query half —
-O(L) work instead of the O(L²) of an eager layer. It mirrors the attention of transformers' Llama/Qwen2/Qwen3 decoder layers (rotate-half
-RoPE, softmax in fp32), checked against transformers 5.24 and 5.25 (the range is `lmms_holitom.compat`;
-``tests/test_transformers_mirror.py`` compares it with the installed stock layers); this module is the one place that
-mirrors it.
+`last_token_attention` computes the attention probabilities of one token (the last prompt token) from that layer's
+own ``q_proj``/``k_proj`` (plus ``q_norm``/``k_norm`` where the layer has them, as Qwen3 does), the rotary embedding
+at the right positions (partial rotary: only the first ``cos.shape[-1]`` dims of a head rotate, as in
+gated-attention layers with ``partial_rotary_factor``) and ``repeat_kv`` for grouped-query heads — a gated query
+projection (``q_proj`` emitting ``[query | gate]`` per head, twice the query width) keeps the query half — O(L) work
+instead of the O(L²) of an eager layer. It mirrors the attention of transformers' Llama/Qwen2/Qwen3 decoder layers
+(rotate-half RoPE, softmax in fp32), checked against transformers 5.24 and 5.25 (the range is `lmms_holitom.compat`;
+``tests/test_transformers_mirror.py`` compares it with the installed stock layers); this module is the one place
+that mirrors it.
 """
 
 from __future__ import annotations
