@@ -1,5 +1,5 @@
 """HoliTom's adapter for Qwen3.5 and Qwen3.5-MoE (transformers' `Qwen3_5ForConditionalGeneration`,
-`Qwen3_5MoeForConditionalGeneration`), docs/algorithm.md §11.5.
+`Qwen3_5MoeForConditionalGeneration`), docs/algorithm.md §11.4b and §6.7.
 
 The vision side and the prompt layout are Qwen3-VL's without deepstack: one ``<t seconds><|vision_start|> pad×N
 <|vision_end|>`` run per temporal group, each shortened on its own, survivors at their stock M-RoPE positions
