@@ -14,6 +14,7 @@ MODELS = {
     MODEL_ID: CLASS_PATH,
     "qwen2_5_vl_holitom": "lmms_holitom.integrations.lmms_eval.qwen.Qwen2_5_VLHoliTom",
     "qwen3_vl_holitom": "lmms_holitom.integrations.lmms_eval.qwen.Qwen3VLHoliTom",
+    "qwen3_5_holitom": "lmms_holitom.integrations.lmms_eval.qwen.Qwen3_5HoliTom",
 }
 
 
