@@ -1,6 +1,7 @@
-"""The lmms-eval models of the new Qwen families, built directly (no CLI run): ``qwen3_vl_holitom`` loads
-Qwen3-VL-MoE checkpoints and ``qwen3_5_holitom`` Qwen3.5 / Qwen3.5-MoE ones, chosen by ``model_type``; the
-hybrid decoder's default merge layer; Qwen3.5's own model args."""
+"""The entry points of the new Qwen families: the lmms-eval models built directly (no CLI run; one real CLI run is
+in test_plugin_qwen.py) — ``qwen3_vl_holitom`` loads Qwen3-VL-MoE checkpoints and ``qwen3_5_holitom`` Qwen3.5 /
+Qwen3.5-MoE ones, chosen by ``model_type``, the hybrid decoder's default merge layer, Qwen3.5's own model args —
+and ``holitom run``."""
 
 from __future__ import annotations
 
@@ -44,3 +45,21 @@ def test_qwen3_5_model_args():
         Qwen3_5HoliTom(pretrained="tiny-qwen3.5", total_pixels="abc", device="cpu")
     with pytest.raises(ValueError, match="^merge_layer must follow a full-attention layer .* choose one of 4, got 3$"):
         Qwen3_5HoliTom(pretrained="tiny-qwen3.5", method="holitom", merge_layer=3, device="cpu")
+
+
+@pytest.mark.parametrize("name,model_type,k", [("tiny-qwen3.5", "qwen3_5", 4),
+                                               ("tiny-qwen3-vl-moe", "qwen3_vl_moe", 3)])
+def test_holitom_run_answers_with_the_default_merge_layer(mp4_clip, capsys, name, model_type, k):
+    """``holitom run`` loads the family by model_type; the default K is the model's (hybrid: after layer 3)."""
+    import json
+
+    from lmms_holitom.cli import main
+
+    rc = main(["run", str(mp4_clip), "-q", "what happens?", "--pretrained", name, "--retain-ratio", "0.5",
+               "--tau", "1.5", "--max-frames", "8", "--max-new-tokens", "3", "--json"])
+    assert rc == 0
+    result = json.loads(capsys.readouterr().out)
+    stats = result["stats"]
+    assert stats["method"] == "holitom" and stats["frames"] == 4 and stats["merge_layer"] == k
+    assert stats["dense_tokens"] == 16 and stats["outer_tokens"] == 8 and stats["inner_tokens"] == 4
+    assert any(model_type in note for note in result["notes"])
