@@ -283,3 +283,19 @@ def test_hybrid_prefill_and_decode_equal_the_stock_text_model() -> None:
             want = model(inputs_embeds=step, position_ids=nxt, cache=stock_cache, use_cache=True).last_hidden_state
             assert torch.equal(decode_decoder(model, step, state=state, cache=ours_cache), want)
     assert all(torch.equal(a, b) for a, b in zip(_states(ours_cache), _states(stock_cache)))
+
+
+def test_a_layer_kind_the_engine_does_not_run_is_one_clear_error() -> None:
+    """Full- and linear-attention layers run; a sliding-window layer is rejected, naming the kinds found."""
+    from transformers import Qwen2Config, Qwen2Model
+
+    from lmms_holitom.hf.decoder import check_language_model
+
+    config = Qwen2Config(vocab_size=16, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1, use_sliding_window=True, sliding_window=4,
+                         layer_types=["full_attention", "sliding_attention"])
+    with pytest.raises(NotImplementedError) as err:
+        check_language_model(Qwen2Model(config), None)
+    assert str(err.value) == ("HoliTom's decoder forward supports full_attention and linear_attention layers; this "
+                              "model has layer types ['full_attention', 'sliding_attention']")
+    check_language_model(_hybrid_text_model(), DynamicCache())  # the hybrid decoder passes
