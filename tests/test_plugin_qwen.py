@@ -1,5 +1,5 @@
-"""The lmms-eval models ``qwen2_5_vl_holitom`` and ``qwen3_vl_holitom`` through the real lmms-eval CLI on the smoke
-task (tiny offline models, real mp4 clips), dense and HoliTom, with per-sample stats."""
+"""The lmms-eval models ``qwen2_5_vl_holitom``, ``qwen3_vl_holitom`` and ``qwen3_5_holitom`` through the real lmms-eval
+CLI on the smoke task (tiny offline models, real mp4 clips), dense and HoliTom, with per-sample stats."""
 
 from __future__ import annotations
 
@@ -26,11 +26,12 @@ def model_dir(out_dir: Path, name: str) -> Path:
     return out_dir / name
 
 
-@pytest.mark.parametrize("model,name", [("qwen2_5_vl_holitom", "tiny-qwen2.5-vl"),
-                                        ("qwen3_vl_holitom", "tiny-qwen3-vl")])
-def test_dense_and_holitom_runs(tmp_path, clips, model, name):
+@pytest.mark.parametrize("model,name,k", [("qwen2_5_vl_holitom", "tiny-qwen2.5-vl", 2),
+                                          ("qwen3_vl_holitom", "tiny-qwen3-vl", 2),
+                                          ("qwen3_5_holitom", "tiny-qwen3.5", 4)])  # hybrid: K-1 full attention
+def test_dense_and_holitom_runs(tmp_path, clips, model, name, k):
     runs = {}
-    for method, extra in [("dense", ""), ("holitom", ",retain_ratio=0.3,tau=0.8,merge_layer=2,merge_ratio=0.5")]:
+    for method, extra in [("dense", ""), ("holitom", f",retain_ratio=0.3,tau=0.8,merge_layer={k},merge_ratio=0.5")]:
         out = tmp_path / method
         run = run_lmms_eval(out, f"pretrained={name},{PIXELS},method={method}{extra}", env=cli_env(clips),
                             model=model, extra=("--limit", str(DOCS)))
@@ -50,7 +51,7 @@ def test_dense_and_holitom_runs(tmp_path, clips, model, name):
         assert d["method"] == "dense" and h["method"] == "holitom"
         assert d["frames"] == h["frames"] > 0 and d["dense_tokens"] == h["dense_tokens"] == d["outer_tokens"]
         assert h["outer_tokens"] < h["dense_tokens"] and h["inner_tokens"] < h["outer_tokens"]
-        assert h["merge_layer"] == 2
+        assert h["merge_layer"] == k
 
 
 def test_bad_model_args_are_one_line_errors():

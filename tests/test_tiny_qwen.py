@@ -28,7 +28,7 @@ def _frames(count: int, size: int) -> np.ndarray:
     return np.random.default_rng(0).integers(0, 256, (count, size, size, 3), dtype=np.uint8)
 
 
-@pytest.fixture(scope="module", params=TINY_QWEN_NAMES)
+@pytest.fixture(scope="module", params=tuple(CLASSES))  # the new families: tests/test_model_qwen3_5.py
 def tiny(request):
     name = request.param
     path = Path(resolve_pretrained(name))

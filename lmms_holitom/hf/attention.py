@@ -1,12 +1,14 @@
 """The inner merge's attention probe (docs/algorithm.md §6.1): one query row at one decoder layer.
 
-`last_token_attention` computes the attention probabilities of one token (the last prompt token) from that
-layer's own ``q_proj``/``k_proj`` (plus ``q_norm``/``k_norm`` where the layer has them, as Qwen3 does), the
-rotary embedding at the right positions and ``repeat_kv`` for grouped-query heads — O(L) work instead of the
-O(L²) of an eager layer. It mirrors the attention of transformers' Llama/Qwen2/Qwen3 decoder layers (rotate-half
-RoPE, softmax in fp32), checked against transformers 5.24 and 5.25 (the range is `lmms_holitom.compat`;
-``tests/test_transformers_mirror.py`` compares it with the installed stock layers); this module is the one place that
-mirrors it.
+`last_token_attention` computes the attention probabilities of one token (the last prompt token) from that layer's
+own ``q_proj``/``k_proj`` (plus ``q_norm``/``k_norm`` where the layer has them, as Qwen3 does), the rotary embedding
+at the right positions (partial rotary: only the first ``cos.shape[-1]`` dims of a head rotate, as in
+gated-attention layers with ``partial_rotary_factor``) and ``repeat_kv`` for grouped-query heads — a gated query
+projection (``q_proj`` emitting ``[query | gate]`` per head, twice the query width) keeps the query half — O(L) work
+instead of the O(L²) of an eager layer. It mirrors the attention of transformers' Llama/Qwen2/Qwen3 decoder layers
+(rotate-half RoPE, softmax in fp32), checked against transformers 5.24 and 5.25 (the range is `lmms_holitom.compat`;
+``tests/test_transformers_mirror.py`` compares it with the installed stock layers); this module is the one place
+that mirrors it.
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    # x: (1, heads, n, hd); cos/sin: (1, n, hd)
-    return x * cos.unsqueeze(1) + rotate_half(x) * sin.unsqueeze(1)
+    # x: (1, heads, n, hd); cos/sin: (1, n, rd) with rd <= hd: the first rd dims rotate, the rest pass
+    rd = cos.shape[-1]
+    rot = x[..., :rd] * cos.unsqueeze(1) + rotate_half(x[..., :rd]) * sin.unsqueeze(1)
+    return rot if rd == x.shape[-1] else torch.cat([rot, x[..., rd:]], dim=-1)
 
 
 @torch.no_grad()
@@ -55,7 +59,8 @@ def last_token_attention(
     n = query_index + 1
     head_dim = attn.head_dim
     x = layer.input_layernorm(hidden_states[:, :n])
-    q = attn.q_proj(x[:, -1:]).view(1, 1, -1, head_dim)
+    q = attn.q_proj(x[:, -1:]).view(1, 1, attn.config.num_attention_heads, -1)
+    q = q[..., :head_dim]  # a gated query projection emits [query | gate] per head: the query half
     k = attn.k_proj(x).view(1, n, -1, head_dim)
     if getattr(attn, "q_norm", None) is not None:  # Qwen3: per-head RMSNorm before RoPE
         q, k = attn.q_norm(q), attn.k_norm(k)

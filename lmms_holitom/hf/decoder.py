@@ -28,8 +28,15 @@ everywhere (also at layer K-1 under ``reference``), are never merged, and the me
 of the LAST PROMPT token (index ``prompt_length - 1``) — so one uncached forward over prompt + generated tokens
 gives the same logits as cached decoding.
 
-Limitations: batch size 1; full-attention layers only (no sliding-window layers); a `DynamicCache` (the engine's
-`HoliTomCache`); ``output_hidden_states``/``output_attentions`` are not collected on this path.
+Layer kinds (``config.layer_types``): ``full_attention`` layers (keys and values per token, a causal mask sized to
+their cache) and ``linear_attention`` layers (a convolution state and a recurrent state, the 2-D padding mask or
+None) — hybrid decoders such as Gated DeltaNet + attention. Each layer gets the mask of its kind; the cache
+(`HoliTomCache`, built from the config) holds the matching state kind per layer. Linear-attention layers >= K run
+on the shortened sequence from the start, so their states are those of the shortened sequence; layers < K hold
+the full one. The inner step needs layer K-1 to be full attention (`merge_layers`, docs/algorithm.md §6.7).
+
+Limitations: batch size 1; full- and linear-attention layers only (no sliding-window layers); a `DynamicCache`
+(the engine's `HoliTomCache`); ``output_hidden_states``/``output_attentions`` are not collected on this path.
 
 Over 300 lines on purpose: the one mirror of transformers' decoder forward, prefill and decoding side by side.
 """
@@ -50,13 +57,47 @@ from lmms_holitom.core.state import PrefillState
 from lmms_holitom.hf.attention import last_token_attention
 
 __all__ = [
+    "FULL_ATTENTION",
+    "LINEAR_ATTENTION",
     "DecoderOutput",
     "InnerMergeSpec",
     "VisualResidual",
     "check_language_model",
+    "check_merge_layer",
     "decode_decoder",
+    "layer_types",
+    "merge_layers",
     "prefill_decoder",
 ]
+
+#: the decoder layer kinds this forward runs (transformers' ``config.layer_types`` values)
+FULL_ATTENTION, LINEAR_ATTENTION = "full_attention", "linear_attention"
+LAYER_KINDS = (FULL_ATTENTION, LINEAR_ATTENTION)
+
+
+def layer_types(config: Any) -> tuple[str, ...]:
+    """The kind of each decoder layer: ``config.layer_types``, or all ``full_attention`` when it has none."""
+    n = int(config.num_hidden_layers)
+    return tuple(getattr(config, "layer_types", None) or (FULL_ATTENTION,) * n)[:n]
+
+
+def merge_layers(types: tuple[str, ...]) -> tuple[int, ...]:
+    """The merge layers K a decoder with these layer kinds takes: 1 <= K < n with layer K-1 full attention (its
+    attention row of the last prompt token ranks the visual tokens; a linear-attention layer has none)."""
+    return tuple(k for k in range(1, len(types)) if types[k - 1] == FULL_ATTENTION)
+
+
+def check_merge_layer(layer: int, types: tuple[str, ...]) -> None:
+    """Raise a one-line ValueError when ``layer`` is not a merge layer of a decoder with these layer kinds."""
+    n = len(types)
+    if not 1 <= layer < n:
+        raise ValueError(f"merge_layer must be in [1, {n - 1}], got {layer}")
+    if types[layer - 1] != FULL_ATTENTION:
+        allowed = ", ".join(map(str, merge_layers(types))) or "none"
+        raise ValueError(
+            f"merge_layer must follow a full-attention layer (layer K-1 supplies the attention row); this "
+            f"decoder's layer {layer - 1} is {types[layer - 1]}: choose one of {allowed}, got {layer}"
+        )
 
 
 @dataclass(frozen=True)
@@ -154,12 +195,11 @@ class VisualResidual:
 
 def check_language_model(language_model: nn.Module, cache: Cache | None) -> None:
     """Raise a clear error when the decoder or cache is outside what this forward supports."""
-    config = language_model.config
-    layer_types = getattr(config, "layer_types", None) or ["full_attention"] * config.num_hidden_layers
-    if any(t != "full_attention" for t in layer_types):
+    types = layer_types(language_model.config)
+    if any(t not in LAYER_KINDS for t in types):
         raise NotImplementedError(
-            f"HoliTom's decoder forward supports full-attention layers only; this model has layer types "
-            f"{sorted(set(layer_types))}"
+            f"HoliTom's decoder forward supports {' and '.join(LAYER_KINDS)} layers; this model has layer types "
+            f"{sorted(set(types))}"
         )
     if cache is not None and not isinstance(cache, DynamicCache):
         raise NotImplementedError(
@@ -201,11 +241,10 @@ def _noncausal_mask(
     return mask, {}
 
 
-def _check_inner(inner: InnerMergeSpec, n_layers: int, prompt_length: int, residuals: tuple) -> None:
-    """Reject an inner step the sequence cannot take (layer range, video after the last prompt token, a visual
-    residual that would be added after the merge)."""
-    if not 1 <= inner.layer < n_layers:
-        raise ValueError(f"merge_layer must be in [1, {n_layers - 1}], got {inner.layer}")
+def _check_inner(inner: InnerMergeSpec, types: tuple[str, ...], prompt_length: int, residuals: tuple) -> None:
+    """Reject an inner step the sequence cannot take (layer range and kind, video after the last prompt token, a
+    visual residual that would be added after the merge)."""
+    check_merge_layer(inner.layer, types)
     if prompt_length - 1 <= inner.last_row:
         raise ValueError(
             "the inner merge needs the last prompt token after the video (its attention ranks the visual tokens); "
@@ -233,6 +272,23 @@ def _merge(
             mode=inner.mode, check_finite_attention=False,
         )
     return merged, keep.to(hidden.device)
+
+
+def _layer_masks(
+    config: Any, types: tuple[str, ...], start: int, hidden: torch.Tensor, attention_mask: torch.Tensor | None,
+    cache: Cache | None,
+) -> dict[str, Any]:
+    """The mask of each layer kind for layers ``start..``: full attention a causal mask sized to the cache of the
+    first such layer; linear attention the 2-D padding mask (None: no padding), as transformers' recurrent mask of
+    a prefill (the caller passes None for a mask without padding)."""
+    masks: dict[str, Any] = {LINEAR_ATTENTION: attention_mask}
+    full = next((i for i in range(start, len(types)) if types[i] == FULL_ATTENTION), None)
+    if full is not None:
+        masks[FULL_ATTENTION] = create_causal_mask(
+            config=config, inputs_embeds=hidden, attention_mask=attention_mask, cache=cache, position_ids=None,
+            layer_idx=full,
+        )
+    return masks
 
 
 def prefill_decoder(
@@ -265,7 +321,7 @@ def prefill_decoder(
         timer: optional `StageTimer`; the inner step is timed as ``inner_merge``.
     """
     config = language_model.config
-    n_layers = config.num_hidden_layers
+    types = layer_types(config)
     hidden = inputs_embeds
     length = hidden.shape[1]
     if not 0 < prompt_length <= length:
@@ -273,14 +329,11 @@ def prefill_decoder(
     position_embeddings = language_model.rotary_emb(hidden, position_ids)
     # the layers read position ids only for packed sequences (flash attention); M-RoPE models pass them none
     layer_position_ids: torch.Tensor | None = position_ids if position_ids.dim() == 2 else None
-    mask = create_causal_mask(
-        config=config, inputs_embeds=hidden, attention_mask=attention_mask, cache=cache, position_ids=None,
-        layer_idx=0,
-    )
+    masks = _layer_masks(config, types, 0, hidden, attention_mask, cache)
 
     noncausal: tuple[Any, dict[str, Any]] | None = None
     if inner is not None:
-        _check_inner(inner, n_layers, prompt_length, residuals)
+        _check_inner(inner, types, prompt_length, residuals)
         if inner.fidelity == "reference":
             noncausal = _noncausal_mask(config, hidden, attention_mask, prompt_length)
     added = {r.layer: r for r in residuals}
@@ -289,7 +342,7 @@ def prefill_decoder(
         return timer.stage(name) if timer is not None else nullcontext()
 
     attention_row = keep = None
-    for layer_idx, decoder_layer in enumerate(language_model.layers[:n_layers]):
+    for layer_idx, decoder_layer in enumerate(language_model.layers[: len(types)]):
         if inner is not None and layer_idx == inner.layer:
             with stage("inner_merge"):
                 merged, keep = _merge(hidden[0], attention_row, inner)
@@ -299,10 +352,7 @@ def prefill_decoder(
                 layer_position_ids = None  # gaps: never let them be read as packed sequences
                 if attention_mask is not None:
                     attention_mask = attention_mask[:, keep.to(attention_mask.device)]
-                mask = create_causal_mask(
-                    config=config, inputs_embeds=hidden, attention_mask=attention_mask, cache=cache,
-                    position_ids=None, layer_idx=layer_idx,
-                )
+                masks = _layer_masks(config, types, layer_idx, hidden, attention_mask, cache)
         if inner is not None and layer_idx == inner.layer - 1:
             with stage("inner_merge"):
                 key_mask = attention_mask[0] if attention_mask is not None else None
@@ -311,7 +361,7 @@ def prefill_decoder(
                     attention_row = row[inner.visual_start : inner.visual_start + inner.visual_length]
                 else:
                     attention_row = row.index_select(0, inner.rows.to(row.device))
-        layer_mask, extra = mask, {}
+        layer_mask, extra = masks[types[layer_idx]], {}
         if noncausal is not None and layer_idx == inner.layer - 1:
             layer_mask, extra = noncausal
         hidden = decoder_layer(
@@ -347,34 +397,33 @@ def decode_decoder(
         (1, q, E) hidden states after the final norm.
     """
     config = language_model.config
-    n_layers = config.num_hidden_layers
+    types = layer_types(config)
     q = inputs_embeds.shape[1]
     device = inputs_embeds.device
     if inputs_embeds.shape[0] != len(state.sequences) or len(state.sequences) != 1:
         raise ValueError(f"HoliTom decoding runs with batch size 1, got {inputs_embeds.shape[0]}")
     seq = state.sequences[0]
-    done = cache.get_seq_length(0) - seq.prompt_length
+    done = int(cache.get_seq_length(0)) - seq.prompt_length  # a linear-attention layer counts its tokens too
     position_ids = (seq.next_position + done + torch.arange(q, device=device)).unsqueeze(0)
     if state.rope_dims == 3:
         position_ids = position_ids.unsqueeze(0).expand(3, 1, q)
     position_embeddings = language_model.rotary_emb(inputs_embeds, position_ids)
 
-    def group_mask(layer_idx: int, prompt_mask: torch.Tensor | None) -> Any:
+    def group_masks(start: int, prompt_mask: torch.Tensor | None) -> dict[str, Any]:
         mask_2d = None
         if prompt_mask is not None:
             mask_2d = torch.cat([prompt_mask, prompt_mask.new_ones(done + q)]).unsqueeze(0)
-        return create_causal_mask(
-            config=config, inputs_embeds=inputs_embeds, attention_mask=mask_2d, cache=cache, position_ids=None,
-            layer_idx=layer_idx,
-        )
+        masks = _layer_masks(config, types, start, inputs_embeds, mask_2d, cache)
+        masks[LINEAR_ATTENTION] = None  # decoded tokens are never padding (transformers' recurrent mask: None)
+        return masks
 
-    masks = {"low": group_mask(0, seq.mask_low)}
-    masks["high"] = group_mask(state.merge_layer, seq.mask_high) if state.merge_layer is not None else masks["low"]
+    masks = {"low": group_masks(0, seq.mask_low)}
+    masks["high"] = group_masks(state.merge_layer, seq.mask_high) if state.merge_layer is not None else masks["low"]
     hidden = inputs_embeds
-    for layer_idx, decoder_layer in enumerate(language_model.layers[:n_layers]):
+    for layer_idx, decoder_layer in enumerate(language_model.layers[: len(types)]):
         hidden = decoder_layer(
             hidden,
-            attention_mask=masks[state.group_of(layer_idx)],
+            attention_mask=masks[state.group_of(layer_idx)][types[layer_idx]],
             position_ids=position_ids if position_ids.dim() == 2 else None,
             cache=cache,
             use_cache=True,

@@ -25,11 +25,11 @@ from lmms_holitom.core.state import HoliTomRuntime
 from lmms_holitom.core.stats import HoliTomStats, StageTimer
 from lmms_holitom.core.trace import HoliTomTrace
 from lmms_holitom.hf.cache import HoliTomCache
-from lmms_holitom.hf.decoder import decode_decoder
+from lmms_holitom.hf.decoder import check_merge_layer, decode_decoder, layer_types, merge_layers
 from lmms_holitom.hf.prefill import PrefillResult, compressed_prefill
 from lmms_holitom.methods import DENSE, HOLITOM_WO_M
 
-__all__ = ["HoliTomModelMixin", "default_merge_layer"]
+__all__ = ["HoliTomModelMixin", "default_merge_layer", "default_merge_layer_of"]
 
 logger = logging.getLogger(__name__)
 _PAPER_MERGE_LAYER, _PAPER_LAYERS = DEFAULTS["merge_layer"], 28  # K = 18 of LLaVA-OV-7B's 28 layers
@@ -41,6 +41,18 @@ def default_merge_layer(num_layers: int) -> int:
     if num_layers > _PAPER_MERGE_LAYER:
         return _PAPER_MERGE_LAYER
     return max(1, min(num_layers - 1, round(_PAPER_MERGE_LAYER * num_layers / _PAPER_LAYERS)))
+
+
+def default_merge_layer_of(types: tuple[str, ...]) -> int | None:
+    """`default_merge_layer` of a decoder with these layer kinds, moved to the nearest layer it takes
+    (`decoder.merge_layers`: layer K-1 full attention); a tie goes to the one nearer the paper's relative depth
+    (18/28 of the layers). None: the decoder takes no merge layer."""
+    allowed = merge_layers(types)
+    if not allowed:
+        return None
+    n = len(types)
+    paper, relative = default_merge_layer(n), _PAPER_MERGE_LAYER * n / _PAPER_LAYERS
+    return min(allowed, key=lambda k: (abs(k - paper), abs(k - relative)))
 
 
 class HoliTomModelMixin:
@@ -83,10 +95,16 @@ class HoliTomModelMixin:
     def num_decoder_layers(self) -> int:
         return int(self.config.get_text_config().num_hidden_layers)
 
+    @property
+    def decoder_layer_types(self) -> tuple[str, ...]:
+        """The kind of each decoder layer (``full_attention`` / ``linear_attention``, `decoder.layer_types`)."""
+        return layer_types(self.config.get_text_config())
+
     def default_merge_layer(self) -> int | None:
-        """The paper's merge layer (18 of 28) for this decoder: 18 if it exists, else the same relative depth
-        (families with further constraints override this; None: no valid layer)."""
-        return default_merge_layer(self.num_decoder_layers)
+        """The paper's merge layer (18 of 28) for this decoder: 18 if it exists, else the same relative depth, moved
+        to the nearest layer whose layer K-1 is full attention (`default_merge_layer_of`; families with further
+        constraints override this; None: no valid layer)."""
+        return default_merge_layer_of(self.decoder_layer_types)
 
     def _default_holitom(self) -> HoliTomConfig:
         """The paper's defaults, with the merge layer this decoder can take (`default_merge_layer`); a model that
@@ -98,8 +116,12 @@ class HoliTomModelMixin:
                         self.num_decoder_layers)
             return cfg.replace(method=HOLITOM_WO_M, merge_layer=None)
         if layer != cfg.merge_layer:
-            logger.info("lmms-holitom: default merge_layer %d -> %d for this %d-layer decoder", cfg.merge_layer, layer,
-                        self.num_decoder_layers)
+            kinds = self.decoder_layer_types
+            rule = ""
+            if len(set(kinds)) > 1:
+                rule = f" (hybrid: K-1 must be full attention, K in {list(merge_layers(kinds))})"
+            logger.info("lmms-holitom: default merge_layer %d -> %d for this %d-layer decoder%s", cfg.merge_layer,
+                        layer, self.num_decoder_layers, rule)
             cfg = cfg.replace(merge_layer=layer)
         return cfg
 
@@ -115,6 +137,8 @@ class HoliTomModelMixin:
                 f"merge_layer must be in [1, {n - 1}] for this model ({n} decoder layers), got "
                 f"{holitom.merge_layer} (method {holitom.method!r})"
             )
+        if holitom.inner_mode is not None:
+            check_merge_layer(holitom.merge_layer, self.decoder_layer_types)
         self.holitom_check_config(holitom)
         return holitom
 

@@ -4,7 +4,7 @@ Nothing on a production path imports this package except through the one entry p
 the built-in tiny models, `resolve_pretrained` (``pretrained=tiny``, ``--pretrained tiny-qwen3-vl``...).
 
 * `tiny_llava` — ``tiny``: a tiny LLaVA-OneVision (SigLIP 384/14 geometry, Qwen2 decoder);
-* `tiny_qwen` — ``tiny-qwen2.5-vl``, ``tiny-qwen3-vl``;
+* `tiny_qwen` — ``tiny-qwen2.5-vl``, ``tiny-qwen3-vl``, ``tiny-qwen3-vl-moe``, ``tiny-qwen3.5``, ``tiny-qwen3.5-moe``;
 * `cache` — where they live (``$LMMS_HOLITOM_CACHE`` or ``~/.cache/lmms_holitom``) and the atomic first-use build.
 """
 
@@ -35,7 +35,7 @@ __all__ = [
 
 
 def tiny_model_names() -> tuple[str, ...]:
-    """Every built-in tiny model: ``tiny`` (LLaVA-OneVision), ``tiny-qwen2.5-vl``, ``tiny-qwen3-vl``."""
+    """Every built-in tiny model: ``tiny`` (LLaVA-OneVision) and the tiny Qwen-VL models (`tiny_qwen`)."""
     from lmms_holitom.testing.tiny_qwen import TINY_QWEN_NAMES
 
     return (TINY_NAME, *TINY_QWEN_NAMES)
@@ -65,6 +65,6 @@ def ensure_tiny(name: str, path: str | os.PathLike | None = None) -> Path:
 
 
 def resolve_pretrained(name: str) -> str:
-    """Map the name of a built-in tiny model (``tiny``, ``tiny-qwen2.5-vl``, ``tiny-qwen3-vl``) to its folder,
+    """Map the name of a built-in tiny model (``tiny``, ``tiny-qwen3.5``, ... `tiny_model_names`) to its folder,
     building it on first use; anything else is returned unchanged."""
     return str(ensure_tiny(name)) if name in tiny_model_names() else name

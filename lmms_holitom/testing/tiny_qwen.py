@@ -1,4 +1,5 @@
-"""Tiny offline Qwen2.5-VL and Qwen3-VL models: ``pretrained=tiny-qwen2.5-vl`` / ``tiny-qwen3-vl``.
+"""Tiny offline Qwen-VL models: ``pretrained=tiny-qwen2.5-vl`` / ``tiny-qwen3-vl`` / ``tiny-qwen3-vl-moe`` /
+``tiny-qwen3.5`` / ``tiny-qwen3.5-moe``.
 
 Random weights (seeded inside the builder), built from configs on first use into the cache root of the tiny
 LLaVA-OneVision model (``$LMMS_HOLITOM_CACHE`` or ``~/.cache/lmms_holitom``), nothing downloaded. What is kept
@@ -20,6 +21,14 @@ The processors keep the checkpoints' defaults except the pixel budget, which is 
 tiny: a 64×64 frame keeps 4 tokens per temporal group, 112×112 keeps 16. Qwen3-VL's video processor samples
 frames like the real one (``do_sample_frames=True``, 2 fps, at least 4 frames; without ``video_metadata`` it
 assumes 24 fps): pass ``do_sample_frames=False`` to keep every frame you give it.
+
+Qwen3.5 (``tiny-qwen3.5``, ``tiny-qwen3.5-moe``) keeps the published hybrid decoder's pattern: 8 layers, three
+Gated DeltaNet (linear-attention) layers then one full-attention layer (``full_attention_interval`` 4), so layers
+3 and 7 are full attention and merge layer 4 is the one an inner merge may take; the gated query projection, q/k
+norms and partial rotary (``partial_rotary_factor`` 0.25 of head_dim 32: 8 rotary dims, the 9B's interleaved
+``mrope_section`` [11, 11, 10] scaled to [2, 1, 1]); the Qwen3-VL vision geometry without deepstack. The MoE
+variants (``tiny-qwen3-vl-moe``: Qwen3-VL's 4 layers; ``tiny-qwen3.5-moe``) replace each MLP with 4 experts, 2 per
+token (Qwen3.5-MoE also a shared expert); everything else is their dense twin's.
 
 Prompt layout of a video (as the installed transformers renders the real checkpoints): Qwen2.5-VL
 ``<|vision_start|>`` + ``<|video_pad|>``×(t·N) + ``<|vision_end|>``; Qwen3-VL t × (``<x.x seconds><|vision_start|>``
@@ -49,7 +58,12 @@ _FORMAT_VERSION = 1
 _MARKER = "lmms_holitom_tiny.json"
 QWEN25 = "tiny-qwen2.5-vl"
 QWEN3 = "tiny-qwen3-vl"
-TINY_QWEN_NAMES = (QWEN25, QWEN3)
+QWEN3_MOE = "tiny-qwen3-vl-moe"
+QWEN35 = "tiny-qwen3.5"
+QWEN35_MOE = "tiny-qwen3.5-moe"
+TINY_QWEN_NAMES = (QWEN25, QWEN3, QWEN3_MOE, QWEN35, QWEN35_MOE)
+#: the tiny MoE decoders: experts, experts per token, expert width
+_MOE = {"num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 32}
 
 SPECIAL_TOKENS = [
     "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
@@ -150,24 +164,17 @@ def _qwen25_parts(spec: TinyQwenSpec):
     return Qwen2_5_VLForConditionalGeneration, config, processor, tokenizer
 
 
-def _qwen3_parts(spec: TinyQwenSpec):
-    from transformers import (
-        Qwen2VLImageProcessor,
-        Qwen3VLConfig,
-        Qwen3VLForConditionalGeneration,
-        Qwen3VLProcessor,
-        Qwen3VLVideoProcessor,
-    )
+def _qwen3_vision(spec: TinyQwenSpec, deepstack: list[int]) -> dict:
+    return dict(depth=3, hidden_size=spec.vision_hidden, intermediate_size=2 * spec.vision_hidden,
+                num_heads=spec.vision_heads, out_hidden_size=spec.text_hidden, patch_size=16,
+                num_position_embeddings=2304, initializer_range=spec.init_range,
+                **({"deepstack_visual_indexes": deepstack} if deepstack else {}))
+
+
+def _qwen3_processor():
+    from transformers import Qwen2VLImageProcessor, Qwen3VLProcessor, Qwen3VLVideoProcessor
 
     tokenizer = _build_tokenizer(CHAT_TEMPLATE_QWEN3)
-    head_dim = spec.text_hidden // spec.text_heads
-    vision = dict(depth=3, hidden_size=spec.vision_hidden, intermediate_size=2 * spec.vision_hidden,
-                  num_heads=spec.vision_heads, out_hidden_size=spec.text_hidden, patch_size=16,
-                  num_position_embeddings=2304, deepstack_visual_indexes=[0, 1], initializer_range=spec.init_range)
-    # the 8B checkpoint's interleaved mrope_section [24, 20, 20] (head_dim 128) scaled to head_dim 16
-    text = _text_kwargs(spec, tokenizer) | {"head_dim": head_dim, "rope_parameters": {
-        "rope_type": "default", "rope_theta": 5_000_000.0, "mrope_section": [4, 2, 2], "mrope_interleaved": True}}
-    config = Qwen3VLConfig(vision_config=vision, text_config=text, **_ids(tokenizer))
     half = [0.5, 0.5, 0.5]
     processor = Qwen3VLProcessor(
         image_processor=Qwen2VLImageProcessor(patch_size=16, image_mean=half, image_std=half,
@@ -176,17 +183,71 @@ def _qwen3_parts(spec: TinyQwenSpec):
                                               size={"shortest_edge": 2 * 64 * 64, "longest_edge": 64 * 128 * 128}),
         tokenizer=tokenizer, chat_template=CHAT_TEMPLATE_QWEN3,
     )
-    return Qwen3VLForConditionalGeneration, config, processor, tokenizer
+    return processor, tokenizer
+
+
+def _qwen3_parts(spec: TinyQwenSpec, moe: bool = False):
+    from transformers import (
+        Qwen3VLConfig,
+        Qwen3VLForConditionalGeneration,
+        Qwen3VLMoeConfig,
+        Qwen3VLMoeForConditionalGeneration,
+    )
+
+    processor, tokenizer = _qwen3_processor()
+    head_dim = spec.text_hidden // spec.text_heads
+    # the 8B checkpoint's interleaved mrope_section [24, 20, 20] (head_dim 128) scaled to head_dim 16
+    text = _text_kwargs(spec, tokenizer) | {"head_dim": head_dim, "rope_parameters": {
+        "rope_type": "default", "rope_theta": 5_000_000.0, "mrope_section": [4, 2, 2], "mrope_interleaved": True}}
+    config_class, cls = Qwen3VLConfig, Qwen3VLForConditionalGeneration
+    if moe:
+        text |= _MOE | {"decoder_sparse_step": 1}
+        config_class, cls = Qwen3VLMoeConfig, Qwen3VLMoeForConditionalGeneration
+    config = config_class(vision_config=_qwen3_vision(spec, [0, 1]), text_config=text, **_ids(tokenizer))
+    return cls, config, processor, tokenizer
+
+
+def _qwen35_parts(spec: TinyQwenSpec, moe: bool = False):
+    from transformers import (
+        Qwen3_5Config,
+        Qwen3_5ForConditionalGeneration,
+        Qwen3_5MoeConfig,
+        Qwen3_5MoeForConditionalGeneration,
+    )
+
+    processor, tokenizer = _qwen3_processor()
+    text = _text_kwargs(spec, tokenizer) | {
+        "num_hidden_layers": 8, "full_attention_interval": 4, "head_dim": 32, "linear_conv_kernel_dim": 4,
+        "linear_key_head_dim": 16, "linear_value_head_dim": 16, "linear_num_key_heads": 2,
+        "linear_num_value_heads": 4,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 10_000_000.0, "mrope_section": [2, 1, 1],
+                            "mrope_interleaved": True, "partial_rotary_factor": 0.25},
+    }
+    config_class, cls = Qwen3_5Config, Qwen3_5ForConditionalGeneration
+    if moe:
+        text |= _MOE | {"shared_expert_intermediate_size": 32}
+        config_class, cls = Qwen3_5MoeConfig, Qwen3_5MoeForConditionalGeneration
+    config = config_class(vision_config=_qwen3_vision(spec, []), text_config=text, **_ids(tokenizer))
+    return cls, config, processor, tokenizer
+
+
+_PARTS = {
+    QWEN25: _qwen25_parts,
+    QWEN3: _qwen3_parts,
+    QWEN3_MOE: lambda spec: _qwen3_parts(spec, moe=True),
+    QWEN35: _qwen35_parts,
+    QWEN35_MOE: lambda spec: _qwen35_parts(spec, moe=True),
+}
 
 
 def build_tiny_qwen_model(name: str, path: str | os.PathLike, spec: TinyQwenSpec | None = None) -> Path:
-    """Build ``tiny-qwen2.5-vl`` or ``tiny-qwen3-vl`` and ``save_pretrained`` model + processor into ``path``."""
+    """Build one of `TINY_QWEN_NAMES` and ``save_pretrained`` model + processor into ``path``."""
     import torch
 
     if name not in TINY_QWEN_NAMES:
         raise ValueError(f"unknown tiny Qwen model {name!r}; known: {', '.join(TINY_QWEN_NAMES)}")
     spec = spec or TinyQwenSpec()
-    cls, config, processor, tokenizer = (_qwen25_parts if name == QWEN25 else _qwen3_parts)(spec)
+    cls, config, processor, tokenizer = _PARTS[name](spec)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.seed)
         model = cls(config).eval()

@@ -2,8 +2,8 @@
 
 * LLaVA-OneVision and LLaVA-Video: `llava_onevision` (+ `llava_vision` the vision side, `llava_layout` the
   layouts, `probes` the SigLIP saliency probe, `checkpoints` / `llava_next` loading, `processing` processors);
-* Qwen2.5-VL and Qwen3-VL: `qwen2_5_vl`, `qwen3_vl` (+ `qwen_common` what they share, `qwen_vision` the
-  saliency probe of their vision encoders);
+* Qwen2.5-VL, Qwen3-VL (+ MoE) and Qwen3.5 (+ MoE, hybrid linear attention): `qwen2_5_vl`, `qwen3_vl`, `qwen3_5`
+  (+ `qwen_common` what they share, `qwen_vision` the saliency probe of their vision encoders);
 * a new family goes in a new module here: a subclass of the transformers class and
   `hf.model.HoliTomModelMixin`, implementing `hf.adapter.HoliTomAdapter`.
 
@@ -19,7 +19,14 @@ from lmms_holitom.hf.models.llava_vision import HoliTomLlavaOnevisionModel
 from lmms_holitom.hf.models.names import resolve_model_name
 from lmms_holitom.hf.models.probes import VideoSaliency
 from lmms_holitom.hf.models.qwen2_5_vl import HoliTomQwen2_5_VLForConditionalGeneration
-from lmms_holitom.hf.models.qwen3_vl import HoliTomQwen3VLForConditionalGeneration
+from lmms_holitom.hf.models.qwen3_5 import (
+    HoliTomQwen3_5ForConditionalGeneration,
+    HoliTomQwen3_5MoeForConditionalGeneration,
+)
+from lmms_holitom.hf.models.qwen3_vl import (
+    HoliTomQwen3VLForConditionalGeneration,
+    HoliTomQwen3VLMoeForConditionalGeneration,
+)
 
 __all__ = [
     "SUPPORTED_TEXT_MODELS",
@@ -27,6 +34,9 @@ __all__ = [
     "HoliTomLlavaOnevisionModel",
     "HoliTomQwen2_5_VLForConditionalGeneration",
     "HoliTomQwen3VLForConditionalGeneration",
+    "HoliTomQwen3VLMoeForConditionalGeneration",
+    "HoliTomQwen3_5ForConditionalGeneration",
+    "HoliTomQwen3_5MoeForConditionalGeneration",
     "VideoLayout",
     "VideoSaliency",
     "check_checkpoint",
@@ -51,6 +61,9 @@ def model_class_for(path_or_name: str) -> type:
         "llava_qwen": HoliTomLlavaOnevisionForConditionalGeneration,
         "qwen2_5_vl": HoliTomQwen2_5_VLForConditionalGeneration,
         "qwen3_vl": HoliTomQwen3VLForConditionalGeneration,
+        "qwen3_vl_moe": HoliTomQwen3VLMoeForConditionalGeneration,
+        "qwen3_5": HoliTomQwen3_5ForConditionalGeneration,
+        "qwen3_5_moe": HoliTomQwen3_5MoeForConditionalGeneration,
     }
     name = resolve_model_name(path_or_name)
     try:

@@ -205,13 +205,17 @@ class HoliTomLmms(lmms):
 
     @staticmethod
     def _fit_merge_layer(cfg: HoliTomConfig, model: Any) -> HoliTomConfig:
-        """A default ``merge_layer`` (18 of 28) that a shallower model lacks moves to the same relative depth.
+        """A default ``merge_layer`` (18 of 28) a shallower (or hybrid) model lacks moves to the model's own default.
 
         Only when nobody chose it (``merge_layer`` not in ``cfg.given``: no model arg, no ``HOLITOM_k``/``FASTV_k``);
         an explicit out-of-range value is an error (raised by ``set_holitom``).
         """
+        from lmms_holitom.hf.decoder import merge_layers
+
         layers = int(model.num_decoder_layers)
-        if "merge_layer" in cfg.given or cfg.merge_layer is None or cfg.merge_layer < layers:
+        if "merge_layer" in cfg.given or cfg.merge_layer is None or cfg.merge_layer in merge_layers(
+            model.decoder_layer_types
+        ):  # a hybrid decoder takes only layers after a full-attention layer (docs/algorithm.md §6.7)
             return cfg
         fitted = model.holitom.merge_layer  # the model's own depth-scaled default
         logger.info(f"[holitom] default merge_layer {cfg.merge_layer} does not exist in this {layers}-layer "

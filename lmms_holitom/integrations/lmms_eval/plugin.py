@@ -1,5 +1,6 @@
 """Entry point of the ``lmms_eval.models`` group: registers ``llava_onevision_holitom``, ``qwen2_5_vl_holitom``,
-``qwen3_vl_holitom`` and ``vllm_holitom`` (vLLM with the HoliTom plugin; needs a vLLM environment).
+``qwen3_vl_holitom`` (Qwen3-VL and its MoE), ``qwen3_5_holitom`` (Qwen3.5 and its MoE) and ``vllm_holitom`` (vLLM
+with the HoliTom plugin; needs a vLLM environment).
 
 Kept import-light on purpose: lmms-eval loads every entry point whenever ``lmms_eval.models`` is imported,
 and an exception here silently stops all plugin loading. The model classes are imported only when selected.
@@ -14,6 +15,7 @@ MODELS = {
     MODEL_ID: CLASS_PATH,
     "qwen2_5_vl_holitom": "lmms_holitom.integrations.lmms_eval.qwen.Qwen2_5_VLHoliTom",
     "qwen3_vl_holitom": "lmms_holitom.integrations.lmms_eval.qwen.Qwen3VLHoliTom",
+    "qwen3_5_holitom": "lmms_holitom.integrations.lmms_eval.qwen.Qwen3_5HoliTom",
     "vllm_holitom": "lmms_holitom.integrations.lmms_eval.vllm_model.VllmHoliTom",
 }
 

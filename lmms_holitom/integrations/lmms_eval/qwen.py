@@ -1,11 +1,15 @@
-"""The lmms-eval models ``qwen2_5_vl_holitom`` and ``qwen3_vl_holitom``: Qwen2.5-VL / Qwen3-VL with HoliTom.
+"""The lmms-eval models ``qwen2_5_vl_holitom``, ``qwen3_vl_holitom`` (Qwen3-VL and Qwen3-VL-MoE checkpoints, by
+``model_type``) and ``qwen3_5_holitom`` (Qwen3.5 and Qwen3.5-MoE): the Qwen-VL families with HoliTom.
 
 Prompts and frame sampling are those of lmms-eval 0.7.3's own ``qwen2_5_vl`` / ``qwen3_vl`` models (``simple``
 variants), so that ``method=dense`` reproduces their runs: a system message, the video (``qwen_vl_utils``'
 ``process_vision_info`` with ``min_pixels`` / ``max_pixels``), then the question; Qwen2.5-VL keeps
 ``linspace(0, T-1, max_num_frames)`` of the decoded frames (unique, last frame included), Qwen3-VL asks
 ``process_vision_info`` for ``nframes = min(max_num_frames, frames)`` (or ``fps`` + ``max_frames``) and passes the
-video metadata on. A video ``process_vision_info`` cannot read is one failed sample (`VisualError`).
+video metadata on; Qwen3.5 as lmms-eval's ``qwen3_5`` (a Qwen3-VL subclass): its pixel and frame defaults, a
+``total_pixels`` budget (then ``max_frames`` instead of ``nframes``, and no ``max_pixels``) and ``enable_thinking``
+(passed to the chat template; the answer is what follows ``</think>``). A video ``process_vision_info`` cannot read
+is one failed sample (`VisualError`).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from lmms_holitom.integrations.lmms_eval.settings import none_if_empty, parse_in
 from lmms_holitom.integrations.lmms_eval.visuals import VisualError, Visuals, check_one_video
 from lmms_holitom.values import MAX_FRAMES
 
-__all__ = ["Qwen2_5_VLHoliTom", "Qwen3VLHoliTom"]
+__all__ = ["Qwen2_5_VLHoliTom", "Qwen3VLHoliTom", "Qwen3_5HoliTom"]
 
 _VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 
@@ -142,14 +146,29 @@ class Qwen3VLHoliTom(_QwenHoliTom):
     MODEL_ID = "qwen3_vl_holitom"
     FAMILY_ARGS: ClassVar[dict[str, Any]] = {**_QwenHoliTom.FAMILY_ARGS, "pretrained": "Qwen/Qwen3-VL-8B-Instruct"}
 
+    def _family_classes(self) -> tuple[type, ...]:
+        """The family's classes, dense first (the MoE variant is chosen by the checkpoint's ``model_type``)."""
+        from lmms_holitom.hf.models import (
+            HoliTomQwen3VLForConditionalGeneration,
+            HoliTomQwen3VLMoeForConditionalGeneration,
+        )
+
+        return HoliTomQwen3VLForConditionalGeneration, HoliTomQwen3VLMoeForConditionalGeneration
+
     def _model_class(self) -> type:
-        from lmms_holitom.hf.models import HoliTomQwen3VLForConditionalGeneration
+        """The family class of the checkpoint's ``model_type``; another one loads with the dense class, whose
+        loader names the model_type it found."""
+        from lmms_holitom.hf.models import model_class_for
 
-        return HoliTomQwen3VLForConditionalGeneration
+        classes = self._family_classes()
+        try:
+            found = model_class_for(self.checkpoint)
+        except ValueError:
+            return classes[0]
+        return found if found in classes else classes[0]
 
-    def _read_video(self, path: str) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    def _video_item(self, path: str) -> dict[str, Any]:
         import decord
-        from qwen_vl_utils import process_vision_info
 
         item: dict[str, Any] = {"type": "video", "video": path, "min_pixels": self.min_pixels,
                                 "max_pixels": self.max_pixels}
@@ -157,9 +176,70 @@ class Qwen3VLHoliTom(_QwenHoliTom):
             item.update(fps=self.fps, max_frames=self.max_num_frames)
         else:
             item["nframes"] = min(self.max_num_frames, len(decord.VideoReader(path)))
+        return item
+
+    def _read_video(self, path: str) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+        from qwen_vl_utils import process_vision_info
+
+        item = self._video_item(path)
         _, videos, kwargs = process_vision_info(
             [[{"role": "user", "content": [item]}]], return_video_kwargs=True, image_patch_size=16,
             return_video_metadata=True,
         )
         video, metadata = videos[0]
         return video, item, {**kwargs, "video_metadata": [metadata], "do_resize": False}
+
+
+class Qwen3_5HoliTom(Qwen3VLHoliTom):
+    """Qwen3.5 / Qwen3.5-MoE with HoliTom (``--model qwen3_5_holitom``); model args as lmms-eval's ``qwen3_5``
+    (``min_pixels``, ``max_pixels``, ``total_pixels``, ``max_num_frames``, ``fps``, ``system_prompt``,
+    ``enable_thinking``) plus the shared ones and every `HoliTomConfig` field. The merge layer must follow a
+    full-attention layer (docs/algorithm.md §6.7)."""
+
+    MODEL_ID = "qwen3_5_holitom"
+    FAMILY_ARGS: ClassVar[dict[str, Any]] = {
+        **_QwenHoliTom.FAMILY_ARGS, "pretrained": "Qwen/Qwen3.5-4B", "min_pixels": 64 * 32 * 32,
+        "max_pixels": 128 * 32 * 32, "total_pixels": 224 * 1024 * 32 * 32, "max_num_frames": 768,
+        "enable_thinking": True,
+    }
+
+    def _family_setup(self, args: dict[str, Any]) -> None:
+        super()._family_setup(args)
+        total = none_if_empty(args["total_pixels"])
+        self.total_pixels = None if total is None else parse_int("total_pixels", total, 1)
+        thinking = none_if_empty(args["enable_thinking"])
+        if thinking is not None and str(thinking).lower() not in ("true", "false"):
+            raise ValueError(f"enable_thinking must be true or false, got {thinking!r}")
+        self.enable_thinking = None if thinking is None else str(thinking).lower() == "true"
+
+    def _describe(self) -> str:
+        return f"{super()._describe()}, total_pixels={self.total_pixels}, enable_thinking={self.enable_thinking}"
+
+    def _family_classes(self) -> tuple[type, ...]:
+        from lmms_holitom.hf.models import (
+            HoliTomQwen3_5ForConditionalGeneration,
+            HoliTomQwen3_5MoeForConditionalGeneration,
+        )
+
+        return HoliTomQwen3_5ForConditionalGeneration, HoliTomQwen3_5MoeForConditionalGeneration
+
+    def _video_item(self, path: str) -> dict[str, Any]:
+        if self.total_pixels is None or self.fps is not None:
+            return super()._video_item(path)
+        return {"type": "video", "video": path, "min_pixels": self.min_pixels, "max_frames": self.max_num_frames,
+                "total_pixels": self.total_pixels}
+
+    def _inputs(self, context: str, visuals: Visuals) -> Any:
+        extra = {} if self.enable_thinking is None else {"enable_thinking": self.enable_thinking}
+        text = self.processor.apply_chat_template(
+            self._messages(context, visuals), tokenize=False, add_generation_prompt=True, **extra
+        )
+        videos = None if visuals.video is None else [visuals.video]
+        kwargs = visuals.processor_kwargs if isinstance(visuals, QwenVisuals) else {}
+        return self.processor(text=[text], images=visuals.images or None, videos=videos, return_tensors="pt",
+                              **kwargs)
+
+    def _generate(self, base: dict[str, Any], context: str, gen_kwargs: dict, visuals: Visuals) -> str:
+        """The answer; with ``enable_thinking`` only what follows ``</think>`` (as lmms-eval's ``qwen3_5``)."""
+        answer = super()._generate(base, context, gen_kwargs, visuals)
+        return answer.partition("</think>")[2].strip() if self.enable_thinking else answer
