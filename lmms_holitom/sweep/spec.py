@@ -27,6 +27,7 @@ LMMS_EVAL_MODELS: dict[str, tuple[str, ...]] = {
     MODEL_ID: _QWEN_ONLY,  # llava_onevision_holitom
     "qwen2_5_vl_holitom": _LLAVA_ONLY,
     "qwen3_vl_holitom": _LLAVA_ONLY,
+    "qwen3_5_holitom": _LLAVA_ONLY,
 }
 DEFAULT_LMMS_EVAL_MODEL = MODEL_ID
 #: model keys a run or grid may override.
