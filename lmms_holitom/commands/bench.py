@@ -276,11 +276,10 @@ def check_vllm_args(args: argparse.Namespace) -> None:
 def vllm_options_from_args(args: argparse.Namespace):
     """`VllmBenchOptions` from parsed flags (ValueError naming the flag)."""
     from lmms_holitom.bench.vllm_options import DEFAULT_CONCURRENCY, DEFAULT_VLLM_METHODS, VllmBenchOptions
+    from lmms_holitom.config import HoliTomConfig
 
     for ratio in args.retain_ratios:
-        from lmms_holitom.config import HoliTomConfig
-
-        HoliTomConfig(retain_ratio=ratio)
+        HoliTomConfig(retain_ratio=ratio)  # the range, named in the ValueError
     methods = DEFAULT_VLLM_METHODS if tuple(args.methods) == tuple(METHODS) else tuple(args.methods)
     return VllmBenchOptions(
         shape=args.shape, frames=_given(args, "frames"), methods=methods, retain_ratios=tuple(args.retain_ratios),
@@ -292,7 +291,7 @@ def vllm_options_from_args(args: argparse.Namespace):
 
 def main_vllm(args: argparse.Namespace) -> int:
     """``holitom bench --backend vllm``."""
-    from lmms_holitom.bench import write_json
+    from lmms_holitom.io import write_json_atomic
 
     check_vllm_args(args)
     opts = vllm_options_from_args(args)
@@ -303,7 +302,7 @@ def main_vllm(args: argparse.Namespace) -> int:
     result = run_vllm_bench(opts, log=log)
     print(format_vllm_table(result))
     if args.json:
-        write_json(result, args.json)
+        write_json_atomic(args.json, result)
         log(f"wrote {args.json}")
     if args.plot:
         from lmms_holitom.figures import save_png
