@@ -77,6 +77,7 @@ def start_engine(model: str, setting: Setting, shape: VllmShape, *, frames: int,
                  dtype: str, seed: int) -> Any:
     """An in-process engine running ``setting`` through the plugin (``dense``: no ``holitom`` entry, stock vLLM)."""
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # in-process: apply_model and one clock
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")  # vLLM logs to stdout, where the table goes
     from vllm import LLM
 
     overrides = {} if setting.config.method == "dense" else {"hf_overrides": {"holitom": setting.config.given_dict()}}

@@ -8,10 +8,11 @@ No transformers model is instantiated, so a shape of any size is written in seco
 
 `VLLM_SHAPES`:
 
-* ``tiny`` — vision 1 × 64, decoder 2 × 128 (4/2 heads): the tests' shape, milliseconds per request;
-* ``small`` (the default) — vision 2 × 128, decoder 4 × 512 (8/2 heads): dense LLM prefill is most of dense TTFT on
-  a 2-core CPU, and the default run stays short;
-* ``issue`` — vision 4 × 256, decoder 8 × 1024 (8/2 heads): the shape of issue 18's EVS measurement.
+* ``tiny`` — vision 1 × 64, decoder 2 × 128 (4/2 heads): the tests' shape;
+* ``small`` (the default) — vision 2 × 128, decoder 4 × 512 (8/2 heads): a short default run; its LLM prefill is
+  about half of dense TTFT at 8 frames on a 2-core CPU (README, "Serve with vLLM", has the measured table);
+* ``issue`` — vision 4 × 256, decoder 8 × 1024 (8/2 heads): the shape of issue 18's EVS measurement, where the LLM
+  prefill is the larger part of dense TTFT.
 """
 
 from __future__ import annotations
