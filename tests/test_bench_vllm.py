@@ -75,3 +75,14 @@ def test_disagreeing_repeats_are_marked_and_warned() -> None:
     rates = result["settings"][1]["ratios"]["2"]["requests_per_s"]
     # the medians of the repeats' rates, side by side
     assert rates == pytest.approx(statistics.median([2 / 0.1, 2 / slow]) / statistics.median([2 / 1.0, 2 / 1.1]))
+
+
+def test_figure_one_panel_per_figure_one_bar_per_setting_and_concurrency() -> None:
+    pytest.importorskip("matplotlib")  # an optional dependency of the package (the plot extra)
+    from lmms_holitom.bench.vllm_report import vllm_figure
+
+    result = _result({"dense": [1.0, 1.1], "holitom_wo_m@0.10": [0.2, 0.25]})
+    fig = vllm_figure(result)
+    assert [ax.get_title() for ax in fig.axes] == ["TTFT p50 (ms)", "requests/s", "output tokens/s"]
+    rates = [bar.get_height() for bar in fig.axes[1].patches]
+    assert rates == pytest.approx([r["by_concurrency"]["2"]["requests_per_s"]["median"] for r in result["settings"]])
