@@ -223,8 +223,8 @@ def test_qwen_configs_expand_to_the_study(name: str, model: str, pretrained: str
 def test_lmms_eval_model_and_its_model_keys_checked():
     with pytest.raises(ConfigError) as info:
         parse_config(study(lmms_eval_model="qwen_holitom"))
-    assert "lmms_eval_model must be one of llava_onevision_holitom, qwen2_5_vl_holitom, qwen3_vl_holitom, got " \
-           "'qwen_holitom'" in str(info.value)
+    assert "lmms_eval_model must be one of llava_onevision_holitom, qwen2_5_vl_holitom, qwen3_vl_holitom, " \
+           "qwen3_5_holitom, got 'qwen_holitom'" in str(info.value)
     qwen = {"name": "t", "lmms_eval_model": "qwen3_vl_holitom", "tasks": ["videomme"],
             "model": {"pretrained": "org/m", "max_frames_num": 32, "fps": 0}, "runs": [
                 {"method": "holitom", "conv_template": "qwen_1_5"}, {"grid": {"method": "dense", "max_frames_num": 8}}]}

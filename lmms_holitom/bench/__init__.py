@@ -56,6 +56,15 @@ Modules (each small, each with its own docstring):
 * `engine` — `run_bench`, which ties them together;
 * `report` — `format_table`, `write_json`, `write_plot`;
 * `figure` — `bench_figure`: one panel per stage, the statistic with its min–max, log panels for wide ranges.
+
+``--backend vllm`` (run in an environment with vLLM; none of these modules imports the transformers backend, so
+they load with the transformers release vLLM pins):
+
+* `vllm_model` — random-weight LLaVA-OneVision checkpoints of a chosen shape (`VLLM_SHAPES`), written for vLLM;
+* `vllm_options` — `VllmBenchOptions` and its settings (dense, then each method vLLM can run at each ratio);
+* `vllm_measure` — in-process engines, batches of concurrent requests, the pruning's own time;
+* `vllm_engine` — `run_vllm_bench`: engines started first, repeats round-robin, ratios to dense, targets;
+* `vllm_report` — `format_vllm_table`, `vllm_figure`.
 """
 
 from __future__ import annotations

@@ -7,8 +7,11 @@ Examples::
     holitom bench --pretrained tiny --methods dense,holitom --retain-ratios 0.25
     holitom bench --pretrained tiny-qwen3-vl --device cpu --frames 4     # Qwen: 4 frames = 2 temporal groups
     holitom bench --shape qwen2.5-vl-7b --frames 32 --json out/qwen25.json  # on a GPU
+    .venv-vllm/bin/holitom bench --backend vllm --json out/vllm.json        # vLLM, shape small, 8 frames
+    .venv-vllm/bin/holitom bench --backend vllm --shape issue --frames 32 --concurrency 1,4,8
 
-The engine is `lmms_holitom.bench`; this module only maps flags onto `BenchOptions`.
+The engine is `lmms_holitom.bench` (``--backend vllm``: `lmms_holitom.bench.vllm_engine`, run in an environment
+with vLLM); this module only maps flags onto `BenchOptions` / `VllmBenchOptions`.
 """
 
 from __future__ import annotations
@@ -31,6 +34,15 @@ from lmms_holitom.values import (
 )
 
 HELP = "measure vision/merge/prefill time, TTFT, decoding speed and memory, dense vs methods"
+#: what ``--frames`` / ``--new-tokens`` / ``--repeats`` mean when not given, per backend
+BACKEND_DEFAULTS = {"transformers": {"frames": 32, "new_tokens": 32, "repeats": 3},
+                    "vllm": {"frames": 8, "new_tokens": 16, "repeats": 2}}
+#: flags of the transformers backend only (dest names); ``--backend vllm`` refuses them when given
+TRANSFORMERS_ONLY = ("pretrained", "device", "attn_implementation", "merge_layer", "merge_ratio", "tau", "budget",
+                     "fastv_layer", "fastv_ratio", "text_tokens", "threads", "no_memory", "no_probe", "no_eager",
+                     "probe_chunks")
+VLLM_VENV_HINT = (".venv-vllm/bin/holitom bench --backend vllm ... (the vLLM environment; `make venv-vllm` builds "
+                  "it from requirements/vllm-lock.txt)")
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -67,7 +79,24 @@ def _fastv_ratio(text: str) -> float | str:
         raise argparse.ArgumentTypeError(f"must be a number or 'match', got {text!r}") from None
 
 
+def _concurrency(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(parse_int("", x, 1, 1024) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be comma-separated integers in [1, 1024], got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError(f"must list at least one integer in [1, 1024], got {text!r}")
+    return tuple(dict.fromkeys(values))
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", choices=("transformers", "vllm"), default="transformers",
+                   help="transformers (default; every method, stage times) or vllm (in-process vLLM engines through "
+                        "the plugin: requests/s, TTFT p50/p90, output tok/s, peak RSS at each --concurrency; run it "
+                        "in the vLLM environment; reads --shape tiny|small|issue, --frames, --methods, "
+                        "--retain-ratios, --new-tokens, --warmup, --repeats, --stat, --seed, --scenes, --dtype)")
+    p.add_argument("--concurrency", type=_concurrency, default=None, metavar="C1,C2",
+                   help="--backend vllm: concurrent requests per engine (default 1,4,16)")
     model = p.add_argument_group("model")
     src = model.add_mutually_exclusive_group()
     src.add_argument("--pretrained", default=None, metavar="PATH|tiny",
@@ -101,17 +130,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                             "with r = 1 - retain")
 
     inp = p.add_argument_group("input and measurement")
-    inp.add_argument("--frames", type=int_flag(1, MAX_FRAMES), default=32,
-                     help="frames of the synthetic video (default 32); Qwen VL: input frames, a multiple of 2 "
-                          "(F/2 temporal groups = HoliTom frames, 448x448 px each)")
+    inp.add_argument("--frames", type=int_flag(1, MAX_FRAMES), default=None,
+                     help="frames of the synthetic video (default 32; --backend vllm: 8); Qwen VL: input frames, a "
+                          "multiple of 2 (F/2 temporal groups = HoliTom frames, 448x448 px each)")
     inp.add_argument("--text-tokens", type=int_flag(0, MAX_TOKENS), default=30,
                      help="text tokens around the video (default 30)")
     inp.add_argument("--scenes", type=int_flag(1, MAX_FRAMES), default=4,
                      help="scenes of the synthetic video (default 4)")
-    inp.add_argument("--new-tokens", type=int_flag(1, MAX_TOKENS), default=32,
-                     help="tokens decoded for the speed figure (default 32)")
+    inp.add_argument("--new-tokens", type=int_flag(1, MAX_TOKENS), default=None,
+                     help="tokens decoded for the speed figure (default 32; --backend vllm: 16 per request)")
     inp.add_argument("--warmup", type=int_flag(0, MAX_REPEATS), default=1, help="warm-up calls per setting (default 1)")
-    inp.add_argument("--repeats", type=int_flag(1, MAX_REPEATS), default=3, help="timed calls per setting (default 3)")
+    inp.add_argument("--repeats", type=int_flag(1, MAX_REPEATS), default=None,
+                     help="timed calls per setting (default 3; --backend vllm: 2 rounds of every concurrency)")
     inp.add_argument("--stat", choices=("median", "best"), default="median",
                      help="statistic of the repeats for the table, ratios and targets: median (default) or best "
                           "(min time / max tok/s: on a shared CPU, noise only adds time); the JSON has both")
@@ -129,6 +159,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     out.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
 
 
+def _given(args: argparse.Namespace, name: str) -> object:
+    """The flag's value, or its backend's default when not given."""
+    value = getattr(args, name)
+    return BACKEND_DEFAULTS[args.backend][name] if value is None else value
+
+
 def options_from_args(args: argparse.Namespace):
     """`BenchOptions` from parsed flags."""
     from lmms_holitom.bench import BenchOptions
@@ -136,7 +172,7 @@ def options_from_args(args: argparse.Namespace):
     return BenchOptions(
         pretrained=args.pretrained,
         shape=None if args.pretrained else (args.shape or "tiny"),
-        frames=args.frames,
+        frames=_given(args, "frames"),
         methods=tuple(args.methods),
         retain_ratios=tuple(args.retain_ratios),
         merge_layer=args.merge_layer,
@@ -145,9 +181,9 @@ def options_from_args(args: argparse.Namespace):
         budget=args.budget,
         fastv_layer=args.fastv_layer,
         fastv_ratio=args.fastv_ratio,
-        new_tokens=args.new_tokens,
+        new_tokens=_given(args, "new_tokens"),
         warmup=args.warmup,
-        repeats=args.repeats,
+        repeats=_given(args, "repeats"),
         device=args.device,
         dtype=args.dtype,
         seed=args.seed,
@@ -204,9 +240,87 @@ def check_output_file(flag: str, path: Path) -> None:
         raise UsageError(f"{flag} {path} cannot be written: {err.strerror or err} ({folder})") from None
 
 
+def _log(args: argparse.Namespace):
+    def log(msg: str) -> None:
+        if not args.quiet:
+            print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+    return log
+
+
+def check_vllm_args(args: argparse.Namespace) -> None:
+    """``--backend vllm``: vLLM importable, no transformers-only flag given, the output files writable, matplotlib
+    for ``--plot``; raises `UsageError`."""
+    import importlib.util
+
+    from lmms_holitom.commands import UsageError
+
+    if importlib.util.find_spec("vllm") is None:
+        raise UsageError(f"--backend vllm needs vLLM, which this Python ({sys.executable}) does not have; run "
+                         f"{VLLM_VENV_HINT}")
+    defaults = argparse.ArgumentParser()
+    add_arguments(defaults)
+    default = vars(defaults.parse_args([]))
+    given = [name for name in TRANSFORMERS_ONLY if getattr(args, name) != default[name]]
+    if given:
+        flags = ", ".join("--" + name.replace("_", "-") for name in given)
+        raise UsageError(f"{flags} apply to --backend transformers only")
+    if args.plot is not None and importlib.util.find_spec("matplotlib") is None:
+        raise UsageError(f"--plot {args.plot} needs matplotlib, which this environment lacks; drop --plot (the JSON "
+                         "has every figure)")
+    for flag, path in (("--json", args.json), ("--plot", args.plot)):
+        if path is not None:
+            check_output_file(flag, Path(path))
+
+
+def vllm_options_from_args(args: argparse.Namespace):
+    """`VllmBenchOptions` from parsed flags (ValueError naming the flag)."""
+    from lmms_holitom.bench.vllm_options import DEFAULT_CONCURRENCY, DEFAULT_VLLM_METHODS, VllmBenchOptions
+    from lmms_holitom.config import HoliTomConfig
+
+    for ratio in args.retain_ratios:
+        HoliTomConfig(retain_ratio=ratio)  # the range, named in the ValueError
+    methods = DEFAULT_VLLM_METHODS if tuple(args.methods) == tuple(METHODS) else tuple(args.methods)
+    return VllmBenchOptions(
+        shape=args.shape, frames=_given(args, "frames"), methods=methods, retain_ratios=tuple(args.retain_ratios),
+        concurrency=args.concurrency or DEFAULT_CONCURRENCY, repeats=_given(args, "repeats"), warmup=args.warmup,
+        new_tokens=_given(args, "new_tokens"), dtype="bf16" if args.dtype == "auto" else args.dtype, seed=args.seed,
+        scenes=args.scenes, stat=args.stat,
+    )
+
+
+def main_vllm(args: argparse.Namespace) -> int:
+    """``holitom bench --backend vllm``."""
+    from lmms_holitom.io import write_json_atomic
+
+    check_vllm_args(args)
+    opts = vllm_options_from_args(args)
+    from lmms_holitom.bench.vllm_engine import run_vllm_bench
+    from lmms_holitom.bench.vllm_report import format_vllm_table, vllm_figure
+
+    log = _log(args)
+    result = run_vllm_bench(opts, log=log)
+    print(format_vllm_table(result))
+    if args.json:
+        write_json_atomic(args.json, result)
+        log(f"wrote {args.json}")
+    if args.plot:
+        from lmms_holitom.figures import save_png
+
+        save_png(vllm_figure(result), args.plot)
+        log(f"wrote {args.plot}")
+    return 0
+
+
 def main(args: argparse.Namespace) -> int:
+    if args.backend == "vllm":
+        return main_vllm(args)
     from lmms_holitom.bench import format_table, run_bench, write_json, write_plot
 
+    if args.concurrency is not None:
+        from lmms_holitom.commands import UsageError
+
+        raise UsageError("--concurrency applies to --backend vllm only")
     check_args(args)
     try:
         opts = options_from_args(args)
@@ -214,10 +328,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"holitom bench: {err}", file=sys.stderr)
         return 2
 
-    def log(msg: str) -> None:
-        if not args.quiet:
-            print(f"[bench] {msg}", file=sys.stderr, flush=True)
-
+    log = _log(args)
     try:
         result = run_bench(opts, log=log)
     except ValueError as err:

@@ -4,7 +4,7 @@ A study file (see ``configs/*.yaml``)::
 
     name: ov7b_paper                       # names the output folder runs/<name>
     description: free text                 # optional
-    lmms_eval_model: llava_onevision_holitom   # optional (default); or qwen2_5_vl_holitom, qwen3_vl_holitom, qwen3_5_holitom
+    lmms_eval_model: llava_onevision_holitom   # optional (default); or qwen{2_5_vl,3_vl,3_5}_holitom
     model:                                 # lmms-eval model_args shared by every run
       pretrained: llava-hf/llava-onevision-qwen2-7b-ov-hf
       max_frames_num: 32

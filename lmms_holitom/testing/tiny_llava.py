@@ -18,7 +18,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from lmms_holitom.hf.models.chat_templates import QWEN_1_5 as CHAT_TEMPLATE
 from lmms_holitom.offline_tokenizer import byte_level_tokenizer
 from lmms_holitom.testing.cache import build_once, cache_root
 
@@ -45,6 +44,8 @@ class TinySpec:
 
 
 def _build_tokenizer():
+    from lmms_holitom.hf.models.chat_templates import QWEN_1_5 as CHAT_TEMPLATE  # lazy: hf needs transformers >= 5.24
+
     return byte_level_tokenizer(
         SPECIAL_TOKENS,
         # a handful of merges so common words are not all single bytes (keeps prompts short)
@@ -69,6 +70,8 @@ def build_tiny_model(path: str | os.PathLike, spec: TinySpec | None = None) -> P
         Qwen2Config,
         SiglipVisionConfig,
     )
+
+    from lmms_holitom.hf.models.chat_templates import QWEN_1_5 as CHAT_TEMPLATE
 
     spec = spec or TinySpec()
     path = Path(path)
