@@ -12,10 +12,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
+
+from lmms_holitom.core.hooks import PreHookProbe
 
 __all__ = ["VideoSaliency", "VisionSaliencyProbe", "feature_attention_module"]
 
@@ -50,7 +51,7 @@ def feature_attention_module(vision_tower: nn.Module, vision_feature_layer: int 
     return attention
 
 
-class VisionSaliencyProbe:
+class VisionSaliencyProbe(PreHookProbe):
     """Context manager: while active, a forward pre-hook on ``attention_module`` records per-patch saliency.
 
     After the tower ran (inside the ``with`` block):
@@ -80,16 +81,6 @@ class VisionSaliencyProbe:
         self.keys: torch.Tensor | None = None
         self.peak_elements = 0
         self.calls = 0
-        self._handle: Any = None
-
-    def __enter__(self) -> VisionSaliencyProbe:
-        self._handle = self.module.register_forward_pre_hook(self._hook, with_kwargs=True)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._handle is not None:
-            self._handle.remove()
-            self._handle = None
 
     @torch.no_grad()
     def _hook(self, module: nn.Module, args: tuple, kwargs: dict) -> None:

@@ -10,15 +10,15 @@ all-reduced before dividing by the total head count, so every rank sees the same
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
+
+from lmms_holitom.core.hooks import PreHookProbe
 
 __all__ = ["QKVSaliencyProbe"]
 
 
-class QKVSaliencyProbe:
+class QKVSaliencyProbe(PreHookProbe):
     """Context manager: while active, records ``attention`` (B, T) fp32 and ``keys`` (B, T, head_dim) fp32.
 
     Args:
@@ -33,16 +33,6 @@ class QKVSaliencyProbe:
         self.attention: torch.Tensor | None = None
         self.keys: torch.Tensor | None = None
         self.calls = 0
-        self._handle: Any = None
-
-    def __enter__(self) -> QKVSaliencyProbe:
-        self._handle = self.module.register_forward_pre_hook(self._hook, with_kwargs=True)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._handle is not None:
-            self._handle.remove()
-            self._handle = None
 
     @torch.no_grad()
     def _hook(self, module: nn.Module, args: tuple, kwargs: dict) -> None:

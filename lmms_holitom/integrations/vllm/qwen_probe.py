@@ -16,10 +16,10 @@ e.g. FlashInfer's). Under tensor parallelism (``mm_encoder_tp_mode="weights"``) 
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
+
+from lmms_holitom.core.hooks import PreHookProbe
 
 __all__ = ["QwenWindowedSaliencyProbe", "last_full_attention_block"]
 
@@ -32,7 +32,7 @@ def last_full_attention_block(visual: nn.Module) -> int:
     return max(i if i >= 0 else len(visual.blocks) + i for i in full)
 
 
-class QwenWindowedSaliencyProbe:
+class QwenWindowedSaliencyProbe(PreHookProbe):
     """Context manager around one tower call on videos of patch grids ``grid_thw`` (``[[t, h, w], ...]``).
 
     After the call: ``per_video(reverse_indices)`` -> one ``((t, N) attention, (t, N, head_dim) keys)`` per video,
@@ -47,16 +47,6 @@ class QwenWindowedSaliencyProbe:
         self.unit = int(visual.spatial_merge_size) ** 2
         self.received: torch.Tensor | None = None
         self.keys: torch.Tensor | None = None
-        self._handle: Any = None
-
-    def __enter__(self) -> QwenWindowedSaliencyProbe:
-        self._handle = self.module.register_forward_pre_hook(self._hook, with_kwargs=True)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._handle is not None:
-            self._handle.remove()
-            self._handle = None
 
     @torch.no_grad()
     def _hook(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
