@@ -149,6 +149,15 @@ def test_cached_decoding_equals_uncached_recompute(family, method):
         assert v == 64
 
 
+def _tokens_held(cache, layer: int) -> int | None:
+    """Tokens layer ``layer`` of the cache holds; None where the release does not count them (transformers 5.24's
+    linear-attention layers raise; 5.25 counts the tokens their conv/recurrent state has seen)."""
+    try:
+        return int(cache.get_seq_length(layer))
+    except ValueError:
+        return None
+
+
 def test_inner_merge_cache_state(family):
     """After the inner merge at K every layer >= K — full attention (keys/values) and linear attention (token
     count of its conv/recurrent state) alike — holds the shortened prompt, every layer < K the full one."""
@@ -164,7 +173,9 @@ def test_inner_merge_cache_state(family):
     dropped = stats["outer_tokens"] - stats["inner_tokens"]
     types = model.decoder_layer_types
     want = [stats["prompt_tokens"]] * k + [stats["prompt_tokens"] - dropped] * (len(types) - k)
-    assert [int(cache.get_seq_length(i)) for i in range(len(types))] == want
+    got = [_tokens_held(cache, i) for i in range(len(types))]
+    assert all(g is not None for g, t in zip(got, types) if t == "full_attention")
+    assert [g for g in got if g is not None] == [w for g, w in zip(got, want) if g is not None]
     linear = [i for i, t in enumerate(types) if t == "linear_attention"]
     assert all(isinstance(cache.layers[i], LinearAttentionLayer) for i in linear)
     assert bool(linear) == (name in HYBRID) and (not linear or (min(linear) < k < max(linear)))
