@@ -26,7 +26,16 @@ from typing import Any, Literal
 
 from lmms_holitom.methods import DENSE, FASTV, HOLITOM, HOLITOM_WO_M, Method, get_method, method_names
 from lmms_holitom.methods import METHODS as METHOD_REGISTRY
-from lmms_holitom.values import parse_bool, parse_float, parse_int, parse_name, parse_optional_int
+from lmms_holitom.values import (
+    MAX_FRAMES,
+    MAX_LAYER,
+    MAX_TOKENS,
+    parse_bool,
+    parse_float,
+    parse_int,
+    parse_name,
+    parse_optional_int,
+)
 
 __all__ = ["BUDGETS", "DEFAULTS", "ENV_VARS", "FIDELITIES", "METHODS", "HoliTomConfig"]
 
@@ -113,12 +122,13 @@ _RULES: dict[str, tuple[Any, str]] = {
     "retain_ratio": (lambda v: 0.0 < v <= 1.0, "in (0, 1]"),
     "tau": (lambda v: v >= -1.0, "in [-1, inf) (a cosine threshold; > 1 disables temporal merging)"),
     "merge_ratio": (lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
-    "merge_layer": (lambda v: v is None or v >= 1, "an integer >= 1 (a decoder layer index) or none"),
+    "merge_layer": (lambda v: v is None or 1 <= v <= MAX_LAYER,
+                    f"an integer in [1, {MAX_LAYER}] (a decoder layer index) or none"),
     "beta": (lambda v: 0.0 <= v <= 1.0, _UNIT),
     "contextual_ratio": (lambda v: 0.0 <= v <= 1.0, _UNIT),
-    "knn_k": (lambda v: v >= 1, "an integer >= 1"),
-    "max_window_size": (lambda v: v >= 1, "an integer >= 1"),
-    "spatial_tokens": (lambda v: v is None or v >= 1, "an integer >= 1 or none"),
+    "knn_k": (lambda v: 1 <= v <= MAX_TOKENS, f"an integer in [1, {MAX_TOKENS}]"),
+    "max_window_size": (lambda v: 1 <= v <= MAX_FRAMES, f"an integer in [1, {MAX_FRAMES}] (frames)"),
+    "spatial_tokens": (lambda v: v is None or 1 <= v <= MAX_TOKENS, f"an integer in [1, {MAX_TOKENS}] or none"),
     "dominant_ratio": (lambda v: 0.0 <= v <= 1.0, _UNIT),
     "budget": (lambda v: v in BUDGETS, "one of " + ", ".join(BUDGETS)),
 }

@@ -28,7 +28,7 @@ def one_error_line(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
     (["flops", "--text-tokens", BIG], "--text-tokens must be an integer in [0, 1000000]"),
     (["flops", "--visual-tokens", BIG], "--visual-tokens must be an integer in [0, 1000000]"),
     (["flops", "--spatial-tokens", BIG], "--spatial-tokens must be an integer in [1, 1000000]"),
-    (["flops", "--merge-layer", "-5"], "merge_layer must be an integer >= 1 (a decoder layer index) or none, got -5"),
+    (["flops", "--merge-layer", "-5"], "merge_layer must be an integer in [1, 1024] (a decoder layer index) or none, got -5"),
     (["flops", "--merge-ratio", "nan"], "--merge-ratio must be a finite number, got 'nan'"),
     (["bench", "--frames", BIG], "--frames must be an integer in [1, 4096]"),
     (["bench", "--text-tokens", BIG], "--text-tokens must be an integer in [0, 1000000]"),

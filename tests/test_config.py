@@ -32,16 +32,21 @@ def test_frozen():
         ("retain_ratio", float("nan"), "retain_ratio must be a finite number"),
         ("tau", -2, r"tau must be in \[-1, inf\)"),
         ("merge_ratio", 1.0, r"merge_ratio must be in \[0, 1\)"),
-        ("merge_layer", 0, "merge_layer must be an integer >= 1"),
+        ("merge_layer", 0, "merge_layer must be an integer in \\[1, 1024\\]"),
         ("merge_layer", "abc", "merge_layer must be an integer"),
         ("beta", 1.2, r"beta must be in \[0, 1\]"),
         ("contextual_ratio", -0.1, r"contextual_ratio must be in \[0, 1\]"),
-        ("knn_k", 0, "knn_k must be an integer >= 1"),
-        ("max_window_size", 0, "max_window_size must be an integer >= 1"),
+        ("knn_k", 0, "knn_k must be an integer in \\[1, 1000000\\]"),
+        ("max_window_size", 0, "max_window_size must be an integer in \\[1, 4096\\]"),
         ("method", "tome", "method must be one of " + ", ".join(METHODS)),
         ("fidelity", "exact", "fidelity must be one of reference, clean"),
         ("beta_merge", "maybe", "beta_merge must be a boolean"),
-        ("spatial_tokens", 0, "spatial_tokens must be an integer >= 1"),
+        ("spatial_tokens", 0, "spatial_tokens must be an integer in \\[1, 1000000\\]"),
+        # sizes have upper bounds (values.MAX_*): a typo cannot ask for an absurd window or neighbourhood
+        ("merge_layer", 1025, "merge_layer must be an integer in \\[1, 1024\\] .*got 1025"),
+        ("knn_k", 10**12, "knn_k must be an integer in \\[1, 1000000\\], got 1000000000000"),
+        ("max_window_size", 4097, "max_window_size must be an integer in \\[1, 4096\\] \\(frames\\), got 4097"),
+        ("spatial_tokens", 10**7, "spatial_tokens must be an integer in \\[1, 1000000\\] or none, got 10000000"),
     ],
 )
 def test_invalid_values_name_parameter_and_range(field, value, match):
@@ -100,7 +105,7 @@ def test_problems_lists_every_bad_field():
     assert HoliTomConfig.problems({"retain_ratio": 1.5, "tau": float("nan"), "merge_layer": -1}) == [
         "retain_ratio must be in (0, 1], got 1.5",
         "tau must be a finite number, got nan",
-        "merge_layer must be an integer >= 1 (a decoder layer index) or none, got -1",
+        "merge_layer must be an integer in [1, 1024] (a decoder layer index) or none, got -1",
     ]
     assert HoliTomConfig.problems({"retain_ratio": "0.2"}) == []
     with pytest.raises(ValueError, match=r"retain_ratio must be in \(0, 1\], got 1.5; tau must be a finite"):
@@ -114,7 +119,7 @@ def test_empty_beta_merge_is_an_error_not_false():
 
 
 def test_lone_invalid_holitom_k_is_rejected_naming_the_variable():
-    with pytest.raises(ValueError, match=r"HOLITOM_k \(merge_layer\): merge_layer must be an integer >= 1"):
+    with pytest.raises(ValueError, match=r"HOLITOM_k \(merge_layer\): merge_layer must be an integer in \[1, 1024\]"):
         HoliTomConfig.from_env({"WRAPPER": "holitom", "HOLITOM_k": "-1"})
     with pytest.raises(ValueError, match=r"HOLITOM_r \(merge_ratio\): merge_ratio must be in \[0, 1\), got 2.0"):
         HoliTomConfig.from_env({"WRAPPER": "holitom", "HOLITOM_r": "2"})
@@ -178,5 +183,5 @@ def test_no_merge_layer_is_spelled_none_in_every_command(capsys: pytest.CaptureF
     assert main(["flops", "--merge-layer", "none", "--json"]) == 0
     assert round(json.loads(capsys.readouterr().out)["tflops"], 2) == 3.44  # HoliTom's outer merge alone, 640 tokens
     assert main(["flops", "--merge-layer", "-5"]) == 2
-    assert capsys.readouterr().err == ("holitom flops: error: merge_layer must be an integer >= 1 (a decoder layer "
-                                       "index) or none, got -5\n")
+    assert capsys.readouterr().err == ("holitom flops: error: merge_layer must be an integer in [1, 1024] (a "
+                                       "decoder layer index) or none, got -5\n")

@@ -30,9 +30,9 @@ def test_every_bad_value_of_every_run_is_reported():
     assert problems == [
         "runs[0] 'a': retain_ratio must be in (0, 1], got 1.5",
         "runs[0] 'a': tau must be a finite number, got nan",
-        "runs[0] 'a': merge_layer must be an integer >= 1 (a decoder layer index) or none, got -1",
+        "runs[0] 'a': merge_layer must be an integer in [1, 1024] (a decoder layer index) or none, got -1",
         "runs[1] 'b': beta_merge must be a boolean (true/false), got ''",
-        "runs[1] 'b': knn_k must be an integer >= 1, got 0",
+        "runs[1] 'b': knn_k must be an integer in [1, 1000000], got 0",
     ]
 
 
