@@ -44,6 +44,23 @@ def test_unused_merge_layer_is_accepted(holitom_model):
     assert holitom_model.validate_holitom(HoliTomConfig(merge_layer=None)).inner_mode is None
 
 
+@pytest.mark.parametrize("holitom", [{"method": "holitom"}, HoliTomConfig(method="holitom"), {"method": "fastv"}])
+def test_a_default_merge_layer_the_model_lacks_moves_to_the_models_own(holitom_model, tiny_video_inputs, holitom,
+                                                                         caplog):
+    """Nobody chose K (the package's 18, FastV's own 2): a layer this 4-layer decoder lacks moves to the model's
+    default (3), logged, through ``set_holitom`` and per call alike; an explicit K stays an error (test above)."""
+    import logging
+
+    want = 2 if dict(holitom if isinstance(holitom, dict) else holitom.given_dict())["method"] == "fastv" else 3
+    with caplog.at_level(logging.INFO, logger="lmms_holitom.hf.model"):
+        assert holitom_model.validate_holitom(holitom).merge_layer == want
+    assert ("default merge_layer 18 of holitom -> 3 for this 4-layer decoder" in caplog.text) == (want == 3)
+    out = generate(holitom_model, tiny_video_inputs, holitom=holitom)
+    assert holitom_model.holitom_stats.merge_layer == want
+    assert out.shape[-1] == tiny_video_inputs["input_ids"].shape[-1] + 2
+    assert holitom_model.holitom.method == "dense"  # the per-call configuration is gone
+
+
 def test_default_config_fits_a_small_decoder(tiny_model_path):
     model = HoliTomLlavaOnevisionForConditionalGeneration.from_pretrained(tiny_model_path)
     assert model.holitom.method == "holitom"

@@ -229,6 +229,9 @@ def test_merge_layer_rule_and_default(caplog: pytest.LogCaptureFixture) -> None:
     assert model.holitom.merge_layer == 4 == model.default_merge_layer()
     assert "default merge_layer 18 -> 4 for this 8-layer decoder (hybrid: K-1 must be full attention, K in [4])" \
         in caplog.text
+    # K nobody chose (a mapping, FastV's own 2) moves to a layer this decoder takes; a chosen K is never moved
+    assert model.validate_holitom({"method": "holitom"}).merge_layer == 4
+    assert model.validate_holitom({"method": "fastv"}).merge_layer == 4
     with pytest.raises(ValueError) as err:
         model.set_holitom(HoliTomConfig(method="fastv", merge_layer=5))
     assert str(err.value) == ("merge_layer must follow a full-attention layer (layer K-1 supplies the attention row); "

@@ -126,21 +126,54 @@ class HoliTomModelMixin:
         return cfg
 
     def validate_holitom(self, holitom: HoliTomConfig | Mapping[str, Any]) -> HoliTomConfig:
-        """``holitom`` as a `HoliTomConfig`, checked against this model (merge_layer in [1, layers - 1])."""
+        """``holitom`` as a `HoliTomConfig`, checked against this model (merge_layer in [1, layers - 1], the layer
+        kinds' rule and the family's own); a default merge layer this model cannot take is moved first
+        (`_fit_default_merge_layer`)."""
         if isinstance(holitom, Mapping):
             holitom = HoliTomConfig.from_dict(holitom)
         if not isinstance(holitom, HoliTomConfig):
             raise TypeError(f"holitom must be a HoliTomConfig or a mapping, got {type(holitom).__name__}")
-        n = self.num_decoder_layers
-        if holitom.inner_mode is not None and not 1 <= holitom.merge_layer < n:
-            raise ValueError(
-                f"merge_layer must be in [1, {n - 1}] for this model ({n} decoder layers), got "
-                f"{holitom.merge_layer} (method {holitom.method!r})"
-            )
-        if holitom.inner_mode is not None:
-            check_merge_layer(holitom.merge_layer, self.decoder_layer_types)
-        self.holitom_check_config(holitom)
+        holitom = self._fit_default_merge_layer(holitom)
+        problem = self._merge_layer_problem(holitom)
+        if problem is not None:
+            raise ValueError(problem)
         return holitom
+
+    def _merge_layer_problem(self, holitom: HoliTomConfig) -> str | None:
+        """Why this model cannot run ``holitom`` (its merge layer, or a family rule), or None."""
+        n = self.num_decoder_layers
+        try:
+            if holitom.inner_mode is not None and not 1 <= holitom.merge_layer < n:
+                raise ValueError(
+                    f"merge_layer must be in [1, {n - 1}] for this model ({n} decoder layers), got "
+                    f"{holitom.merge_layer} (method {holitom.method!r})"
+                )
+            if holitom.inner_mode is not None:
+                check_merge_layer(holitom.merge_layer, self.decoder_layer_types)
+            self.holitom_check_config(holitom)
+        except ValueError as e:
+            return str(e)
+        return None
+
+    def _fit_default_merge_layer(self, holitom: HoliTomConfig) -> HoliTomConfig:
+        """A merge layer nobody chose (not in ``holitom.given``: the package's 18, or a method's own such as FastV's
+        2) that this decoder cannot take moves to one it can, with a log line: the model's `default_merge_layer`
+        for HoliTom, the nearest valid layer for a method with its own default. A chosen layer is never moved (an
+        invalid choice is an error), so ``holitom={"method": "holitom"}`` runs the layer the model defaults to."""
+        if "merge_layer" in holitom.given or holitom.inner_mode is None or self._merge_layer_problem(holitom) is None:
+            return holitom
+        own = holitom.spec.defaults.get("merge_layer")
+        if own is None:
+            layer = self.default_merge_layer()
+        else:
+            fits = [k for k in range(1, self.num_decoder_layers)
+                    if self._merge_layer_problem(holitom.replace(merge_layer=k)) is None]
+            layer = min(fits, key=lambda k: (abs(k - own), k), default=None)
+        if layer is None:
+            return holitom  # nothing fits: validate_holitom names the problem
+        logger.info("lmms-holitom: default merge_layer %d of %s -> %d for this %d-layer decoder", holitom.merge_layer,
+                    holitom.method, layer, self.num_decoder_layers)
+        return holitom.replace(merge_layer=layer)
 
     def holitom_check_config(self, holitom: HoliTomConfig) -> None:
         """Family-specific checks of a configuration (raise ValueError); none by default."""

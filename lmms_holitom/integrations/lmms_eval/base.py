@@ -147,8 +147,8 @@ class HoliTomLmms(lmms):
             self._device = model.device  # inputs go where the embeddings are
         self._model = model
         self._config = model.config
-        self.holitom_config = self._fit_merge_layer(self.holitom_config, model)
-        model.set_holitom(self.holitom_config)  # validates against the model (merge_layer < layers)
+        # validated against the model; a default merge layer it cannot take moves to its own (HoliTomModelMixin)
+        self.holitom_config = model.set_holitom(self.holitom_config)
 
     def _log_setup(self, dtype: torch.dtype, load_map: Any, source: str) -> None:
         mode = (
@@ -202,25 +202,6 @@ class HoliTomLmms(lmms):
     @on_video_error.setter
     def on_video_error(self, value: str) -> None:
         self._on_video_error = parse_on_video_error(value)
-
-    @staticmethod
-    def _fit_merge_layer(cfg: HoliTomConfig, model: Any) -> HoliTomConfig:
-        """A default ``merge_layer`` (18 of 28) a shallower (or hybrid) model lacks moves to the model's own default.
-
-        Only when nobody chose it (``merge_layer`` not in ``cfg.given``: no model arg, no ``HOLITOM_k``/``FASTV_k``);
-        an explicit out-of-range value is an error (raised by ``set_holitom``).
-        """
-        from lmms_holitom.hf.decoder import merge_layers
-
-        layers = int(model.num_decoder_layers)
-        if "merge_layer" in cfg.given or cfg.merge_layer is None or cfg.merge_layer in merge_layers(
-            model.decoder_layer_types
-        ):  # a hybrid decoder takes only layers after a full-attention layer (docs/algorithm.md §6.7)
-            return cfg
-        fitted = model.holitom.merge_layer  # the model's own depth-scaled default
-        logger.info(f"[holitom] default merge_layer {cfg.merge_layer} does not exist in this {layers}-layer "
-                    f"decoder; using {fitted} (same relative depth)")
-        return cfg.replace(merge_layer=fitted)
 
     def _check_common_args(self, args: dict[str, Any]) -> None:
         batch_size = str(args["batch_size"]).strip().lower()
