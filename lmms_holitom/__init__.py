@@ -6,5 +6,5 @@ model (`lmms_holitom.flops`) and the transformers subclasses (`lmms_holitom.hf.m
 
 from lmms_holitom.config import FIDELITIES, METHODS, HoliTomConfig
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 __all__ = ["FIDELITIES", "METHODS", "HoliTomConfig", "__version__"]
