@@ -95,3 +95,16 @@ def test_unwritable_bench_output_is_refused_before_any_work(tmp_path: Path, caps
     assert f"--plot {tmp_path} is a folder; give a file name" in line
     line = one_error_line(capsys, ["bench", "--json", "/proc/holitom-bench.json"])
     assert "--json /proc/holitom-bench.json cannot be written: " in line
+
+
+def test_bench_plot_without_matplotlib_is_refused_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                                   monkeypatch: pytest.MonkeyPatch):
+    """Without matplotlib, ``--plot`` used to fail only after the whole benchmark had run."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # what find_spec reports for a missing package
+    line = one_error_line(capsys, ["bench", "--plot", str(tmp_path / "b.png")])
+    assert line == (f"holitom bench: error: --plot {tmp_path / 'b.png'} needs matplotlib, which this environment "
+                    "lacks: pip install matplotlib (or pip install 'lmms-holitom[plot]'), or drop --plot (the JSON "
+                    "has every figure)")
+    assert not (tmp_path / "b.png").exists()

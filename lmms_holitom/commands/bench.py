@@ -211,6 +211,19 @@ def check_args(args: argparse.Namespace) -> None:
     if args.fastv_ratio != "match":
         HoliTomConfig(method="fastv", merge_ratio=args.fastv_ratio)
     check_device("--device", args.device)
+    check_outputs(args)
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """``--json`` / ``--plot`` writable, and matplotlib there for ``--plot``, before the benchmark runs (raises
+    `UsageError`): a missing plotting library must not cost the user a finished benchmark."""
+    import importlib.util
+
+    from lmms_holitom.commands import UsageError
+
+    if args.plot is not None and importlib.util.find_spec("matplotlib") is None:
+        raise UsageError(f"--plot {args.plot} needs matplotlib, which this environment lacks: pip install matplotlib "
+                         "(or pip install 'lmms-holitom[plot]'), or drop --plot (the JSON has every figure)")
     for flag, path in (("--json", args.json), ("--plot", args.plot)):
         if path is not None:
             check_output_file(flag, Path(path))
@@ -265,12 +278,7 @@ def check_vllm_args(args: argparse.Namespace) -> None:
     if given:
         flags = ", ".join("--" + name.replace("_", "-") for name in given)
         raise UsageError(f"{flags} apply to --backend transformers only")
-    if args.plot is not None and importlib.util.find_spec("matplotlib") is None:
-        raise UsageError(f"--plot {args.plot} needs matplotlib, which this environment lacks; drop --plot (the JSON "
-                         "has every figure)")
-    for flag, path in (("--json", args.json), ("--plot", args.plot)):
-        if path is not None:
-            check_output_file(flag, Path(path))
+    check_outputs(args)
 
 
 def vllm_options_from_args(args: argparse.Namespace):
