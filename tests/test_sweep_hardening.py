@@ -119,6 +119,25 @@ def test_slurm_opt_with_a_newline_is_refused(tmp_path: Path, capsys: pytest.Capt
     assert not target.exists()
 
 
+@pytest.mark.parametrize(("setup", "expected"), [
+    ("module load cuda\rrm -rf ~", "--slurm-setup takes one shell line per flag, without control characters; got "
+                                   "'module load cuda\\rrm -rf ~' (give each line its own --slurm-setup)"),
+    ("source a\nsource b", "--slurm-setup takes one shell line per flag, without control characters; got "
+                           "'source a\\nsource b' (give each line its own --slurm-setup)"),
+    ("  ", "--slurm-setup needs a shell line (e.g. 'module load cuda'), got an empty value"),
+])
+def test_slurm_setup_lines_are_single_shell_lines(tmp_path: Path, capsys: pytest.CaptureFixture[str], setup: str,
+                                                  expected: str):
+    target = tmp_path / "job.slurm"
+    line = one_error_line(capsys, ["sweep", str(fake_study(tmp_path)), "--emit", "slurm", "--slurm-out", str(target),
+                                   "--slurm-setup", "module load cuda", "--slurm-setup", setup])
+    assert line == f"holitom sweep: error: {expected}"
+    assert not target.exists()
+    assert main(["sweep", str(fake_study(tmp_path)), "--emit", "slurm", "--slurm-out", str(target), "--no-task-check",
+                 "--slurm-setup", "module load cuda\t# tab ok"]) == 0
+    assert "module load cuda\t# tab ok\n" in target.read_text()
+
+
 def test_read_only_commands_never_run_the_task_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                       capsys: pytest.CaptureFixture[str]):
     """The fake study's tasks (fakegroup, faketask) are unknown to lmms-eval: the task check rejects them, so a

@@ -101,15 +101,16 @@ def _list_state(runner: SweepRunner, run: RunSpec) -> str:
 
 def _emit_slurm(args: argparse.Namespace, cfg: SweepConfig, runner: SweepRunner, runs: list[RunSpec]) -> int:
     from lmms_holitom.sweep.manifest import write_text_atomic
-    from lmms_holitom.sweep.slurm import parse_slurm_opts, slurm_script
+    from lmms_holitom.sweep.slurm import check_slurm_setup, parse_slurm_opts, slurm_script
 
     try:
         options = parse_slurm_opts(args.slurm_opt)
+        setup = check_slurm_setup(args.slurm_setup)
     except ValueError as e:
         print(f"holitom sweep: error: {e}", file=sys.stderr)
         return 2
     script = slurm_script(cfg, runs, config_path=Path(args.config), output_dir=runner.output_dir, limit=args.limit,
-                          options=options, setup=args.slurm_setup)
+                          options=options, setup=setup)
     target = Path(args.slurm_out) if args.slurm_out else runner.output_dir / f"{cfg.name}.slurm"
     write_text_atomic(target, script)
     target.chmod(0o755)

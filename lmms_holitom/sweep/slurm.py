@@ -19,7 +19,7 @@ from pathlib import Path
 from lmms_holitom.sweep.config import RunSpec, SweepConfig
 from lmms_holitom.values import shown
 
-__all__ = ["parse_slurm_opts", "slurm_script"]
+__all__ = ["check_slurm_setup", "parse_slurm_opts", "slurm_script"]
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -38,6 +38,18 @@ def parse_slurm_opts(items: Sequence[str]) -> dict[str, str]:
                              f"start another #SBATCH line), got {shown(value)}")
         out[key] = value.strip()
     return out
+
+
+def check_slurm_setup(lines: Sequence[str]) -> list[str]:
+    """The ``--slurm-setup`` lines, each one non-empty shell line (tabs allowed); raises ValueError on an empty one
+    or a control character (a newline or carriage return would split it, a NUL would cut the script)."""
+    for line in lines:
+        if not line.strip():
+            raise ValueError("--slurm-setup needs a shell line (e.g. 'module load cuda'), got an empty value")
+        if _CONTROL.search(line.replace("\t", " ")):
+            raise ValueError(f"--slurm-setup takes one shell line per flag, without control characters; got "
+                             f"{shown(line)} (give each line its own --slurm-setup)")
+    return list(lines)
 
 
 def slurm_script(
