@@ -187,6 +187,8 @@ def test_sigterm_after_complete_results_is_one_truth(tmp_path: Path, monkeypatch
     assert any("interrupted" in flag for flag in manifest["flags"])
     listing = subprocess.run([*argv, "--list"], cwd=REPO, capture_output=True, text=True, timeout=120).stdout
     assert listing.splitlines()[0].split()[1:3] == ["dense", "done"]
+    assert "done [flagged: the sweep was interrupted (received signal SIGTERM) after lmms-eval had written complete " \
+           "results]" in listing.splitlines()[0]  # --list shows what run.json and the report flag
     assert listing.splitlines()[1].split()[1:3] == ["other", "pending"]
 
 

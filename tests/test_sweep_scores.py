@@ -61,7 +61,9 @@ def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
 def _listing(capsys, study: Path, out: Path) -> dict[str, str]:
     code, text = _cli(capsys, "sweep", str(study), "--list", "--no-task-check", "-o", str(out))
     assert code == 0, text
-    return {line.split()[1]: line.split()[2] for line in text.splitlines() if line.startswith("[")}
+    # "[i/n] name   state  model_args": the state, flags included, up to the two spaces before the model args
+    return {line.split()[1]: line.split(None, 2)[2].split("  ")[0]
+            for line in text.splitlines() if line.startswith("[")}
 
 
 def _report(capsys, out: Path) -> tuple[dict[str, dict[str, str]], str]:
@@ -147,7 +149,9 @@ def test_unusable_statistics_flag_the_run_not_comparable(sweep, capsys, content,
     else:
         summary.write_text(content if isinstance(content, str) else json.dumps(content))
     reason = reason.format(name=summary.name, results=_results_file(out, "holitom").name)
-    assert _listing(capsys, study, out) == {"dense": "done", "holitom": "done"}  # the score itself is valid
+    # the score itself is valid: done, flagged as in the report
+    listing = _listing(capsys, study, out)
+    assert listing["dense"] == "done" and listing["holitom"].startswith(f"done [flagged: {reason}")
     rows, text = _report(capsys, out)
     assert rows["holitom"]["status"] == "done ⚑ not comparable" and rows["holitom"]["holitom_smoke"] == "0.5"
     assert rows["holitom"]["video errors"] == ""  # unknown, not 0

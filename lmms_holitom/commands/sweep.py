@@ -93,9 +93,12 @@ def _list_state(runner: SweepRunner, run: RunSpec) -> str:
     from lmms_holitom.sweep.manifest import MANIFEST, read_json
 
     check = runner.check(run)
-    if check.finished:
-        return check.state
-    last = (read_json(runner.run_dir(run) / MANIFEST) or {}).get("status")
+    manifest = read_json(runner.run_dir(run) / MANIFEST) or {}
+    if check.finished:  # done, with what the report and run.json flag (model errors, statistics, an interruption)
+        recorded = manifest.get("flags") if isinstance(manifest.get("flags"), list) else []
+        flags = list(dict.fromkeys(runner.check_flags(check) + [f for f in recorded if isinstance(f, str)]))
+        return check.state + (f" [flagged: {'; '.join(flags)}]" if flags else "")
+    last = manifest.get("status")
     return f"pending (last attempt {last})" if last in ("interrupted", "failed", "running") else "pending"
 
 

@@ -295,7 +295,8 @@ class SweepRunner:
                 if check.finished:
                     self._repair_done_manifest(run, check)
                     pending.discard(run.name)
-                    outcome.outcomes.append(RunOutcome(run.name, "skipped", check.reason, flags=self._flags(check)))
+                    outcome.outcomes.append(RunOutcome(run.name, "skipped", check.reason,
+                                                       flags=self.check_flags(check)))
                     self._say(f"{tag}: {check.state}, skipped")
                     continue
                 eta = statistics.fmean(durations) * len(pending) if durations else None
@@ -338,7 +339,8 @@ class SweepRunner:
         self._say(f"{tag}: {state} in {format_duration(result.duration_s)}{flag}")
 
     @staticmethod
-    def _flags(check: RunCheck) -> list[str]:
+    def check_flags(check: RunCheck) -> list[str]:
+        """What makes a finished run's results suspect, from its results: model errors, unusable statistics."""
         flags = [f"model reported {check.model_errors} error(s)"] if check.model_errors else []
         return flags + ([check.stats_problem] if check.stats_problem else [])
 
