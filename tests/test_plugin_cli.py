@@ -204,7 +204,12 @@ def test_unknown_model_arg_is_a_clear_error(tmp_path: Path, clips: Path) -> None
     run = run_lmms_eval(tmp_path, f"{COMMON},bogus_arg=1", env=cli_env(clips))
     assert "unknown model_args bogus_arg" in run.output
     assert "retain_ratio" in run.output  # the valid ones are listed
-    assert run.results() is None  # lmms-eval exits 0 anyway: the missing results file is the signal
+    # one line and a failing exit status (lmms-eval catches a ValueError, prints its traceback and exits 0)
+    assert run.returncode == 1 and "Traceback" not in run.output, run.output[-3000:]
+    errors = [line for line in run.output.splitlines() if "error:" in line]
+    assert errors == [line for line in run.output.splitlines() if line.startswith("llava_onevision_holitom: error: "
+                                                                                   "unknown model_args bogus_arg.")]
+    assert len(errors) == 1 and run.results() is None
 
 
 # ----------------------------------------------------------------------------------------------- demo

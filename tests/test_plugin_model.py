@@ -414,3 +414,22 @@ def test_multi_video_document_is_one_counted_failure(clean_env, tmp_path, clips:
     summary = json.loads(only_file(tmp_path, "*_holitom_summary.json").read_text())["m"]
     assert (summary["samples"], summary["errors"], summary["error_doc_ids"]) == (3, 2, [0, 1])
     assert sum("2 videos in one document" in line and line.startswith("ERROR") for line in log) == 2
+
+
+def test_a_setting_error_is_one_line_and_exit_1_only_under_lmms_evals_command_line(clean_env, monkeypatch) -> None:
+    """Python callers of lmms-eval get the ValueError; its command line (which would print a traceback and exit 0
+    for any Exception) gets `ModelArgsExit`: one line, status 1 (the real CLI: test_plugin_cli.py)."""
+    from lmms_eval.models import get_model
+
+    from lmms_holitom.integrations.lmms_eval.model_args import ModelArgsExit, running_lmms_eval_cli
+
+    cls = get_model("llava_onevision_holitom")
+    with pytest.raises(ValueError, match="retain_ratio must be in"):
+        cls.create_from_arg_string("pretrained=tiny,retain_ratio=2", {"batch_size": 1, "device": "cpu"})
+    assert running_lmms_eval_cli() is False
+    assert running_lmms_eval_cli("/venv/bin/lmms-eval") is True
+    monkeypatch.setattr("sys.argv", ["/venv/bin/lmms-eval", "--model", "llava_onevision_holitom"])
+    with pytest.raises(ModelArgsExit) as err:
+        cls.create_from_arg_string("pretrained=tiny,retain_ratio=2", {"batch_size": 1, "device": "cpu"})
+    assert err.value.code == "llava_onevision_holitom: error: retain_ratio must be in (0, 1], got 2.0"
+    assert err.value.__cause__ is None and err.value.__suppress_context__

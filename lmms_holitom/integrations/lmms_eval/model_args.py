@@ -6,10 +6,50 @@ a key given twice (``retain_ratio=0.2,...,retain_ratio=0.3``) would silently kee
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
 
-__all__ = ["check_model_args_string", "merge_cli_extras", "split_model_args"]
+__all__ = ["ModelArgsExit", "build_from_model_args", "check_model_args_string", "merge_cli_extras",
+           "split_model_args"]
+
+_Model = TypeVar("_Model")
+
+
+class ModelArgsExit(SystemExit):
+    """A setting error under lmms-eval's command line: one line on stderr and exit status 1. lmms-eval 0.7.3 catches
+    every ``Exception`` a model raises, prints its traceback and exits 0, so a plain ValueError would look like a
+    crash that succeeded; ``SystemExit`` passes through its handler (`build_from_model_args`)."""
+
+
+def running_lmms_eval_cli(argv0: str | None = None) -> bool:
+    """True under ``python -m lmms_eval`` (also as each ``torchrun ... -m lmms_eval`` worker) or the ``lmms-eval``
+    console script; False for Python callers of ``simple_evaluate``, who get the ValueError itself."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if spec is not None and spec.name in ("lmms_eval.__main__", "lmms_eval"):
+        return True
+    return Path(sys.argv[0] if argv0 is None else argv0).name in ("lmms-eval", "lmms_eval")
+
+
+def build_from_model_args(model_id: str, build: Callable[..., _Model], arg_string: str | Mapping[str, Any],
+                          additional_config: Mapping[str, Any] | None) -> _Model:
+    """``build(**model_args)`` from what lmms-eval passes to ``create_from_arg_string``: the ``--model_args`` string
+    (checked by `check_model_args_string` first: a key given twice is an error before lmms-eval's parser keeps the
+    last value) or a mapping, merged with lmms-eval's own flags (`merge_cli_extras`). Under lmms-eval's command line
+    a ValueError (a setting) becomes `ModelArgsExit`: ``<model_id>: error: <message>``, exit status 1."""
+    from lmms_eval.utils import simple_parse_args_string
+
+    try:
+        if isinstance(arg_string, Mapping):  # simple_evaluate(model_args={...}): keys are unique already
+            return build(**merge_cli_extras(arg_string, additional_config or {}))
+        check_model_args_string(arg_string)
+        return build(**merge_cli_extras(simple_parse_args_string(arg_string or ""), additional_config or {}))
+    except ValueError as err:
+        if running_lmms_eval_cli():
+            message = str(err).removeprefix(f"{model_id}: ")  # some messages name the model already
+            raise ModelArgsExit(f"{model_id}: error: {message}") from None
+        raise
 
 
 def _short(value: Any, limit: int = 60) -> str:
