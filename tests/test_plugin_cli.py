@@ -57,6 +57,9 @@ def single(demo) -> CliRun:
 @pytest.fixture(scope="module")
 def two_procs(tmp_path_factory, clips) -> CliRun:
     # --limit 5 over 2 ranks: rank 0 gets docs 0,2,4 and rank 1 gets 1,3 plus one padding request.
+    from lmms_holitom.testing import resolve_pretrained
+
+    resolve_pretrained("tiny")  # built here first: on a fresh cache the two ranks would both build it at once
     return run_lmms_eval(tmp_path_factory.mktemp("two"), f"{COMMON},{HOLITOM_ARGS}", env=cli_env(clips),
                          processes=2, extra=("--limit", "5"))
 
