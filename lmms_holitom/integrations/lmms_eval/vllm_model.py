@@ -54,8 +54,9 @@ class VllmHoliTom(lmms):
     Model args (``--model_args k=v,...``), each validated before the engine starts (one-line errors):
 
     * ``pretrained``: an HF-format checkpoint folder or hub id vLLM serves; its architecture picks the family
-      (`vllm_families.FAMILIES`); the family's own args (LLaVA-OneVision: ``max_frames_num``,
-      ``video_decode_backend``, ``conv_template``, as ``llava_onevision_holitom`` reads them).
+      (`vllm_families.FAMILIES`); the family's own args, as its transformers model reads them (LLaVA-OneVision:
+      ``max_frames_num``, ``video_decode_backend``, ``conv_template`` as ``llava_onevision_holitom``; Qwen2.5-VL:
+      ``max_num_frames``, ``min_pixels``, ``max_pixels``, ``fps``, ``system_prompt`` as ``qwen2_5_vl_holitom``).
     * Every `HoliTomConfig` field (``method``, ``retain_ratio``, ``tau``, ...), sent as
       ``hf_overrides={"holitom": {...}}``; the default method is ``holitom_wo_m`` at the exact budget (full
       HoliTom and FastV cannot run in vLLM: one line says why). The authors' environment variables combine as in
@@ -63,9 +64,10 @@ class VllmHoliTom(lmms):
     * Engine arguments, forwarded to `vllm.LLM` when given (`vllm_args.ENGINE_ARGS`): ``tensor_parallel_size``,
       ``pipeline_parallel_size``, ``max_model_len``, ``gpu_memory_utilization``, ``dtype``, ``enforce_eager``,
       ``max_num_seqs``, ``mm_encoder_tp_mode``, ``seed``, ...; ``engine_kwargs={...}`` (JSON) for any other.
-    * ``batch_size`` (1): requests handed to vLLM in one ``generate`` call (vLLM batches them continuously);
+    * ``batch_size`` (1): requests handed to vLLM together (vLLM batches them continuously);
       ``max_new_tokens`` (1024, when the task sets none); ``on_video_error`` (``record``: a missing or corrupt
-      video, or several videos, is answered `FAILED_ANSWER` and recorded with its error; ``fail``: stop);
+      video, several videos, an image input, or a request vLLM rejects (e.g. longer than ``max_model_len``) fails
+      that sample only: answered `FAILED_ANSWER`, recorded with its error, the others run; ``fail``: stop);
       ``stats_path`` (as in the transformers models); ``device`` (accepted, ignored: vLLM picks its device).
 
     Statistics: the same per-sample records and summary as the transformers models (`records`). Per video sample
@@ -196,35 +198,50 @@ class VllmHoliTom(lmms):
         return answers
 
     def _answer_chunk(self, chunk: list[tuple]) -> list[str]:
-        """One ``generate`` call for the chunk's usable samples; failed videos are answered `FAILED_ANSWER`."""
+        """The chunk's requests added to the engine one by one, then run together (vLLM batches them); a sample
+        whose visuals fail or whose request vLLM rejects (e.g. longer than ``max_model_len``) is answered
+        `FAILED_ANSWER` and recorded with its error, and the others run."""
         from vllm import SamplingParams
 
         answers: list[str | None] = [None] * len(chunk)
-        jobs: list[tuple[int, dict[str, Any], Visuals]] = []
-        prompts, params = [], []
+        jobs: list[tuple[int, dict[str, Any], Visuals]] = []  # in the order they were added
         for i, (context, gen_kwargs, doc_to_visual, doc_id, task, split) in enumerate(chunk):
             base = {"doc_id": doc_id, "task": task, "split": split, "rank": 0,
                     "method": self.holitom_config.method, "settings": self.holitom_config.to_dict()}
+            params = SamplingParams(**sampling_kwargs(gen_kwargs, self.max_new_tokens))
             try:
                 visuals = self.family.visuals(call_doc_to_visual(doc_to_visual, self.task_dict[task][split][doc_id]))
+                self._enqueue(self.family.request(context, visuals, self.checkpoint), params, visuals.video_path)
             except VisualError as exc:
                 answers[i] = self._failed(base, exc)
                 continue
             jobs.append((i, base, visuals))
-            prompts.append(self.family.request(context, visuals, self.checkpoint))
-            params.append(SamplingParams(**sampling_kwargs(gen_kwargs, self.max_new_tokens)))
-        outputs = self._llm.generate(prompts, params, use_tqdm=False) if prompts else []
+        outputs = self._llm.wait_for_completion(use_tqdm=False) if jobs else []  # sorted by request id: added order
+        if len(outputs) != len(jobs):
+            raise RuntimeError(f"vLLM returned {len(outputs)} outputs for {len(jobs)} requests")
         for (i, base, visuals), out in zip(jobs, outputs):
             answers[i] = out.outputs[0].text.strip()
             self._record(base, visuals, out)
         return [a or "" for a in answers]
+
+    def _enqueue(self, request: dict[str, Any], params: Any, video: str | None) -> None:
+        """Add one request to the engine; a request vLLM rejects is a `VisualError` of that sample."""
+        from vllm.v1.engine.exceptions import EngineDeadError
+
+        try:
+            self._llm.enqueue(request, params, use_tqdm=False)
+        except EngineDeadError:
+            raise
+        except Exception as exc:  # vLLM's validation and multimodal processing raise several types, per request
+            text = " ".join(str(exc).split()) or "no message"
+            raise VisualError(f"vLLM rejected the request: {type(exc).__name__}: {text}", video) from exc
 
     def _failed(self, base: dict[str, Any], exc: VisualError) -> str:
         """A sample whose visuals failed: `FAILED_ANSWER`, one record naming the file (or stop, ``fail``)."""
         if self.on_video_error == "fail":
             raise exc.__cause__ if isinstance(exc.__cause__, VideoDecodeError) else exc
         logger.error(f"[holitom] {base['task']} doc {base['doc_id']}: {exc} -> answered {FAILED_ANSWER!r} and "
-                     "counted as a video error")
+                     "counted as an error")
         self._recorder.failed(base, exc.video, str(exc))
         return FAILED_ANSWER
 
@@ -236,7 +253,7 @@ class VllmHoliTom(lmms):
             self._recorder.image({**base, "modality": visuals.modality, "video": None}, torch.tensor(prompt_ids),
                                  timings, len(out.outputs[0].token_ids))
             return
-        frames = int(visuals.video.shape[0])
+        frames = self.family.frames(self._config, visuals)
         per_frame = self.family.tokens_per_frame(self._llm, visuals)
         kept = self.family.video_tokens(self._config, prompt_ids)
         stats = {"frames": frames, "tokens_per_frame": per_frame, "dense_tokens": frames * per_frame,
