@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from lmms_holitom.sweep.spec import (
+    DEFAULT_BACKEND,
     DEFAULT_LMMS_EVAL_MODEL,
     DTYPES,
     HOLITOM_KEYS,
@@ -21,6 +22,8 @@ from lmms_holitom.sweep.spec import (
     MAX_STUDY_VALUES,
     MODEL_KEYS,
     RUN_MODEL_KEYS,
+    TRANSFORMERS_ONLY_KEYS,
+    VLLM_LMMS_EVAL_MODELS,
     ConfigError,
     LauncherSpec,
     format_value,
@@ -164,13 +167,19 @@ def check_model_values(problems: Problems, where: str, values: Mapping[str, Any]
             problems.add(f"{where}.{key} must be a string without ',', got {shown(value)}")
 
 
-def check_lmms_eval_model(problems: Problems, data: Mapping[str, Any]) -> str:
-    """The study's lmms-eval model, and a problem for each model key (of ``model`` or a run) it does not take."""
+def check_lmms_eval_model(problems: Problems, data: Mapping[str, Any], backend: str = DEFAULT_BACKEND) -> str:
+    """The study's lmms-eval model (with ``backend: vllm``, the family ``vllm_holitom`` serves), and a problem for
+    each model key (of ``model`` or a run) it does not take."""
     name = data.get("lmms_eval_model", DEFAULT_LMMS_EVAL_MODEL)
     if name not in LMMS_EVAL_MODELS:
         problems.add(f"lmms_eval_model must be one of {', '.join(LMMS_EVAL_MODELS)}, got {shown(name)}")
         return DEFAULT_LMMS_EVAL_MODEL
     foreign = LMMS_EVAL_MODELS[name]
+    if backend == "vllm":
+        if name not in VLLM_LMMS_EVAL_MODELS:
+            problems.add(f"backend vllm serves the families of {', '.join(VLLM_LMMS_EVAL_MODELS)}; "
+                         f"lmms_eval_model {name} runs with backend: transformers")
+        foreign = (*foreign, *TRANSFORMERS_ONLY_KEYS)
     model = data.get("model") if isinstance(data.get("model"), Mapping) else {}
     places = [("model", model)]
     runs = data.get("runs") if isinstance(data.get("runs"), list) else []
@@ -181,8 +190,8 @@ def check_lmms_eval_model(problems: Problems, data: Mapping[str, Any]) -> str:
     for where, mapping in places:
         for key in mapping:
             if key in foreign:
-                problems.add(f"{where}.{key} is not a model arg of {name} (its model keys: "
-                             f"{', '.join(k for k in RUN_MODEL_KEYS if k not in foreign)})")
+                problems.add(f"{where}.{key} is not a model arg of {name}{' in vLLM' * (backend == 'vllm')} "
+                             f"(its model keys: {', '.join(k for k in RUN_MODEL_KEYS if k not in foreign)})")
     return name
 
 

@@ -2,7 +2,7 @@
 
 python launcher::
 
-    <python> [extra_args...] -m lmms_eval --model <lmms_eval_model> --model_args <...>
+    <python> [extra_args...] -m lmms_eval --model <lmms_eval_model, or vllm_holitom> --model_args <...>
         --tasks t1,t2 --batch_size 1 --log_samples --output_path <run_dir>/lmms_eval
         [--limit N] [--include_path DIR] [lmms_eval_args...]
 
@@ -48,7 +48,7 @@ def lmms_eval_args(cfg: SweepConfig, run: RunSpec, run_dir: Path, limit: int | N
     """The lmms-eval arguments of one run (``limit`` overrides the study's)."""
     limit = cfg.limit if limit is None else limit
     args = [
-        "--model", cfg.lmms_eval_model,
+        "--model", cfg.cli_model,
         "--model_args", run.model_args,
         "--tasks", ",".join(cfg.tasks),
         "--batch_size", "1",

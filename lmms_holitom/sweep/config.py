@@ -4,6 +4,7 @@ A study file (see ``configs/*.yaml``)::
 
     name: ov7b_paper                       # names the output folder runs/<name>
     description: free text                 # optional
+    backend: transformers                  # optional (default); or vllm (see below)
     lmms_eval_model: llava_onevision_holitom   # optional (default); or qwen{2_5_vl,3_vl,3_5}_holitom
     model:                                 # lmms-eval model_args shared by every run
       pretrained: llava-hf/llava-onevision-qwen2-7b-ov-hf
@@ -34,6 +35,15 @@ A study file (see ``configs/*.yaml``)::
             retain_ratio: [0.10, 0.15]
             tau: [0.65, 0.80]
 
+``backend: vllm`` runs every run through lmms-eval's ``--model vllm_holitom`` (an in-process vLLM engine with the
+HoliTom plugin) for the family named by ``lmms_eval_model`` (one ``vllm_holitom`` serves, `VLLM_LMMS_EVAL_MODELS`),
+with that family's model keys (not ``attn_implementation`` / ``device_map``); an optional ``engine`` section holds
+vLLM engine arguments for every run (``tensor_parallel_size``, ``max_model_len``, ``gpu_memory_utilization``, ...,
+checked as ``vllm_holitom`` checks them). Each run is one process (``launcher.type: python``; no accelerate: more
+GPUs per run is ``tensor_parallel_size``, data parallel is several runs, e.g. ``--emit slurm``) started with the vLLM
+environment's python: ``launcher.python``, else ``$HOLITOM_VLLM_PYTHON``, else this python when it has vLLM; a
+missing file is one problem line.
+
 Run keys are `HoliTomConfig` fields and the per-run model keys (e.g. ``max_frames_num``). Keys a method
 does not read are dropped from its model_args and name (e.g. ``tau`` for ``visionzip``), so a grid over
 methods stays clean; generated names list the method's headline settings
@@ -55,6 +65,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from lmms_holitom.sweep.backend import check_backend, check_engine, check_vllm_launcher
 from lmms_holitom.sweep.checks import (
     Problems,
     check_int,
@@ -117,10 +128,16 @@ def parse_config(
     if not isinstance(description, str):
         problems.add("description must be a string")
         description = ""
+    backend = check_backend(problems, data)
     model = check_model(problems, data.get("model"))
-    lmms_eval_model = check_lmms_eval_model(problems, data)
+    lmms_eval_model = check_lmms_eval_model(problems, data, backend)
+    engine = check_engine(problems, data.get("engine"), backend)
+    if engine:
+        model["engine"] = engine
     tasks = check_task_list(problems, data.get("tasks"))
     launcher = check_launcher(problems, data.get("launcher"))
+    if backend == "vllm":
+        launcher = check_vllm_launcher(problems, launcher, data.get("launcher"))
     limit = data.get("limit")
     if limit is not None:
         limit = check_int(problems, "limit", limit, 1, MAX_SAMPLES)
@@ -155,6 +172,7 @@ def parse_config(
         launcher=launcher,
         runs=runs,
         lmms_eval_model=lmms_eval_model,
+        backend=backend,
         limit=limit,
         include_path=include_path,
         lmms_eval_args=tuple(str(a) for a in eval_args),

@@ -6,7 +6,8 @@ parts of ``pretrained`` joined by ``__``) and exits 0 even when the evaluation f
 
 * parses, and names every expected task in ``results`` (a group such as ``mvbench``: each subtask);
 * has ``n-samples[task].effective`` equal to ``min(limit, original)`` with a limit, else to ``original``;
-* was produced with the run's model_args (``config.model_args``), so an edited study reruns the run;
+* was produced with the run's model_args (``config.model_args``) and lmms-eval model (``config.model``: a study
+  that changes ``backend`` or ``lmms_eval_model`` reruns its runs);
 * has valid scores (`check_metrics`): every metric of every leaf task is a finite number (not null, a string,
   a bool, NaN or inf), and the benchmark score each known task must report (`SCORE_METRICS`) is present and
   within its scale. A run with an impossible score is not done (it is rerun), and its reason names the value.
@@ -223,6 +224,7 @@ def check_run(
     model_args: str | None = None,
     groups: Mapping[str, list[str]] | None = None,
     results_subdir: str = "lmms_eval",
+    model: str | None = None,
 ) -> RunCheck:
     """Is this run done? ``RunCheck.reason`` says why not."""
     lmms_dir = Path(run_dir) / results_subdir
@@ -277,6 +279,9 @@ def check_run(
             diff = [f"{k}: {got_args.get(k, '-')} (expected {want_args.get(k, '-')})"
                     for k in keys if want_args.get(k) != got_args.get(k)]
             problems.append("results were produced with other model_args: " + "; ".join(diff))
+    recorded_model = (data.get("config") or {}).get("model")
+    if model is not None and recorded_model is not None and recorded_model != model:
+        problems.append(f"results were produced by --model {recorded_model} (expected {model})")
     summary = load_summary(path).lacking([leaf for ms in leaves.values() for leaf in ms if leaf not in pending])
     if pending and not problems:
         problems.append(_pending_reason(pending))
@@ -329,7 +334,7 @@ def check_recorded_run(run_dir: Path, manifest: Mapping[str, Any] | None, result
         path = find_results_file(Path(run_dir) / results_subdir)
         tasks = _tasks_in(path) if path else []
     return check_run(run_dir, tasks, limit=manifest.get("limit"), model_args=manifest.get("model_args"),
-                     groups=groups, results_subdir=results_subdir)
+                     groups=groups, results_subdir=results_subdir, model=manifest.get("lmms_eval_model"))
 
 
 def _tasks_in(path: Path) -> list[str]:

@@ -162,7 +162,7 @@ class SweepRunner:
 
     def check(self, run: RunSpec) -> RunCheck:
         return check_run(self.run_dir(run), self.cfg.tasks, limit=self.limit, model_args=run.model_args,
-                         groups=self.groups, results_subdir=RESULTS_SUBDIR)
+                         groups=self.groups, results_subdir=RESULTS_SUBDIR, model=self.cfg.cli_model)
 
     def _say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
@@ -196,6 +196,8 @@ class SweepRunner:
                 "source": run.source,
             },
             "model_args": run.model_args,
+            "backend": self.cfg.backend,
+            "lmms_eval_model": self.cfg.cli_model,
             "tasks": list(self.cfg.tasks),
             "limit": self.limit,
             "command": list(inv.argv),

@@ -5,7 +5,9 @@ validation rules of the sweep apply on the cluster too (a resubmitted array skip
 ``--slurm-opt KEY=VALUE`` adds or overrides any ``#SBATCH --KEY=VALUE`` line (``partition=gpu``,
 ``time=12:00:00``, ``account=...``); ``--slurm-setup`` adds shell lines before the run (``module load``,
 ``source .venv/bin/activate``). The interpreter defaults to the one that wrote the script; override it at
-submission with ``HOLITOM_PYTHON=/path/to/python sbatch ...``.
+submission with ``HOLITOM_PYTHON=/path/to/python sbatch ...``. With ``backend: vllm`` the script also sets
+``HOLITOM_VLLM_PYTHON`` (the vLLM python the study resolved; override it the same way) and asks for
+``tensor_parallel_size × pipeline_parallel_size`` GPUs per element (one engine per run).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from lmms_holitom.sweep.config import RunSpec, SweepConfig
+from lmms_holitom.sweep.spec import VLLM_PYTHON_ENV
 from lmms_holitom.values import shown
 
 __all__ = ["check_slurm_setup", "parse_slurm_opts", "slurm_script"]
@@ -67,6 +70,9 @@ def slurm_script(
         raise ValueError("no runs selected for the Slurm array")
     output_dir = Path(output_dir).absolute()
     gpus = cfg.launcher.num_processes if cfg.launcher.type == "accelerate" else 1
+    engine = cfg.model.get("engine") or {}
+    if cfg.backend == "vllm":
+        gpus = int(engine.get("tensor_parallel_size", 1)) * int(engine.get("pipeline_parallel_size", 1))
     sbatch: dict[str, str] = {
         "job-name": f"holitom-{cfg.name}",
         "array": f"0-{len(runs) - 1}",
@@ -91,6 +97,8 @@ def slurm_script(
         f"mkdir -p {shlex.quote(str(output_dir / 'slurm'))}",
         f"cd {shlex.quote(str(Path.cwd()))}",
         f"HOLITOM_PYTHON=\"${{HOLITOM_PYTHON:-{python or sys.executable}}}\"",
+        *([f"export {VLLM_PYTHON_ENV}=\"${{{VLLM_PYTHON_ENV}:-{cfg.launcher.python}}}\""]
+          if cfg.backend == "vllm" else []),
         *setup,
         'case "${SLURM_ARRAY_TASK_ID:?run me with sbatch (array job)}" in',
     ]

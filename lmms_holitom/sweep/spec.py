@@ -12,10 +12,11 @@ from typing import Any
 
 from lmms_holitom.config import HoliTomConfig
 from lmms_holitom.integrations.lmms_eval.plugin import MODEL_ID
+from lmms_holitom.integrations.lmms_eval.vllm_families import FAMILIES as VLLM_FAMILIES
 from lmms_holitom.methods import METHODS as METHOD_REGISTRY
 
-TOP_KEYS = ("name", "description", "lmms_eval_model", "model", "tasks", "launcher", "limit", "include_path",
-            "lmms_eval_args", "runs")
+TOP_KEYS = ("name", "description", "backend", "lmms_eval_model", "model", "engine", "tasks", "launcher", "limit",
+            "include_path", "lmms_eval_args", "runs")
 #: model_args keys of the ``model`` section (``extra`` holds anything else, passed verbatim).
 MODEL_KEYS = ("pretrained", "max_frames_num", "max_num_frames", "min_pixels", "max_pixels", "fps", "dtype",
               "attn_implementation", "conv_template", "device_map", "device", "video_decode_backend",
@@ -30,6 +31,17 @@ LMMS_EVAL_MODELS: dict[str, tuple[str, ...]] = {
     "qwen3_5_holitom": _LLAVA_ONLY,
 }
 DEFAULT_LMMS_EVAL_MODEL = MODEL_ID
+#: ``backend``: where the model runs. ``vllm`` runs every run through ``vllm_holitom`` (`VLLM_MODEL_ID`), which serves
+#: the families of `VLLM_LMMS_EVAL_MODELS` with their model keys, in the vLLM environment's python
+BACKENDS = ("transformers", "vllm")
+DEFAULT_BACKEND = "transformers"
+VLLM_MODEL_ID = "vllm_holitom"
+#: the families ``vllm_holitom`` serves, named by their transformers lmms-eval model (whose model keys they take)
+VLLM_LMMS_EVAL_MODELS = tuple(dict.fromkeys(family.lmms_eval_model for family in VLLM_FAMILIES.values()))
+#: model keys of the transformers models only (vLLM places and runs the model itself)
+TRANSFORMERS_ONLY_KEYS = ("attn_implementation", "device_map")
+#: where ``backend: vllm`` finds the vLLM environment's python when ``launcher.python`` is not set
+VLLM_PYTHON_ENV = "HOLITOM_VLLM_PYTHON"
 #: model keys a run or grid may override.
 RUN_MODEL_KEYS = tuple(k for k in MODEL_KEYS if k != "extra")
 LAUNCHER_KEYS = ("type", "num_processes", "num_machines", "main_process_port", "extra_args", "env", "module",
@@ -129,7 +141,7 @@ class RunSpec:
         """Everything passed as lmms-eval ``--model_args``, in order (model keys, then HoliTom keys)."""
         out: dict[str, Any] = {}
         for key, value in self.model.items():
-            if key == "extra":
+            if key in ("extra", "engine"):
                 out.update(value or {})
             elif value is not None:
                 out[key] = value
@@ -151,12 +163,18 @@ class SweepConfig:
     tasks: tuple[str, ...]
     launcher: LauncherSpec
     runs: tuple[RunSpec, ...]
-    lmms_eval_model: str = DEFAULT_LMMS_EVAL_MODEL  # lmms-eval's --model
+    lmms_eval_model: str = DEFAULT_LMMS_EVAL_MODEL  # the family's lmms-eval model (its model keys)
+    backend: str = DEFAULT_BACKEND
     limit: int | None = None
     include_path: Path | None = None
     lmms_eval_args: tuple[str, ...] = ()
     description: str = ""
     notices: tuple[str, ...] = ()  # not errors, said before anything runs (e.g. remote-scored tasks)
+
+    @property
+    def cli_model(self) -> str:
+        """lmms-eval's ``--model``: the family's model, or ``vllm_holitom`` with ``backend: vllm``."""
+        return VLLM_MODEL_ID if self.backend == "vllm" else self.lmms_eval_model
 
     def run(self, name: str) -> RunSpec:
         for r in self.runs:

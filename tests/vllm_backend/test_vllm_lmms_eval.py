@@ -1,6 +1,8 @@
 """``--model vllm_holitom``: the real lmms-eval CLI evaluates the smoke tasks through an in-process vLLM engine with the
-HoliTom plugin (tiny LLaVA-OneVision, real mp4s, offline). Two CLI runs in all (dense; holitom_wo_m on the smoke task
-and the one with a corrupt and a missing clip), plus load-time checks that start no engine. Runs in the vLLM venv:
+HoliTom plugin (tiny LLaVA-OneVision and Qwen2.5-VL, real mp4s, offline). Three CLI runs in all (LLaVA dense, through
+a real ``holitom sweep`` of a ``backend: vllm`` study; LLaVA and Qwen2.5-VL holitom_wo_m on the smoke task and the one
+with a corrupt and a missing clip); per-request errors
+through the model class with an in-process engine; load-time checks that start no engine. Runs in the vLLM venv:
 ``make test-vllm``."""
 
 from __future__ import annotations
@@ -18,12 +20,13 @@ sys.path[:0] = [str(HERE), str(HERE.parent)]
 
 from backend_cases import PROMPTS  # noqa: E402
 from plugin_fixtures import TASKS, CliRun, cli_env, run_lmms_eval, write_clip  # noqa: E402
-from test_vllm_plugin import FIXTURE, model_dir  # noqa: E402
+from test_vllm_plugin import FIXTURE, Engine, model_dir  # noqa: E402
 
 from lmms_holitom.integrations.lmms_eval.prompts import build_prompt  # noqa: E402
-from lmms_holitom.integrations.lmms_eval.visuals import FAILED_ANSWER  # noqa: E402
+from lmms_holitom.integrations.lmms_eval.visuals import FAILED_ANSWER, VisualError, Visuals  # noqa: E402
 
 MODEL = "tiny-vllm-llava-ov"
+QWEN = "tiny-vllm-qwen2.5-vl"
 FRAMES, PER_FRAME = 8, 196  # the tiny model: SigLIP 384/14, pooled to 14 x 14
 ENGINE = "max_model_len=4096,dtype=float32,enforce_eager=true,max_num_seqs=4"
 #: how vLLM logs the engine arguments it was given (``non-default args: {...}``)
@@ -40,9 +43,11 @@ class VllmRun(CliRun):
         return folders[0] if len(folders) == 1 else self.out_dir / "none"
 
 
-def _run(out: Path, clips: Path, args: str, tasks: str, extra: tuple[str, ...] = ()) -> VllmRun:
+def _run(out: Path, clips: Path, args: str, tasks: str, extra: tuple[str, ...] = (),
+         model: str = f"{MODEL},max_frames_num={FRAMES}") -> VllmRun:
+    name, _, family_args = model.partition(",")
     env = cli_env(clips, VLLM_ENABLE_V1_MULTIPROCESSING="0", VLLM_CPU_KVCACHE_SPACE="1")
-    run = run_lmms_eval(out, f"pretrained={model_dir(MODEL)},max_frames_num={FRAMES},{ENGINE},{args}", tasks,
+    run = run_lmms_eval(out, f"pretrained={model_dir(name)},{family_args},{ENGINE},{args}", tasks,
                         env=env, model="vllm_holitom", timeout=480, extra=extra)
     return VllmRun(run.returncode, run.output, run.out_dir, run.seconds)
 
@@ -52,9 +57,35 @@ def clips(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("smoke_clips")
 
 
+#: the dense run is a real ``holitom sweep`` of a ``backend: vllm`` study (its one run, the dense baseline)
+SWEEP_STUDY = {
+    "name": "vllm-smoke", "backend": "vllm", "tasks": ["holitom_smoke"], "include_path": str(TASKS),
+    "model": {"pretrained": None, "max_frames_num": FRAMES, "dtype": "float32"},
+    "engine": {"max_model_len": 4096, "enforce_eager": True, "max_num_seqs": 4},
+    "launcher": {"env": {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_KVCACHE_SPACE": "1"}},
+}
+
+
 @pytest.fixture(scope="module")
 def dense(tmp_path_factory, clips) -> VllmRun:
-    return _run(tmp_path_factory.mktemp("dense"), clips, "method=dense", "holitom_smoke")
+    """``holitom sweep`` with ``backend: vllm``, the vLLM python from ``HOLITOM_VLLM_PYTHON`` (this one); its
+    output is the sweep's and the run's log."""
+    import subprocess
+    import time
+
+    import yaml
+
+    folder = tmp_path_factory.mktemp("dense")
+    study = folder / "study.yaml"
+    study.write_text(yaml.safe_dump({**SWEEP_STUDY, "model": {**SWEEP_STUDY["model"], "pretrained": model_dir(MODEL)}}))
+    env = cli_env(clips, HOLITOM_VLLM_PYTHON=sys.executable)
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "lmms_holitom.cli", "sweep", str(study), "--output",
+                           str(folder / "out"), "--no-task-check"], env=env, capture_output=True, text=True,
+                          timeout=480, check=False)
+    log = folder / "out" / "dense" / "log.txt"
+    output = proc.stdout + proc.stderr + (log.read_text() if log.is_file() else "")
+    return VllmRun(proc.returncode, output, folder / "out" / "dense" / "lmms_eval", time.perf_counter() - t0)
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +93,12 @@ def pruned(tmp_path_factory, clips) -> VllmRun:
     # --batch_size 3: three requests per generate call, a failed video among them in the corrupt task
     return _run(tmp_path_factory.mktemp("pruned"), clips, "method=holitom_wo_m,retain_ratio=0.25",
                 "holitom_smoke,holitom_smoke_corrupt", ("--batch_size", "3"))
+
+
+@pytest.fixture(scope="module")
+def qwen(tmp_path_factory, clips) -> VllmRun:
+    return _run(tmp_path_factory.mktemp("qwen"), clips, "method=holitom_wo_m,retain_ratio=0.25",
+                "holitom_smoke,holitom_smoke_corrupt", ("--batch_size", "3"), model=f"{QWEN},max_num_frames={FRAMES}")
 
 
 def _ok(run: VllmRun) -> None:
@@ -97,7 +134,15 @@ def test_count_rule_matches_the_transformers_fixture() -> None:
 
 
 def test_dense_run_results_and_records(dense: VllmRun) -> None:
+    """The ``backend: vllm`` sweep ran lmms-eval once with ``vllm_holitom`` in the vLLM python, no accelerate, and
+    judged the run done; its records are dense's."""
     _ok(dense)
+    manifest = json.loads((dense.out_dir.parent / "run.json").read_text())
+    assert (manifest["status"], manifest["backend"], manifest["lmms_eval_model"]) == ("done", "vllm", "vllm_holitom")
+    assert manifest["command"][:5] == [sys.executable, "-m", "lmms_eval", "--model", "vllm_holitom"]
+    assert manifest["launcher"] == "python"
+    assert "1/1 done (0 were already done)" in dense.output and "[1/1] dense: done in" in dense.output, \
+        dense.output[-3000:]
     for logged in (*ENGINE_LOGGED, "'hf_overrides': {'holitom': {'method': 'dense'}}"):
         assert logged in dense.output, logged  # engine arguments and the method reached vLLM
     assert dense.results()["n-samples"]["holitom_smoke"]["effective"] == SMOKE_DOCS
@@ -216,3 +261,124 @@ def test_task_generation_kwargs_become_sampling_params() -> None:
         {"max_tokens": 16, "temperature": 0.7, "top_p": 0.9}
     with pytest.raises(ValueError, match="num_beams=4 is not supported"):
         sampling_kwargs({"num_beams": 4}, 16)
+
+
+# ------------------------------------------------------------------------------------------------ Qwen2.5-VL
+def _qwen_family():
+    from lmms_holitom.integrations.lmms_eval.vllm_families import FAMILIES, architecture_of
+
+    cls = FAMILIES[architecture_of(model_dir(QWEN))]
+    return cls({**cls.ARGS, "max_num_frames": FRAMES})
+
+
+def _qwen_prompt_tokens(task: str, clips: Path) -> dict[int, tuple[int, int, int] | None]:
+    """doc id -> (text tokens of ``qwen2_5_vl_holitom``'s prompt without the ``<|video_pad|>``, temporal groups,
+    tokens per group) of its clip, or None where the clip cannot give Qwen frames (the single-frame clip: fewer
+    frames than qwen_vl_utils samples, a failed sample in both backends)."""
+    from transformers import AutoTokenizer
+
+    sys.path.insert(0, str(TASKS / "holitom_smoke"))
+    import utils
+
+    family, tokenizer = _qwen_family(), AutoTokenizer.from_pretrained(model_dir(QWEN))
+    name = "data.jsonl" if task == "holitom_smoke" else "data_corrupt.jsonl"
+    docs = [json.loads(line) for line in (TASKS / "holitom_smoke" / name).read_text().splitlines() if line.strip()]
+    out: dict[int, tuple[int, int, int] | None] = {}
+    for i, doc in enumerate(docs):
+        clip = clips / doc["video"]
+        context = utils.doc_to_text(doc, {"pre_prompt": "", "post_prompt": utils.POST_PROMPT})
+        prompt = family.request(context, Visuals(), model_dir(QWEN))["prompt"]  # the same prompt without the video
+        text = len(tokenizer(prompt).input_ids) + 2  # <|vision_start|>, <|vision_end|>
+        try:
+            frames = family.visuals([str(clip)]).video
+        except VisualError:
+            out[i] = None
+            continue
+        out[i] = (text, math.ceil(len(frames) / 2), frames.shape[1] * frames.shape[2] // (28 * 28))
+    return out
+
+
+def test_qwen_run_sends_videos_with_metadata_and_keeps_the_exact_budget(qwen: VllmRun, clips: Path) -> None:
+    """Qwen2.5-VL through ``--model vllm_holitom`` (the family chosen by the checkpoint): each record's prompt is
+    ``qwen2_5_vl_holitom``'s chat prompt with ``t·ceil(0.25·N)`` video tokens, t the temporal groups of the frames
+    it samples (4 of 8 frames) and N the tokens per group of their size; the single-frame clip fails as it does in
+    the transformers model; the corrupt and missing clips fail and are counted."""
+    _ok(qwen)
+    assert "'hf_overrides': {'holitom': {'method': 'holitom_wo_m', 'retain_ratio': 0.25}}" in qwen.output
+    assert "(Qwen2.5-VL) in vLLM" in qwen.output
+    for task, docs, broken in (("holitom_smoke", SMOKE_DOCS, {3}), ("holitom_smoke_corrupt", 3, {1, 2})):
+        expected = _qwen_prompt_tokens(task, clips)
+        records = {r["doc_id"]: r for r in qwen.stats() if r["task"] == task}
+        assert sorted(records) == list(range(docs)) and qwen.results()["n-samples"][task]["effective"] == docs
+        for doc_id, r in records.items():
+            if doc_id in broken:
+                assert r["error"].startswith("VideoDecodeError") and r["prompt_tokens"] is None, r
+                continue
+            text, groups, per_group = expected[doc_id]
+            budget = groups * math.ceil(0.25 * per_group)
+            assert (r["error"], r["method"], r["modality"]) == (None, "holitom_wo_m", "video")
+            assert (r["frames"], r["tokens_per_frame"], r["outer_tokens"]) == (groups, per_group, budget), r
+            assert r["prompt_tokens"] == text + budget and r["prompt_tokens_dense"] == text + groups * per_group
+        summary = qwen.summary()[task]
+        assert (summary["samples"], summary["errors"], summary["error_doc_ids"]) == (docs, len(broken), sorted(broken))
+    assert expected[0] is not None and expected[0][1] == FRAMES // 2
+
+
+# ------------------------------------------------------------------------------------------- per-request errors
+ERROR_ENGINE = "max_model_len=1024,dtype=float32,enforce_eager=true,max_num_seqs=8,seed=0"
+
+
+def _instances(docs: list[dict], contexts: list[str]) -> list:
+    from lmms_eval.api.instance import Instance
+
+    gen = {"max_new_tokens": 4, "temperature": 0, "do_sample": False}
+    return [Instance("generate_until", (context, gen, lambda doc: doc["visual"], i, "errs", "test"), i,
+                     {"task": "errs", "doc_id": i, "repeats": 1})
+            for i, context in enumerate(contexts)]
+
+
+@pytest.fixture(scope="module")
+def qwen_model(tmp_path_factory):
+    """``vllm_holitom`` on the tiny Qwen2.5-VL, built as lmms-eval builds it; kept for the session (`Engine`)."""
+    from lmms_eval.models import get_model
+
+    key = f"vllm_holitom:{QWEN}:{ERROR_ENGINE}"
+    if key not in Engine.engines:
+        Engine.engines[key] = get_model("vllm_holitom").create_from_arg_string(
+            f"pretrained={model_dir(QWEN)},max_num_frames=4,method=holitom_wo_m,retain_ratio=0.25,batch_size=8,"
+            f"stats_path={tmp_path_factory.mktemp('stats')},{ERROR_ENGINE}")
+    return Engine.engines[key]
+
+
+def test_a_bad_request_fails_its_sample_not_the_call(qwen_model, tmp_path: Path) -> None:
+    """One ``generate_until`` call (one batch of 6) with a good video, a prompt longer than ``max_model_len``, a
+    corrupt and a missing video, an image-only and a text-only document: the four bad samples are answered
+    `FAILED_ANSWER` and recorded with their error; the good video and the text-only document are answered by the
+    engine, the video pruned to the exact budget."""
+    from PIL import Image
+
+    from lmms_holitom.integrations.lmms_eval.records import SUMMARY_SUFFIX
+
+    good = write_clip(tmp_path / "good.mp4", frames=16, size=(128, 96))
+    corrupt = tmp_path / "corrupt.mp4"
+    corrupt.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 4)
+    docs = [{"visual": [str(good)]}, {"visual": [str(good)]}, {"visual": [str(corrupt)]},
+            {"visual": [str(tmp_path / "missing.mp4")]}, {"visual": [Image.new("RGB", (64, 48))]}, {"visual": []}]
+    contexts = ["What moves?", "what " * 1500, "What moves?", "What moves?", "What is shown?", "Say yes."]
+    qwen_model.task_dict = {"errs": {"test": docs}}
+    answers = qwen_model.generate_until(_instances(docs, contexts))
+    assert [a == FAILED_ANSWER for a in answers] == [False, True, True, True, True, False], answers
+    stats_dir = qwen_model._stats_dir
+    records = {r["doc_id"]: r for r in (json.loads(line) for f in stats_dir.glob("*.jsonl")
+                                           for line in f.read_text().splitlines() if line.strip())}
+    assert records[1]["error"].startswith("vLLM rejected the request: VLLMValidationError: ")
+    assert "maximum context length is 1024 tokens" in records[1]["error"] and records[1]["video"] == str(good)
+    assert records[2]["error"].startswith("VideoDecodeError") and records[2]["video"] == str(corrupt)
+    assert "file not found" in records[3]["error"]
+    assert "1 image input(s)" in records[4]["error"] and records[4]["video"] is None
+    assert (records[5]["error"], records[5]["modality"]) == (None, "text")
+    groups, per_group = 2, (392 // 28) * (532 // 28)  # 4 frames of 96x128, resized as qwen_vl_utils resizes them
+    assert (records[0]["error"], records[0]["frames"], records[0]["tokens_per_frame"]) == (None, groups, per_group)
+    assert records[0]["outer_tokens"] == groups * math.ceil(0.25 * per_group)
+    summary = json.loads(next(stats_dir.glob(f"*{SUMMARY_SUFFIX}")).read_text())["errs"]
+    assert (summary["samples"], summary["errors"], summary["error_doc_ids"]) == (6, 4, [1, 2, 3, 4])
