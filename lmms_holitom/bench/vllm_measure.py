@@ -116,10 +116,12 @@ def pruning_times(llm: Any, video: np.ndarray, repeats: int) -> dict[str, list[f
 
     def measure(model: Any) -> dict[str, list[float]]:
         from lmms_holitom.core.outer import compress_video
+        from lmms_holitom.integrations.vllm.llava_onevision import HoliTomLlavaOnevisionForConditionalGeneration
 
         dtype = next(model.parameters()).dtype
         frames = (torch.from_numpy(video).permute(0, 3, 1, 2).float() / 127.5 - 1.0).to(dtype)  # SigLIP's 0.5/0.5
-        config = getattr(model, "holitom_config", None)
+        ours = isinstance(model, HoliTomLlavaOnevisionForConditionalGeneration)  # else the plugin is not registered
+        config = model.holitom_config if ours else None
         out: dict[str, list[float]] = {"vision": [], "probe": [], "merge": []}
         with torch.inference_mode():
             for _ in range(repeats + 1):  # the first is a warm-up
