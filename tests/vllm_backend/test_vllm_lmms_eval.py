@@ -223,6 +223,24 @@ def test_several_processes_are_refused_in_one_line(monkeypatch) -> None:
         get_model("vllm_holitom").create_from_arg_string(f"pretrained={model_dir(MODEL)}")
 
 
+def test_without_the_plugin_vllm_holitom_refuses_to_run_unpruned() -> None:
+    """``VLLM_PLUGINS`` leaving out ours: stock vLLM would serve the checkpoint and prune nothing; the model refuses
+    in one line before its engine starts (a fresh process: plugins load once per process)."""
+    import os
+    import subprocess
+
+    code = ("from lmms_eval.models import get_model\n"
+            f"get_model('vllm_holitom').create_from_arg_string('pretrained={model_dir(MODEL)}')")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False,
+                          env={**os.environ, "VLLM_PLUGINS": "none", "PYTHONPATH": str(HERE.parents[1])})
+    assert proc.returncode == 1 and "Starting" not in proc.stderr.split("Traceback")[0], proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "ValueError: vllm_holitom: the lmms-holitom vLLM plugin is not loaded (VLLM_PLUGINS='none' leaves out "
+        "'holitom'?), so vLLM would run LlavaOnevisionForConditionalGeneration unpruned; "
+        "LlavaOnevisionForConditionalGeneration is served by "
+        "vllm.model_executor.models.llava_onevision:LlavaOnevisionForConditionalGeneration")
+
+
 def test_checkpoint_vllm_holitom_cannot_run_is_one_line(tmp_path: Path) -> None:
     from lmms_eval.models import get_model
 

@@ -41,11 +41,29 @@ from lmms_holitom.integrations.lmms_eval.vllm_families import FAMILIES, VllmFami
 from lmms_holitom.values import MAX_TOKENS
 from lmms_holitom.video import VideoDecodeError
 
-__all__ = ["COMMON_ARGS", "VllmHoliTom"]
+__all__ = ["COMMON_ARGS", "VllmHoliTom", "check_plugin_loaded"]
 
 #: model args of every family besides the engine arguments and the HoliTomConfig fields (name -> default)
 COMMON_ARGS: dict[str, Any] = {"pretrained": "", "batch_size": 1, "max_new_tokens": 1024, "on_video_error": "record",
                                "stats_path": None, "device": None}
+
+
+def check_plugin_loaded(architecture: str) -> None:
+    """vLLM's general plugins loaded here (as the engine will load them), our class must be the one registered for
+    ``architecture``; else (e.g. ``VLLM_PLUGINS`` without ``holitom``) stock vLLM would run every video unpruned, so
+    this is a one-line error before the engine starts."""
+    from vllm import ModelRegistry
+    from vllm.plugins import load_general_plugins
+
+    from lmms_holitom.integrations.vllm.plugin import FAMILIES as PLUGIN_CLASSES
+
+    load_general_plugins()
+    entry = ModelRegistry.models.get(architecture)
+    registered = f"{getattr(entry, 'module_name', '?')}:{getattr(entry, 'class_name', '?')}"
+    if registered != PLUGIN_CLASSES[architecture]:
+        raise ValueError(f"vllm_holitom: the lmms-holitom vLLM plugin is not loaded (VLLM_PLUGINS="
+                         f"{os.environ.get('VLLM_PLUGINS')!r} leaves out 'holitom'?), so vLLM would run "
+                         f"{architecture} unpruned; {architecture} is served by {registered}")
 
 
 class VllmHoliTom(lmms):
@@ -137,6 +155,7 @@ class VllmHoliTom(lmms):
         from vllm import LLM
 
         self.checkpoint = self.pretrained
+        check_plugin_loaded(architecture_of(self.checkpoint))
         return LLM(model=self.checkpoint, hf_overrides=overrides, limit_mm_per_prompt={"video": 1, "image": 0},
                    **engine_args)
 
