@@ -3,6 +3,7 @@
 Modules (each small, import-light; none imports torch or lmms-eval at import time):
 
 * `config`  — the study YAML: schema, validation (all problems in one `ConfigError`), grid expansion
+* `backend` — ``backend: vllm``: the ``engine`` section and the vLLM python (one process per run)
 * `tasks`   — lmms-eval task names: existence check and group -> subtask expansion (`TaskManager`)
 * `command` — the lmms-eval invocation of one run (python or accelerate launcher), shell rendering
 * `results` — where lmms-eval writes, and whether a run's results are complete ("done"); the one
