@@ -26,7 +26,7 @@ from loguru import logger
 from tqdm import tqdm
 
 from lmms_holitom.config import HoliTomConfig
-from lmms_holitom.integrations.lmms_eval.model_args import check_model_args_string, merge_cli_extras
+from lmms_holitom.integrations.lmms_eval.model_args import build_from_model_args
 from lmms_holitom.integrations.lmms_eval.recorder import SampleRecorder
 from lmms_holitom.integrations.lmms_eval.records import discover_output_dir
 from lmms_holitom.integrations.lmms_eval.settings import none_if_empty, parse_int, parse_on_video_error
@@ -102,13 +102,9 @@ class VllmHoliTom(lmms):
 
     @classmethod
     def create_from_arg_string(cls, arg_string: str | Mapping[str, Any], additional_config: dict | None = None):
-        """What lmms-eval calls: a key given twice is a one-line error before lmms-eval's parser keeps the last."""
-        from lmms_eval.utils import simple_parse_args_string
-
-        if isinstance(arg_string, Mapping):
-            return cls(**merge_cli_extras(arg_string, additional_config or {}))
-        check_model_args_string(arg_string)
-        return cls(**merge_cli_extras(simple_parse_args_string(arg_string or ""), additional_config or {}))
+        """What lmms-eval calls (`model_args.build_from_model_args`: a key given twice, or any bad setting under
+        lmms-eval's command line, is a one-line error)."""
+        return build_from_model_args(cls.MODEL_ID, cls, arg_string, additional_config)
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__()
