@@ -116,8 +116,8 @@ class ModelShape:
 
     Attributes beyond the dense decoder's (defaults: a dense, full-attention decoder with ``head_dim = hidden /
     heads``, as LLaVA-OneVision and Qwen2.5-VL):
-        head_dim: per-head width of the full-attention layers (Qwen3.5: 256, so ``heads · head_dim`` may differ
-            from ``hidden``).
+        head_dim: per-head width of the full-attention layers when it is not ``hidden / heads`` (Qwen3.5-35B-A3B:
+            256 with d 2048 and 16 heads); a value equal to ``hidden / heads`` is stored as None.
         attn_output_gate: the query projection also emits a per-head output gate (Qwen3.5: ``q_proj`` is twice as
             wide).
         layer_types: each decoder layer's kind (``full_attention`` / ``linear_attention``); None: all full.
@@ -145,6 +145,8 @@ class ModelShape:
     moe: MoE | None = None
 
     def __post_init__(self) -> None:
+        if self.head_dim is not None and self.head_dim == self.hidden // self.heads:
+            object.__setattr__(self, "head_dim", None)  # one representation of the default width
         if self.layer_types is None:
             return
         if len(self.layer_types) != self.layers:

@@ -28,7 +28,10 @@ __all__ = ["Record", "Runner", "holitom_model_class", "load_model", "measure_set
 
 _FAMILY_CLASSES = {"llava_onevision": "HoliTomLlavaOnevisionForConditionalGeneration",
                    "qwen2_5_vl": "HoliTomQwen2_5_VLForConditionalGeneration",
-                   "qwen3_vl": "HoliTomQwen3VLForConditionalGeneration"}
+                   "qwen3_vl": "HoliTomQwen3VLForConditionalGeneration",
+                   "qwen3_vl_moe": "HoliTomQwen3VLMoeForConditionalGeneration",
+                   "qwen3_5": "HoliTomQwen3_5ForConditionalGeneration",
+                   "qwen3_5_moe": "HoliTomQwen3_5MoeForConditionalGeneration"}
 
 
 def holitom_model_class(family: str = "llava_onevision") -> type | None:
