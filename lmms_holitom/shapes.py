@@ -226,7 +226,8 @@ def _build_qwen_config(shape: BenchShape):
     text = dict(vocab_size=llm.vocab, hidden_size=llm.hidden, intermediate_size=llm.intermediate,
                 num_hidden_layers=llm.layers, num_attention_heads=llm.heads, num_key_value_heads=llm.kv_heads,
                 rms_norm_eps=1e-6, tie_word_embeddings=False, eos_token_id=shape.eos_token_id,
-                pad_token_id=shape.pad_token_id, bos_token_id=151643, **info["text"], **_qwen_text_fields(llm, shape.family))
+                pad_token_id=shape.pad_token_id, bos_token_id=151643, **info["text"],
+                **_qwen_text_fields(llm, shape.family))
     if shape.family == "qwen3_5_moe":
         del text["intermediate_size"]  # Qwen3.5-MoE's decoder has experts only
     names = {"qwen2_5_vl": "Qwen2_5_VLConfig", "qwen3_vl": "Qwen3VLConfig", "qwen3_vl_moe": "Qwen3VLMoeConfig",
