@@ -351,9 +351,10 @@ def _exact_layer(kind: str, n: int, w: _Widths) -> float:
 
 
 def _decoder(kinds: tuple[str, ...], w: _Widths, visual_tokens: int, merge_layer: int | None, merge_ratio: float,
-             convention: Convention, text_tokens: int, vocab: int) -> float:
+             convention: Convention, text_tokens: int, vocab: int, late_tokens: int | None = None) -> float:
     """The sum over the decoder's layers, one by one: layers < K see n visual tokens, layers >= K
-    ``round(n·(1 − r))``; ``exact`` adds the text tokens to each layer's sequence and the last position's LM head."""
+    ``round(n·(1 − r))`` (or ``late_tokens``, a measured count); ``exact`` adds the text tokens to each layer's
+    sequence and the last position's LM head."""
     _check_count("visual_tokens", visual_tokens)
     _check_count("text_tokens", text_tokens)
     layers = len(kinds)
@@ -366,6 +367,9 @@ def _decoder(kinds: tuple[str, ...], w: _Widths, visual_tokens: int, merge_layer
     n = int(visual_tokens)
     k = layers if merge_layer is None else int(merge_layer)
     n_late = n if merge_layer is None else round(n * (1 - merge_ratio))
+    if late_tokens is not None:
+        _check_count("late_tokens", late_tokens)
+        n_late = int(late_tokens)
     total = 0.0
     for i, kind in enumerate(kinds):
         tokens = n if i < k else n_late
@@ -418,14 +422,16 @@ def decoder_flops(
     merge_ratio: float = 0.0,
     convention: Convention = "paper",
     text_tokens: int = 0,
+    late_tokens: int | None = None,
 ) -> float:
     """FLOPs of ``shape``'s LLM prefill for ``visual_tokens`` visual tokens, summed layer by layer over its kinds
-    (full attention, Gated DeltaNet) with its MLP (dense or MoE); arguments as `llm_flops`.
+    (full attention, Gated DeltaNet) with its MLP (dense or MoE); arguments as `llm_flops`, and ``late_tokens``:
+    the visual tokens layers >= K see when they were counted rather than derived from ``merge_ratio``.
 
     A shape without layer kinds, MoE or its own head width gives `llm_flops`'s numbers exactly.
     """
     return _decoder(shape.kinds, _Widths.of(shape), visual_tokens, merge_layer, merge_ratio, convention,
-                    text_tokens, shape.vocab)
+                    text_tokens, shape.vocab, late_tokens)
 
 
 def vision_flops(frames: int, shape: ModelShape) -> float:

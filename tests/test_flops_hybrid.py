@@ -198,3 +198,32 @@ def test_cli_table_of_moe_presets(capsys: pytest.CaptureFixture[str]) -> None:
     rows = {r["setting"]: r for r in json.loads(out)}
     assert "fastv K=20 r=0.8" in rows and rows["holitom 10%"]["share_of_dense"] < rows["holitom_wo_m 10%"][
         "share_of_dense"]
+
+
+def test_lmms_eval_records_cost_hybrid_moe_decoders() -> None:
+    """The statistics records' TFLOPs (`recorder.visual_tflops`, what lmms-eval runs write per sample) read a
+    Qwen3.5-MoE text config — which has no dense ``intermediate_size`` — and cost its layers by kind and its
+    experts; a dense Qwen2 config keeps the paper's per-layer formula with the measured counts before/after K."""
+    from transformers import Qwen2Config, Qwen3_5MoeTextConfig
+
+    from lmms_holitom.flops import decoder_fields
+    from lmms_holitom.integrations.lmms_eval.recorder import visual_tflops
+
+    moe = Qwen3_5MoeTextConfig(hidden_size=64, num_hidden_layers=8, num_attention_heads=4, num_key_value_heads=2,
+                               head_dim=32, linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=16,
+                               linear_value_head_dim=16, num_experts=4, num_experts_per_tok=2,
+                               moe_intermediate_size=32, shared_expert_intermediate_size=32, vocab_size=100)
+    assert not hasattr(moe, "intermediate_size")
+    shape = ModelShape("tiny-moe", **decoder_fields(moe))
+    assert shape.kinds.count("full_attention") == 2 and shape.moe is not None
+    got = visual_tflops(moe, 300, 120, 4) * 1e12
+    d, m, state = 64, 2 * 32 + 32, 4 * 16 * 16
+    slow = sum(4 * t * d * d + (2 * t * t * d if (i + 1) % 4 == 0 else 3 * t * state) + 2 * t * d * m
+               for i, t in enumerate([300] * 4 + [120] * 4))
+    assert got == pytest.approx(slow, rel=1e-12)
+    dense = Qwen2Config(hidden_size=64, intermediate_size=128, num_hidden_layers=6, num_attention_heads=4)
+    early = llm_flops(300, layers=3, hidden=64, intermediate=128)
+    late = llm_flops(120, layers=3, hidden=64, intermediate=128)
+    assert visual_tflops(dense, 300, 120, 3) * 1e12 == pytest.approx(early + late, rel=1e-12)
+    assert visual_tflops(dense, 300, 300, None) * 1e12 == pytest.approx(llm_flops(300, layers=6, hidden=64,
+                                                                                  intermediate=128), rel=1e-12)
