@@ -63,10 +63,10 @@ def _config(args: argparse.Namespace, shape: ModelShape, **over) -> HoliTomConfi
 
 
 def fit_merge_layer(cfg: HoliTomConfig, shape: ModelShape) -> HoliTomConfig:
-    """``cfg`` with a merge layer ``shape``'s decoder takes: a given one is checked (ValueError naming the allowed
-    layers), a default one that breaks the layer-kind rule moves to the model's default K."""
-    if cfg.inner_mode is None or cfg.merge_layer is None:
-        return cfg
+    """``cfg`` with a merge layer a hybrid ``shape``'s decoder takes: a given one is checked (ValueError naming the
+    allowed layers), a default one that breaks the layer-kind rule moves to the model's default K."""
+    if cfg.inner_mode is None or cfg.merge_layer is None or shape.layer_types is None:
+        return cfg  # a full-attention decoder: the cost model's own range check ([0, layers])
     kinds = shape.kinds
     if "merge_layer" in cfg.given:
         check_merge_layer(cfg.merge_layer, kinds)
