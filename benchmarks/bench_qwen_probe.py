@@ -1,4 +1,4 @@
-"""Cost of HoliTom's saliency probe on the real Qwen2.5-VL-7B / Qwen3-VL-8B vision encoder geometry.
+"""Cost of HoliTom's saliency probe on the real Qwen2.5-VL-7B / Qwen3-VL-8B / Qwen3.5 vision encoder geometry.
 
 Random weights (seeded), the encoder of `lmms_holitom.shapes.QWEN_SHAPES` on SDPA, one video of ``--frames``
 frames at ``--size``×``--size`` px (default 4 frames at 448×448: 2 temporal groups of 1024 / 784 patches, as
@@ -9,6 +9,7 @@ features are unchanged and reports medians, the overhead ratio and the probe's p
 
     python benchmarks/bench_qwen_probe.py --json out/qwen_probe.json
     python benchmarks/bench_qwen_probe.py --encoders qwen2.5-vl-7b --frames 8 --size 336 --repeats 5
+    python benchmarks/bench_qwen_probe.py --encoders qwen3.5-9b     # Qwen3.5's encoder (its own class, no deepstack)
 """
 
 from __future__ import annotations
@@ -25,21 +26,24 @@ import torch
 from lmms_holitom.hf.models.qwen_vision import QwenVisionSaliencyProbe
 from lmms_holitom.shapes import QWEN_SHAPES, init_random_weights
 
-ENCODERS = tuple(QWEN_SHAPES)
+ENCODERS = ("qwen2.5-vl-7b", "qwen3-vl-8b")  #: the default: the two distinct geometries (any QWEN_SHAPES name runs)
 
 
 def build_encoder(name: str, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
     """The vision encoder of a `QWEN_SHAPES` entry, seeded random weights, SDPA, eval mode."""
-    from transformers import Qwen2_5_VLVisionConfig, Qwen3VLVisionConfig
+    from transformers import Qwen2_5_VLVisionConfig, Qwen3_5VisionConfig, Qwen3VLVisionConfig
     from transformers.initialization import no_init_weights
     from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VisionTransformerPretrainedModel
+    from transformers.models.qwen3_5.modeling_qwen3_5 import Qwen3_5VisionModel
     from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLVisionModel
 
     info = QWEN_SHAPES[name]
-    qwen25 = info["family"] == "qwen2_5_vl"
-    config = (Qwen2_5_VLVisionConfig if qwen25 else Qwen3VLVisionConfig)(**info["vision"])
+    family = info["family"].removesuffix("_moe")  # an MoE checkpoint has its dense twin's encoder
+    config_cls, cls = {"qwen2_5_vl": (Qwen2_5_VLVisionConfig, Qwen2_5_VisionTransformerPretrainedModel),
+                       "qwen3_vl": (Qwen3VLVisionConfig, Qwen3VLVisionModel),
+                       "qwen3_5": (Qwen3_5VisionConfig, Qwen3_5VisionModel)}[family]
+    config = config_cls(**info["vision"])
     config._attn_implementation = "sdpa"
-    cls = Qwen2_5_VisionTransformerPretrainedModel if qwen25 else Qwen3VLVisionModel
     with torch.device(device), no_init_weights():
         model = cls._from_config(config, dtype=dtype)
     init_random_weights(model, seed=0)
@@ -142,9 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, default=None, help="write the results here")
     args = p.parse_args(argv)
     names = [n.strip() for n in args.encoders.split(",") if n.strip()]
-    unknown = [n for n in names if n not in ENCODERS]
+    unknown = [n for n in names if n not in QWEN_SHAPES]
     if unknown:
-        print(f"error: --encoders: unknown {', '.join(unknown)}; choose from {', '.join(ENCODERS)}", file=sys.stderr)
+        print(f"error: --encoders: unknown {', '.join(unknown)}; choose from {', '.join(QWEN_SHAPES)}", file=sys.stderr)
         return 2
     if args.frames < 2 or args.repeats < 1 or args.warmup < 0 or args.chunk < 1:
         print("error: --frames >= 2, --repeats >= 1, --warmup >= 0 and --chunk >= 1 are required", file=sys.stderr)

@@ -64,8 +64,8 @@ def _bounded(text: str) -> str:
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    description = ("HoliTom and its baselines for video LLMs (LLaVA-OneVision, LLaVA-Video, Qwen2.5-VL, Qwen3-VL) "
-                   "with lmms-eval")
+    description = ("HoliTom and its baselines for video LLMs (LLaVA-OneVision, LLaVA-Video, Qwen2.5-VL, Qwen3-VL, "
+                   "Qwen3-VL-MoE, Qwen3.5, Qwen3.5-MoE) with lmms-eval")
     parser = _Parser(prog="holitom", description=description)
     from lmms_holitom import __version__
 

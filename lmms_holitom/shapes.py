@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -100,7 +100,17 @@ TINY_SHAPE = BenchShape(
     pad_token_id=508,
 )
 
-#: Qwen VL checkpoints: vision config kwargs and the text config's rope / head fields (config.json values).
+_QWEN3_VISION = {"depth": 27, "hidden_size": 1152, "intermediate_size": 4304, "num_heads": 16,
+                 "hidden_act": "gelu_pytorch_tanh", "patch_size": 16, "temporal_patch_size": 2, "spatial_merge_size": 2,
+                 "num_position_embeddings": 2304}
+_QWEN3_VL_TEXT = {"max_position_embeddings": 262144,
+                  "rope_parameters": {"rope_type": "default", "rope_theta": 5_000_000.0, "mrope_section": [24, 20, 20],
+                                      "mrope_interleaved": True}}
+_QWEN35_TEXT = {"max_position_embeddings": 262144,
+                "rope_parameters": {"rope_type": "default", "rope_theta": 10_000_000.0, "mrope_section": [11, 11, 10],
+                                    "mrope_interleaved": True, "partial_rotary_factor": 0.25}}
+#: Qwen VL checkpoints: vision config kwargs and the text config's rope / head fields (config.json values); the
+#: decoder's sizes, layer kinds, Gated DeltaNet and MoE sizes are the `flops.PRESETS` entry's.
 QWEN_SHAPES: dict[str, dict[str, Any]] = {
     "qwen2.5-vl-7b": {
         "family": "qwen2_5_vl",
@@ -113,18 +123,31 @@ QWEN_SHAPES: dict[str, dict[str, Any]] = {
     },
     "qwen3-vl-8b": {
         "family": "qwen3_vl",
-        "vision": {"depth": 27, "hidden_size": 1152, "intermediate_size": 4304, "num_heads": 16,
-                   "out_hidden_size": 4096, "hidden_act": "gelu_pytorch_tanh", "patch_size": 16,
-                   "temporal_patch_size": 2, "spatial_merge_size": 2, "num_position_embeddings": 2304,
-                   "deepstack_visual_indexes": [8, 16, 24]},
-        "text": {"max_position_embeddings": 262144, "head_dim": 128,
-                 "rope_parameters": {"rope_type": "default", "rope_theta": 5_000_000.0, "mrope_section": [24, 20, 20],
-                                     "mrope_interleaved": True}},
+        "vision": {**_QWEN3_VISION, "out_hidden_size": 4096, "deepstack_visual_indexes": [8, 16, 24]},
+        "text": _QWEN3_VL_TEXT,
     },
+    # Qwen/Qwen3-VL-30B-A3B-Instruct: Qwen3-VL-8B's vision tower projecting to the MoE decoder's 2048
+    "qwen3-vl-30b-a3b": {
+        "family": "qwen3_vl_moe",
+        "vision": {**_QWEN3_VISION, "out_hidden_size": 2048, "deepstack_visual_indexes": [8, 16, 24]},
+        "text": _QWEN3_VL_TEXT,
+    },
+    # Qwen/Qwen3.5-9B and Qwen/Qwen3.5-35B-A3B: transformers 5.25's Qwen3_5VisionConfig (no deepstack) projecting to
+    # the decoder's width; text rope: interleaved M-RoPE [11, 11, 10] on a quarter of each 256-wide head, theta 1e7
+    "qwen3.5-9b": {"family": "qwen3_5", "vision": {**_QWEN3_VISION, "out_hidden_size": 4096}, "text": _QWEN35_TEXT},
+    "qwen3.5-35b-a3b": {"family": "qwen3_5_moe", "vision": {**_QWEN3_VISION, "out_hidden_size": 2048},
+                        "text": _QWEN35_TEXT},
 }
-#: Special ids of the Qwen VL checkpoints (both families).
+#: Special ids of the Qwen VL checkpoints: Qwen2.5-VL and Qwen3-VL(-MoE); Qwen3.5's vocabulary puts them elsewhere
 _QWEN_VL_IDS = {"image_token_id": 151655, "video_token_id": 151656, "vision_start_token_id": 151652,
                 "vision_end_token_id": 151653}
+_QWEN35_IDS = {"image_token_id": 248056, "video_token_id": 248057, "vision_start_token_id": 248053,
+               "vision_end_token_id": 248054}
+
+
+def _special_ids(family: str) -> dict[str, int]:
+    return _QWEN35_IDS if family.startswith("qwen3_5") else _QWEN_VL_IDS
+
 
 _LAYERS_RE = re.compile(r"^(?P<base>.+?)-layers=(?P<n>\d+)$")
 
@@ -146,15 +169,15 @@ def parse_shape(name: str) -> BenchShape:
         raise ValueError(f"unknown shape {name!r}: use tiny, 0.5b, 7b, 72b or '<preset>-layers=N' ({err})") from None
     if llm.name in QWEN_SHAPES:
         if layers is not None:
-            llm = replace(llm, name=f"{llm.name}-layers={layers}", layers=layers)
+            llm = llm.with_layers(layers, name=f"{llm.name}-layers={layers}")
         info = QWEN_SHAPES[get_preset(text).name]
+        ids = _special_ids(info["family"])
         return BenchShape(name=name.strip(), llm=llm, vision=dict(info["vision"]), family=info["family"],
-                          image_token_index=_QWEN_VL_IDS["image_token_id"],
-                          video_token_index=_QWEN_VL_IDS["video_token_id"])
+                          image_token_index=ids["image_token_id"], video_token_index=ids["video_token_id"])
     if llm.tokens_per_frame != 196:
         raise ValueError(f"shape {name!r}: only the LLaVA-OneVision geometry (196 tokens per frame) is built")
     if layers is not None:
-        llm = replace(llm, name=f"{llm.name}-layers={layers}", layers=layers)
+        llm = llm.with_layers(layers, name=f"{llm.name}-layers={layers}")
     tie = llm.hidden <= 1024  # Qwen2-0.5B ties its embeddings; 7B and 72B do not
     return BenchShape(name=name.strip(), llm=llm, vision=dict(SIGLIP_SO400M), tie_word_embeddings=tie)
 
@@ -173,18 +196,45 @@ def scale_layer(layer: int, layers: int, reference_layers: int = 28) -> int:
     return min(layers - 1, max(1, round(layer / reference_layers * layers)))
 
 
+def _qwen_text_fields(llm: ModelShape, family: str) -> dict[str, Any]:
+    """The text config's head width (Qwen3 families), layer kinds, Gated DeltaNet and MoE fields of a decoder shape."""
+    fields: dict[str, Any] = {}
+    if family != "qwen2_5_vl":
+        fields["head_dim"] = llm.attention_head_dim
+    if llm.layer_types is not None:
+        fields["layer_types"] = list(llm.layer_types)
+    if llm.linear is not None:
+        lin = llm.linear
+        fields.update(linear_num_key_heads=lin.key_heads, linear_num_value_heads=lin.value_heads,
+                      linear_key_head_dim=lin.key_head_dim, linear_value_head_dim=lin.value_head_dim,
+                      linear_conv_kernel_dim=lin.conv_kernel)
+    if llm.moe is not None:
+        fields.update(num_experts=llm.moe.experts, num_experts_per_tok=llm.moe.experts_per_token,
+                      moe_intermediate_size=llm.moe.expert_intermediate)
+        if llm.moe.shared_intermediate:
+            fields["shared_expert_intermediate_size"] = llm.moe.shared_intermediate
+    return fields
+
+
 def _build_qwen_config(shape: BenchShape):
-    """``Qwen2_5_VLConfig`` / ``Qwen3VLConfig`` of a Qwen VL shape."""
-    from transformers import Qwen2_5_VLConfig, Qwen3VLConfig
+    """The transformers config of a Qwen VL shape (``Qwen2_5_VLConfig``, ``Qwen3VLConfig``, ``Qwen3VLMoeConfig``,
+    ``Qwen3_5Config``, ``Qwen3_5MoeConfig``)."""
+    import transformers
 
     llm = shape.llm
-    extra = QWEN_SHAPES[llm.name.split("-layers=")[0]]["text"]
+    info = QWEN_SHAPES[llm.name.split("-layers=")[0]]
     text = dict(vocab_size=llm.vocab, hidden_size=llm.hidden, intermediate_size=llm.intermediate,
                 num_hidden_layers=llm.layers, num_attention_heads=llm.heads, num_key_value_heads=llm.kv_heads,
                 rms_norm_eps=1e-6, tie_word_embeddings=False, eos_token_id=shape.eos_token_id,
-                pad_token_id=shape.pad_token_id, bos_token_id=151643, **extra)
-    cls = Qwen2_5_VLConfig if shape.family == "qwen2_5_vl" else Qwen3VLConfig
-    return cls(vision_config=dict(shape.vision), text_config=text, tie_word_embeddings=False, **_QWEN_VL_IDS)
+                pad_token_id=shape.pad_token_id, bos_token_id=151643, **info["text"],
+                **_qwen_text_fields(llm, shape.family))
+    if shape.family == "qwen3_5_moe":
+        del text["intermediate_size"]  # Qwen3.5-MoE's decoder has experts only
+    names = {"qwen2_5_vl": "Qwen2_5_VLConfig", "qwen3_vl": "Qwen3VLConfig", "qwen3_vl_moe": "Qwen3VLMoeConfig",
+             "qwen3_5": "Qwen3_5Config", "qwen3_5_moe": "Qwen3_5MoeConfig"}
+    cls = getattr(transformers, names[shape.family])
+    return cls(vision_config=dict(shape.vision), text_config=text, tie_word_embeddings=False,
+               **_special_ids(shape.family))
 
 
 def build_config(shape: BenchShape, attn_implementation: str = "sdpa"):
@@ -269,11 +319,7 @@ def build_model(
     allocated once, directly on the device, in ``dtype``; then `init_random_weights` fills them.
     Returns the model in eval mode.
     """
-    from transformers import (
-        LlavaOnevisionForConditionalGeneration,
-        Qwen2_5_VLForConditionalGeneration,
-        Qwen3VLForConditionalGeneration,
-    )
+    import transformers
 
     try:
         from transformers.initialization import no_init_weights
@@ -281,9 +327,11 @@ def build_model(
         from transformers.modeling_utils import no_init_weights
 
     shape = parse_shape(shape) if isinstance(shape, str) else shape
-    stock = {"llava_onevision": LlavaOnevisionForConditionalGeneration,
-             "qwen2_5_vl": Qwen2_5_VLForConditionalGeneration, "qwen3_vl": Qwen3VLForConditionalGeneration}
-    cls = model_cls or stock[shape.family]
+    stock = {"llava_onevision": "LlavaOnevisionForConditionalGeneration",
+             "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration", "qwen3_vl": "Qwen3VLForConditionalGeneration",
+             "qwen3_vl_moe": "Qwen3VLMoeForConditionalGeneration", "qwen3_5": "Qwen3_5ForConditionalGeneration",
+             "qwen3_5_moe": "Qwen3_5MoeForConditionalGeneration"}
+    cls = model_cls or getattr(transformers, stock[shape.family])
     config = build_config(shape, attn_implementation=attn_implementation)
     with torch.device(device), no_init_weights():
         model = cls._from_config(config, dtype=dtype)

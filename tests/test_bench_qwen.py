@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -153,6 +152,9 @@ def test_synthetic_inputs_match_the_processor(name: str) -> None:
 @pytest.mark.parametrize(("shape", "family", "cls"), [
     ("qwen2.5-vl-7b", "qwen2_5_vl", "HoliTomQwen2_5_VLForConditionalGeneration"),
     ("qwen3-vl-8b-layers=4", "qwen3_vl", "HoliTomQwen3VLForConditionalGeneration"),
+    ("qwen3-vl-30b-a3b-layers=4", "qwen3_vl_moe", "HoliTomQwen3VLMoeForConditionalGeneration"),
+    ("qwen3.5-9b-layers=8", "qwen3_5", "HoliTomQwen3_5ForConditionalGeneration"),
+    ("qwen3.5-35b-a3b-layers=8", "qwen3_5_moe", "HoliTomQwen3_5MoeForConditionalGeneration"),
 ])
 def test_shapes_build_the_holitom_class_with_the_preset_geometry(shape: str, family: str, cls: str) -> None:
     """By shape: the family's HoliTom class (on the meta device: sizes only), and the FLOPs preset's geometry."""
@@ -163,16 +165,25 @@ def test_shapes_build_the_holitom_class_with_the_preset_geometry(shape: str, fam
     model = build_model(parsed, device="meta", model_cls=holitom_model_class(parsed.family))
     assert type(model).__name__ == cls and model.config.model_type == family
     preset = PRESETS[shape.split("-layers=")[0]]
-    assert qwen_shape(model.config, name=preset.name) == replace(preset, layers=parsed.llm.layers)
+    assert qwen_shape(model.config, name=preset.name) == preset.with_layers(parsed.llm.layers)
+    text = model.config.get_text_config()
+    assert list(getattr(text, "layer_types", None) or ["full_attention"] * text.num_hidden_layers) == list(
+        preset.kinds[: parsed.llm.layers])
 
 
-def test_too_shallow_qwen3_shape_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(("shape", "message"), [
+    ("qwen3-vl-8b-layers=3", "Qwen3-VL adds 3 deepstack streams after decoder layers 0..2, so it needs at least 4 "
+                             "decoder layers (e.g. qwen3-vl-8b-layers=4)"),
+    ("qwen3.5-9b-layers=4", "the inner merge / FastV need a layer K whose layer K-1 is full attention; this hybrid "
+                            "decoder has none, so it needs at least 5 decoder layers (e.g. qwen3.5-9b-layers=8, two "
+                            "full-attention layers)"),
+])
+def test_too_shallow_qwen3_shape_is_a_usage_error(shape: str, message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Before any model is built (a hybrid's first full-attention layer is layer 3, so K >= 4 needs 5 layers)."""
     from lmms_holitom.cli import main
 
-    assert main(["bench", "--shape", "qwen3-vl-8b-layers=3", "--device", "cpu", "--quiet"]) == 2
-    assert capsys.readouterr().err.strip().splitlines()[-1] == (
-        "holitom bench: shape 'qwen3-vl-8b-layers=3': Qwen3-VL adds 3 deepstack streams after decoder layers 0..2, "
-        "so it needs at least 4 decoder layers (e.g. qwen3-vl-8b-layers=4)")
+    assert main(["bench", "--shape", shape, "--device", "cpu", "--quiet"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"holitom bench: shape {shape!r}: {message}"
 
 
 def test_qwen3_merge_layers_after_the_deepstack_injections() -> None:
@@ -196,3 +207,40 @@ def test_odd_frames_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None
     assert err == ("holitom bench: --frames must be a positive multiple of 2 for qwen3_vl "
                    "(2 input frames per temporal group), got 3")
 
+
+
+def test_hybrid_moe_bench_costs_its_layers(tmp_path) -> None:
+    """``holitom bench`` on the tiny Qwen3.5-MoE (8 layers, full attention at 3 and 7, 4 experts 2 per token + a
+    shared one): HoliTom's and FastV's K move to 4 (layer 3 full attention), the inner merge shortens the
+    sequence, the TFLOPs are the hybrid MoE cost model's at the measured counts (not the all-full-attention
+    formula), and the probe study runs on the encoder."""
+    from transformers import AutoConfig
+
+    from lmms_holitom.cli import main
+    from lmms_holitom.flops import llm_flops
+    from lmms_holitom.testing import resolve_pretrained
+
+    out = tmp_path / "bench.json"
+    code = main(["bench", "--pretrained", "tiny-qwen3.5-moe", "--device", "cpu", "--frames", "4", "--methods",
+                 "dense,holitom,fastv", "--retain-ratios", "0.25", "--new-tokens", "2", "--warmup", "0", "--repeats",
+                 "1", "--quiet", "--json", str(out)])
+    assert code == 0
+    result = json.loads(out.read_text())
+    meta = result["meta"]
+    assert meta["family"] == "qwen3_5_moe" and meta["model_class"] == "HoliTomQwen3_5MoeForConditionalGeneration"
+    rows = {r["method"]: r for r in result["settings"]}
+    assert rows["holitom"]["config"]["merge_layer"] == 4 and rows["fastv"]["config"]["merge_layer"] == 4
+    assert rows["holitom"]["visual_tokens"]["inner"] < rows["holitom"]["visual_tokens"]["outer"] < 2 * 196
+    assert rows["fastv"]["visual_tokens"]["inner"] < rows["fastv"]["visual_tokens"]["outer"] == 2 * 196
+    shape = qwen_shape(AutoConfig.from_pretrained(resolve_pretrained("tiny-qwen3.5-moe")), name=meta["model"])
+    assert shape.kinds.count("full_attention") == 2 and shape.moe is not None and shape.moe.shared_intermediate
+    for method in ("dense", "holitom"):
+        r = rows[method]
+        cfg = HoliTomConfig(**{k: v for k, v in r["config"].items() if k in HoliTomConfig.__dataclass_fields__})
+        want = setting_flops(cfg, shape, 2, visual_tokens=r["visual_tokens"]["outer"]) / 1e12
+        assert r["tflops"]["paper"] == pytest.approx(want, rel=1e-12)
+    n = rows["dense"]["visual_tokens"]["outer"]
+    all_full = llm_flops(n, layers=8, hidden=shape.hidden, intermediate=shape.active_intermediate) / 1e12
+    assert rows["dense"]["tflops"]["paper"] != pytest.approx(all_full, rel=1e-3)
+    probe = result["probe"]
+    assert set(probe["variants"]) == {"sdpa_no_probe", "probe_chunk8"} and probe["probe_overhead_pct"] is not None

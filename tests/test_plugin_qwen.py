@@ -28,7 +28,9 @@ def model_dir(out_dir: Path, name: str) -> Path:
 
 @pytest.mark.parametrize("model,name,k", [("qwen2_5_vl_holitom", "tiny-qwen2.5-vl", 2),
                                           ("qwen3_vl_holitom", "tiny-qwen3-vl", 2),
-                                          ("qwen3_5_holitom", "tiny-qwen3.5", 4)])  # hybrid: K-1 full attention
+                                          ("qwen3_vl_holitom", "tiny-qwen3-vl-moe", 2),  # MoE: by model_type
+                                          ("qwen3_5_holitom", "tiny-qwen3.5", 4),  # hybrid: K-1 full attention
+                                          ("qwen3_5_holitom", "tiny-qwen3.5-moe", 4)])
 def test_dense_and_holitom_runs(tmp_path, clips, model, name, k):
     runs = {}
     for method, extra in [("dense", ""), ("holitom", f",retain_ratio=0.3,tau=0.8,merge_layer={k},merge_ratio=0.5")]:
@@ -47,11 +49,22 @@ def test_dense_and_holitom_runs(tmp_path, clips, model, name, k):
         assert set(failed) == {"single_frame.mp4"}, failed
         runs[method] = [r for r in records if r["error"] is None]
     dense, holi = runs["dense"], runs["holitom"]
+    from transformers import AutoConfig
+
+    from lmms_holitom.integrations.lmms_eval.recorder import visual_tflops
+    from lmms_holitom.testing import resolve_pretrained
+
+    config = AutoConfig.from_pretrained(resolve_pretrained(name))
+    assert config.model_type == name.removeprefix("tiny-").replace(".", "_").replace("-", "_")
+    text = config.get_text_config()
     for d, h in zip(sorted(dense, key=lambda r: r["doc_id"]), sorted(holi, key=lambda r: r["doc_id"])):
         assert d["method"] == "dense" and h["method"] == "holitom"
         assert d["frames"] == h["frames"] > 0 and d["dense_tokens"] == h["dense_tokens"] == d["outer_tokens"]
         assert h["outer_tokens"] < h["dense_tokens"] and h["inner_tokens"] < h["outer_tokens"]
         assert h["merge_layer"] == k
+        # TFLOPs: the cost model of this decoder (layer kinds, experts) at the record's own counts
+        assert h["tflops"] == pytest.approx(visual_tflops(text, h["outer_tokens"], h["inner_tokens"], k), rel=1e-6)
+        assert d["tflops"] == pytest.approx(visual_tflops(text, d["dense_tokens"], d["dense_tokens"], None), rel=1e-6)
 
 
 def test_bad_model_args_are_one_line_errors():

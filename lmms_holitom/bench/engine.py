@@ -25,6 +25,7 @@ from lmms_holitom.bench.runner import load_model, measure_settings, model_label
 from lmms_holitom.bench.settings import build_settings
 from lmms_holitom.bench.summary import add_ratios, dense_stats, ratio, setting_result, targets
 from lmms_holitom.flops import ModelShape, shape_from_hf_config
+from lmms_holitom.layer_kinds import FULL_ATTENTION
 from lmms_holitom.methods import DENSE, get_method
 
 __all__ = ["SCHEMA", "run_bench"]
@@ -96,6 +97,12 @@ def _min_merge_layer(config: Any) -> int:
     """The first decoder layer where tokens may be cut: Qwen3-VL's deepstack stream count, else 1."""
     vision = getattr(config, "vision_config", None)
     return max(1, len(getattr(vision, "deepstack_visual_indexes", None) or ()))
+
+
+def _layer_types(config: Any) -> tuple[str, ...] | None:
+    """The decoder's layer kinds when it is hybrid (``config.layer_types`` naming more than full attention)."""
+    types = getattr(config.get_text_config(), "layer_types", None)
+    return tuple(types) if types and set(types) != {FULL_ATTENTION} else None
 
 
 def _holitom_frames(frames: int, config: Any) -> int:
@@ -170,7 +177,7 @@ def run_bench(
     settings = build_settings(methods, opts.retain_ratios, layers, merge_layer=opts.merge_layer,
                               merge_ratio=opts.merge_ratio, tau=opts.tau, fastv_layer=opts.fastv_layer,
                               fastv_ratio=opts.fastv_ratio, min_layer=_min_merge_layer(model.config),
-                              budget=opts.budget)
+                              budget=opts.budget, layer_types=_layer_types(model.config))
     inputs = _inputs(model, opts, device, dtype)
     records = measure_settings(model, inputs, settings, opts, device, holitom, log, t0)
 

@@ -20,12 +20,11 @@ model's vocabulary; ``pixel_values_videos``, ``video_grid_thw``, ``mm_token_type
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 import torch
 
-from lmms_holitom.flops import ModelShape
+from lmms_holitom.flops import ModelShape, decoder_fields
 
 __all__ = [
     "QWEN_FRAME_PX",
@@ -38,12 +37,12 @@ __all__ = [
     "stand_in_processor",
 ]
 
-QWEN_MODEL_TYPES = ("qwen2_5_vl", "qwen3_vl")
+QWEN_MODEL_TYPES = ("qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe", "qwen3_5", "qwen3_5_moe")
 QWEN_FRAME_PX = 448
 
 
 def is_qwen(config: Any) -> bool:
-    """Whether a model config is Qwen2.5-VL's or Qwen3-VL's."""
+    """Whether a model config is a Qwen VL family's (Qwen2.5-VL, Qwen3-VL, Qwen3-VL-MoE, Qwen3.5, Qwen3.5-MoE)."""
     return getattr(config, "model_type", None) in QWEN_MODEL_TYPES
 
 
@@ -59,17 +58,13 @@ def qwen_tokens_per_frame(config: Any, size: int = QWEN_FRAME_PX) -> int:
 
 
 def qwen_shape(config: Any, name: str = "model", size: int = QWEN_FRAME_PX) -> ModelShape:
-    """The `flops.ModelShape` of a Qwen VL config (decoder sizes, encoder depth/width, patches per group)."""
+    """The `flops.ModelShape` of a Qwen VL config (decoder sizes with layer kinds and MoE, `flops.decoder_fields`;
+    encoder depth/width, patches per group)."""
     text, vision = config.get_text_config(), config.vision_config
     patches = (size // int(vision.patch_size)) ** 2
-    shape = ModelShape(
-        name=name, layers=text.num_hidden_layers, hidden=text.hidden_size, intermediate=text.intermediate_size,
-        heads=text.num_attention_heads, kv_heads=getattr(text, "num_key_value_heads", None) or text.num_attention_heads,
-        vocab=text.vocab_size,
-    )
-    return replace(shape, vision_layers=int(vision.depth), vision_hidden=int(vision.hidden_size),
-                   vision_intermediate=int(vision.intermediate_size), vision_patches=patches,
-                   tokens_per_frame=qwen_tokens_per_frame(config, size), default_frames=16)
+    return ModelShape(name=name, **decoder_fields(text), vision_layers=int(vision.depth),
+                      vision_hidden=int(vision.hidden_size), vision_intermediate=int(vision.intermediate_size),
+                      vision_patches=patches, tokens_per_frame=qwen_tokens_per_frame(config, size), default_frames=16)
 
 
 def check_qwen_frames(frames: int, config: Any) -> int:
@@ -108,7 +103,7 @@ def stand_in_processor(config: Any) -> Any:
     sizes = dict(patch_size=int(vision.patch_size), temporal_patch_size=int(vision.temporal_patch_size),
                  merge_size=int(vision.spatial_merge_size))
     video_sizes = sizes | {"cap_pixels_per_frame": False}  # frames are taken as they are (no resizing)
-    if config.model_type == "qwen3_vl":
+    if config.model_type != "qwen2_5_vl":  # Qwen3-VL(-MoE), Qwen3.5(-MoE): transformers' Qwen3VLProcessor
         return Qwen3VLProcessor(image_processor=Qwen2VLImageProcessor(**sizes),
                                 video_processor=Qwen3VLVideoProcessor(**video_sizes), tokenizer=tokenizer)
     return Qwen2_5_VLProcessor(image_processor=Qwen2VLImageProcessor(**sizes),

@@ -21,6 +21,7 @@ from lmms_holitom.bench.meters import MB, Clock, PhaseHooks, RssSampler, cache_b
 from lmms_holitom.bench.options import BenchOptions
 from lmms_holitom.bench.settings import Setting
 from lmms_holitom.config import HoliTomConfig
+from lmms_holitom.layer_kinds import FULL_ATTENTION, merge_layers
 from lmms_holitom.methods import DENSE
 
 __all__ = ["Record", "Runner", "holitom_model_class", "load_model", "measure_settings", "model_label"]
@@ -28,7 +29,10 @@ __all__ = ["Record", "Runner", "holitom_model_class", "load_model", "measure_set
 
 _FAMILY_CLASSES = {"llava_onevision": "HoliTomLlavaOnevisionForConditionalGeneration",
                    "qwen2_5_vl": "HoliTomQwen2_5_VLForConditionalGeneration",
-                   "qwen3_vl": "HoliTomQwen3VLForConditionalGeneration"}
+                   "qwen3_vl": "HoliTomQwen3VLForConditionalGeneration",
+                   "qwen3_vl_moe": "HoliTomQwen3VLMoeForConditionalGeneration",
+                   "qwen3_5": "HoliTomQwen3_5ForConditionalGeneration",
+                   "qwen3_5_moe": "HoliTomQwen3_5MoeForConditionalGeneration"}
 
 
 def holitom_model_class(family: str = "llava_onevision") -> type | None:
@@ -62,10 +66,23 @@ def _checkpoint_class(name: str) -> type:
         raise ValueError(f"--pretrained {name}: {err}") from None
 
 
-def _check_qwen3_depth(shape: Any) -> None:
-    """ValueError for a Qwen3-VL shape too shallow for any inner-merge layer after its deepstack injections."""
+def _check_qwen3_depth(shape: Any, methods: tuple[str, ...] = ()) -> None:
+    """ValueError, before the model is built, for a Qwen3-VL(-MoE) shape too shallow for any inner-merge layer after
+    its deepstack injections, or a hybrid shape (Qwen3.5) with no layer after a full-attention layer while
+    ``methods`` need an inner step."""
+    from lmms_holitom.methods import get_method
+
+    kinds = shape.llm.kinds
+    if set(kinds) != {FULL_ATTENTION} and any(get_method(m).inner is not None for m in methods):
+        allowed = merge_layers(kinds)
+        if not allowed:
+            need = kinds.index(FULL_ATTENTION) + 2 if FULL_ATTENTION in kinds else len(kinds) + 1
+            base = shape.name.split("-layers=")[0]
+            raise ValueError(f"shape {shape.name!r}: the inner merge / FastV need a layer K whose layer K-1 is full "
+                             f"attention; this hybrid decoder has none, so it needs at least {need} decoder layers "
+                             f"(e.g. {base}-layers={need + 3}, two full-attention layers)")
     streams = len(shape.vision.get("deepstack_visual_indexes", ()))
-    if shape.family == "qwen3_vl" and shape.llm.layers <= streams:
+    if shape.family in ("qwen3_vl", "qwen3_vl_moe") and shape.llm.layers <= streams:
         raise ValueError(f"shape {shape.name!r}: Qwen3-VL adds {streams} deepstack streams after decoder layers "
                          f"0..{streams - 1}, so it needs at least {streams + 1} decoder layers "
                          f"(e.g. {shape.name.split('-layers=')[0]}-layers={streams + 1})")
@@ -90,7 +107,7 @@ def load_model(opts: BenchOptions, device: torch.device, dtype: torch.dtype) -> 
         from lmms_holitom.shapes import build_model, parse_shape
 
         shape = parse_shape(opts.shape or "tiny")
-        _check_qwen3_depth(shape)
+        _check_qwen3_depth(shape, tuple(opts.methods))
         cls = holitom_model_class(shape.family)
         model = build_model(shape, device=device, dtype=dtype, model_cls=cls, seed=opts.seed,
                             attn_implementation=opts.attn_implementation)

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from lmms_holitom.config import DEFAULTS, METHODS, HoliTomConfig
+from lmms_holitom.layer_kinds import FULL_ATTENTION, merge_layers
 from lmms_holitom.methods import DENSE, get_method
 from lmms_holitom.shapes import scale_layer
 
@@ -67,6 +68,17 @@ def _at_least(layer: int, min_layer: int, layers: int) -> int:
     return max(layer, min_layer)
 
 
+def _after_full_attention(layer: int | None, layer_types: tuple[str, ...]) -> int | None:
+    """The merge layer nearest ``layer`` whose layer K-1 is full attention (a tie: the deeper one)."""
+    allowed = merge_layers(layer_types)
+    if not allowed:
+        first = layer_types.index(FULL_ATTENTION) + 2 if FULL_ATTENTION in layer_types else None
+        need = f"at least {first} decoder layers" if first else "a full-attention layer"
+        raise ValueError(f"the inner merge / FastV need a layer K after a full-attention layer (K-1 full attention): "
+                         f"this {len(layer_types)}-layer hybrid decoder has none; use {need}")
+    return None if layer is None else min(allowed, key=lambda a: (abs(a - layer), -a))
+
+
 def build_settings(
     methods: Sequence[str],
     retain_ratios: Sequence[float],
@@ -79,6 +91,7 @@ def build_settings(
     fastv_ratio: float | str = 0.8,
     min_layer: int = 1,
     budget: str = DEFAULTS["budget"],
+    layer_types: tuple[str, ...] | None = None,
 ) -> list[Setting]:
     """The settings of one bench run, dense first.
 
@@ -89,7 +102,10 @@ def build_settings(
       with ``fastv_ratio="match"`` once per retain ratio with r = 1 − retain (the same visual budget after K);
     * both K are raised to ``min_layer`` at least (Qwen3-VL: its deepstack stream count, 3 on Qwen3-VL-8B, as
       no token may be cut before the last injection), kept below ``layers``;
-    * ``budget``: HoliTom's outer-merge count, ``adaptive`` or ``exact`` (algorithm §5c).
+    * ``budget``: HoliTom's outer-merge count, ``adaptive`` or ``exact`` (algorithm §5c);
+    * ``layer_types`` (a hybrid decoder, e.g. Qwen3.5): both K then move to the nearest layer whose layer K-1 is
+      full attention (`layer_kinds.merge_layers`; a tie to the deeper one: 18 -> 20 and FastV's 2 -> 4 on 32
+      layers); ValueError when there is none.
     """
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
@@ -100,6 +116,8 @@ def build_settings(
         raise ValueError(f"--retain-ratios must list at least one ratio for {' / '.join(by_ratio)}")
     k = _at_least(scale_layer(merge_layer, layers), min_layer, layers) if layers >= 2 else None
     k_fastv = _at_least(scale_layer(fastv_layer, layers), min_layer, layers) if layers >= 2 else None
+    if layer_types is not None and any(get_method(m).inner is not None for m in methods):
+        k, k_fastv = _after_full_attention(k, layer_types), _after_full_attention(k_fastv, layer_types)
     settings: list[Setting] = [Setting(DENSE, HoliTomConfig(method=DENSE))]
     for method in dict.fromkeys(methods):
         spec = get_method(method)

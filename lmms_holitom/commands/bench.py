@@ -100,12 +100,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     model = p.add_argument_group("model")
     src = model.add_mutually_exclusive_group()
     src.add_argument("--pretrained", default=None, metavar="PATH|tiny",
-                     help="a LLaVA-OneVision, Qwen2.5-VL or Qwen3-VL checkpoint folder / hub id (the HoliTom class "
-                          "follows its model_type), or a built-in tiny model: tiny, tiny-qwen2.5-vl, tiny-qwen3-vl")
+                     help="a LLaVA-OneVision, Qwen2.5-VL, Qwen3-VL(-MoE) or Qwen3.5(-MoE) checkpoint folder / hub id "
+                          "(the HoliTom class follows its model_type), or a built-in tiny model: tiny, "
+                          "tiny-qwen2.5-vl, tiny-qwen3-vl, tiny-qwen3-vl-moe, tiny-qwen3.5, tiny-qwen3.5-moe")
     src.add_argument("--shape", default=None, metavar="NAME",
                      help="random weights with a published architecture: tiny, 0.5b, 7b, 72b, qwen2.5-vl-7b, "
-                          "qwen3-vl-8b, or '<preset>-layers=N' (e.g. 72b-layers=8, qwen2.5-vl-7b-layers=4); "
-                          "default tiny when --pretrained is not given")
+                          "qwen3-vl-8b, qwen3-vl-30b-a3b (Qwen3-VL-MoE), qwen3.5-9b (Qwen3.5), qwen3.5-35b-a3b "
+                          "(Qwen3.5-MoE), or '<preset>-layers=N' (e.g. 72b-layers=8, qwen3.5-9b-layers=8: a hybrid "
+                          "keeps its first N layers' kinds); default tiny when --pretrained is not given")
     model.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     model.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
                        help="auto = bf16 on CUDA, fp32 on CPU")

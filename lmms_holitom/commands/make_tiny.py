@@ -6,7 +6,8 @@ import argparse
 import shutil
 from pathlib import Path
 
-HELP = "build (or locate) the tiny offline models (LLaVA-OneVision, Qwen2.5-VL, Qwen3-VL) used by the demo and tests"
+HELP = ("build (or locate) the tiny offline models (LLaVA-OneVision, Qwen2.5-VL, Qwen3-VL(-MoE), Qwen3.5(-MoE)) "
+        "used by the demo and tests")
 _MARKER = "lmms_holitom_tiny.json"  # every tiny model's folder holds it
 
 

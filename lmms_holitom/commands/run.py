@@ -39,8 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--question", "-q", required=True, help="the question to ask about the video")
     parser.add_argument(
         "--pretrained", default="tiny",
-        help="checkpoint: local folder or hub id (LLaVA-OneVision, LLaVA-Video, Qwen2.5-VL, Qwen3-VL), or a "
-        "built-in tiny model: tiny (default), tiny-qwen2.5-vl, tiny-qwen3-vl",
+        help="checkpoint: local folder or hub id (LLaVA-OneVision, LLaVA-Video, Qwen2.5-VL, Qwen3-VL(-MoE), "
+        "Qwen3.5(-MoE)), or a built-in tiny model: tiny (default), tiny-qwen2.5-vl, tiny-qwen3-vl, tiny-qwen3-vl-moe, "
+        "tiny-qwen3.5, tiny-qwen3.5-moe",
     )
     parser.add_argument("--method", choices=METHODS, default=DEFAULTS["method"], help=f"default: {DEFAULTS['method']}")
     parser.add_argument("--retain-ratio", type=float, help="fraction of visual tokens entering the LLM (0.10)")

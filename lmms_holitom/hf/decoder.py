@@ -55,6 +55,7 @@ from transformers.masking_utils import create_bidirectional_mask, create_causal_
 
 from lmms_holitom.core.state import PrefillState
 from lmms_holitom.hf.attention import last_token_attention
+from lmms_holitom.layer_kinds import FULL_ATTENTION, LAYER_KINDS, LINEAR_ATTENTION, check_merge_layer, merge_layers
 
 __all__ = [
     "FULL_ATTENTION",
@@ -70,34 +71,10 @@ __all__ = [
     "prefill_decoder",
 ]
 
-#: the decoder layer kinds this forward runs (transformers' ``config.layer_types`` values)
-FULL_ATTENTION, LINEAR_ATTENTION = "full_attention", "linear_attention"
-LAYER_KINDS = (FULL_ATTENTION, LINEAR_ATTENTION)
-
-
 def layer_types(config: Any) -> tuple[str, ...]:
     """The kind of each decoder layer: ``config.layer_types``, or all ``full_attention`` when it has none."""
     n = int(config.num_hidden_layers)
     return tuple(getattr(config, "layer_types", None) or (FULL_ATTENTION,) * n)[:n]
-
-
-def merge_layers(types: tuple[str, ...]) -> tuple[int, ...]:
-    """The merge layers K a decoder with these layer kinds takes: 1 <= K < n with layer K-1 full attention (its
-    attention row of the last prompt token ranks the visual tokens; a linear-attention layer has none)."""
-    return tuple(k for k in range(1, len(types)) if types[k - 1] == FULL_ATTENTION)
-
-
-def check_merge_layer(layer: int, types: tuple[str, ...]) -> None:
-    """Raise a one-line ValueError when ``layer`` is not a merge layer of a decoder with these layer kinds."""
-    n = len(types)
-    if not 1 <= layer < n:
-        raise ValueError(f"merge_layer must be in [1, {n - 1}], got {layer}")
-    if types[layer - 1] != FULL_ATTENTION:
-        allowed = ", ".join(map(str, merge_layers(types))) or "none"
-        raise ValueError(
-            f"merge_layer must follow a full-attention layer (layer K-1 supplies the attention row); this "
-            f"decoder's layer {layer - 1} is {types[layer - 1]}: choose one of {allowed}, got {layer}"
-        )
 
 
 @dataclass(frozen=True)

@@ -20,39 +20,19 @@ from transformers.cache_utils import DynamicCache
 from transformers.modeling_utils import slice_logits_to_keep
 
 from lmms_holitom.compat import check_transformers_version
-from lmms_holitom.config import DEFAULTS, HoliTomConfig
+from lmms_holitom.config import HoliTomConfig
 from lmms_holitom.core.state import HoliTomRuntime
 from lmms_holitom.core.stats import HoliTomStats, StageTimer
 from lmms_holitom.core.trace import HoliTomTrace
 from lmms_holitom.hf.cache import HoliTomCache
 from lmms_holitom.hf.decoder import check_merge_layer, decode_decoder, layer_types, merge_layers
 from lmms_holitom.hf.prefill import PrefillResult, compressed_prefill
+from lmms_holitom.layer_kinds import default_merge_layer, default_merge_layer_of
 from lmms_holitom.methods import DENSE, HOLITOM_WO_M
 
 __all__ = ["HoliTomModelMixin", "default_merge_layer", "default_merge_layer_of"]
 
 logger = logging.getLogger(__name__)
-_PAPER_MERGE_LAYER, _PAPER_LAYERS = DEFAULTS["merge_layer"], 28  # K = 18 of LLaVA-OV-7B's 28 layers
-
-
-def default_merge_layer(num_layers: int) -> int:
-    """``merge_layer`` 18 (the paper's, of 28 layers) when the decoder has more than 18 layers; otherwise the same
-    relative depth, ``round(18 * num_layers / 28)`` clamped to [1, num_layers - 1]."""
-    if num_layers > _PAPER_MERGE_LAYER:
-        return _PAPER_MERGE_LAYER
-    return max(1, min(num_layers - 1, round(_PAPER_MERGE_LAYER * num_layers / _PAPER_LAYERS)))
-
-
-def default_merge_layer_of(types: tuple[str, ...]) -> int | None:
-    """`default_merge_layer` of a decoder with these layer kinds, moved to the nearest layer it takes
-    (`decoder.merge_layers`: layer K-1 full attention); a tie goes to the one nearer the paper's relative depth
-    (18/28 of the layers). None: the decoder takes no merge layer."""
-    allowed = merge_layers(types)
-    if not allowed:
-        return None
-    n = len(types)
-    paper, relative = default_merge_layer(n), _PAPER_MERGE_LAYER * n / _PAPER_LAYERS
-    return min(allowed, key=lambda k: (abs(k - paper), abs(k - relative)))
 
 
 class HoliTomModelMixin:

@@ -29,19 +29,17 @@ __all__ = ["SampleRecorder", "shared_evaluation", "visual_tflops"]
 
 
 def visual_tflops(text_config: Any, outer: int | None, inner: int | None, merge_layer: int | None) -> float | None:
-    """Paper-convention LLM TFLOPs of the visual tokens: layers < K see ``outer``, layers >= K ``inner``."""
+    """Paper-convention LLM TFLOPs of the visual tokens: layers < K see ``outer``, layers >= K ``inner``; each layer
+    costed by its kind and MLP (`flops.decoder_flops`: Gated DeltaNet layers, MoE experts)."""
     if outer is None:
         return None
-    from lmms_holitom.flops import llm_flops
+    from lmms_holitom.flops import ModelShape, decoder_fields, decoder_flops
 
-    layers, d, m = text_config.num_hidden_layers, text_config.hidden_size, text_config.intermediate_size
+    shape = ModelShape(name="model", **decoder_fields(text_config))
     inner = outer if inner is None else inner
-    if merge_layer is None or inner == outer or not 0 < int(merge_layer) < layers:
-        return llm_flops(int(outer), layers=layers, hidden=d, intermediate=m) / 1e12
-    k = int(merge_layer)
-    early = llm_flops(int(outer), layers=k, hidden=d, intermediate=m)
-    late = llm_flops(int(inner), layers=layers - k, hidden=d, intermediate=m)
-    return (early + late) / 1e12
+    if merge_layer is None or inner == outer or not 0 < int(merge_layer) < shape.layers:
+        return decoder_flops(shape, int(outer)) / 1e12
+    return decoder_flops(shape, int(outer), merge_layer=int(merge_layer), late_tokens=int(inner)) / 1e12
 
 
 def _ms(timings: dict[str, float]) -> dict[str, float]:
