@@ -18,6 +18,7 @@ __all__ = [
     "default_merge_layer",
     "default_merge_layer_of",
     "merge_layers",
+    "nearest_merge_layer",
 ]
 
 #: the decoder layer kinds HoliTom runs (transformers' ``config.layer_types`` values)
@@ -63,3 +64,9 @@ def default_merge_layer_of(types: tuple[str, ...]) -> int | None:
     n = len(types)
     paper, relative = default_merge_layer(n), _PAPER_MERGE_LAYER * n / _PAPER_LAYERS
     return min(allowed, key=lambda k: (abs(k - paper), abs(k - relative)))
+
+
+def nearest_merge_layer(target: int, allowed: tuple[int, ...] | list[int]) -> int | None:
+    """The allowed merge layer nearest ``target`` (a tie: the deeper one, as `bench.settings` moves K), None if none:
+    where a method's own default K (FastV's 2) moves on a decoder that cannot take it."""
+    return min(allowed, key=lambda k: (abs(k - target), -k), default=None)

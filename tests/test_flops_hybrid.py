@@ -174,6 +174,9 @@ def test_cli_hybrid_preset_takes_the_models_merge_layer(capsys: pytest.CaptureFi
     assert (got["preset"], got["merge_layer"], got["visual_tokens"]) == ("qwen3.5-9b", 20, 320)
     want = setting_flops(HoliTomConfig(method="holitom", retain_ratio=0.1, merge_layer=20), Q35)
     assert got["tflops"] == pytest.approx(want / 1e12, rel=1e-12)
+    # FastV's own K = 2 moves to the nearest layer the decoder takes (4), as the model classes and lmms-eval move it
+    code, out, _ = _cli(["--preset", "qwen3.5-9b", "--method", "fastv", "--json"], capsys)
+    assert code == 0 and json.loads(out)["merge_layer"] == 4
     code, out, _ = _cli(["--preset", "qwen3.5-35b-a3b"], capsys)
     assert code == 0 and out.startswith("holitom on qwen3.5-35b-a3b (hybrid: 30 linear-attention + 10 full-attention "
                                         "layers, MoE 8 of 256 experts + shared expert): 320 visual tokens, K=20, ")
@@ -196,7 +199,7 @@ def test_cli_table_of_moe_presets(capsys: pytest.CaptureFixture[str]) -> None:
     assert "fastv K=2 r=0.8" in rows  # a full-attention decoder keeps FastV's K
     code, out, _ = _cli(["--preset", "qwen3.5-35b-a3b", "--table", "--json"], capsys)
     rows = {r["setting"]: r for r in json.loads(out)}
-    assert "fastv K=20 r=0.8" in rows and rows["holitom 10%"]["share_of_dense"] < rows["holitom_wo_m 10%"][
+    assert "fastv K=4 r=0.8" in rows and rows["holitom 10%"]["share_of_dense"] < rows["holitom_wo_m 10%"][
         "share_of_dense"]
 
 

@@ -16,7 +16,7 @@ import json
 from typing import TYPE_CHECKING
 
 from lmms_holitom.config import DEFAULTS, METHODS, HoliTomConfig
-from lmms_holitom.layer_kinds import check_merge_layer, default_merge_layer_of, merge_layers
+from lmms_holitom.layer_kinds import check_merge_layer, default_merge_layer_of, merge_layers, nearest_merge_layer
 from lmms_holitom.methods import DENSE
 from lmms_holitom.methods import METHODS as METHODS_BY_NAME
 from lmms_holitom.values import MAX_FRAMES, MAX_TOKENS, float_flag, int_flag
@@ -41,7 +41,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", choices=METHODS, default=DEFAULTS["method"])
     p.add_argument("--retain-ratio", type=float_flag(), default=None, help="in (0, 1] (default: 0.10)")
     p.add_argument("--merge-layer", type=str, default=None, help="K, or none for no inner step (default: the method's, "
-                   "HoliTom 18, FastV 2; on a hybrid preset the model's, e.g. 20 on qwen3.5-9b)")
+                   "HoliTom 18, FastV 2; on a hybrid preset the nearest layer after a full-attention one, e.g. 20 "
+                   "and 4 on qwen3.5-9b)")
     p.add_argument("--merge-ratio", type=float_flag(), default=None,
                    help="default: the method's (HoliTom 0.5, FastV 0.8)")
     p.add_argument("--spatial-tokens", type=int_flag(1, MAX_TOKENS), default=None, help="VisionZip tokens per frame")
@@ -64,7 +65,8 @@ def _config(args: argparse.Namespace, shape: ModelShape, **over) -> HoliTomConfi
 
 def fit_merge_layer(cfg: HoliTomConfig, shape: ModelShape) -> HoliTomConfig:
     """``cfg`` with a merge layer a hybrid ``shape``'s decoder takes: a given one is checked (ValueError naming the
-    allowed layers), a default one that breaks the layer-kind rule moves to the model's default K."""
+    allowed layers), a default one that breaks the layer-kind rule moves as the model classes move it: HoliTom's to
+    the model's default K, a method's own (FastV's 2) to the nearest layer the decoder takes."""
     if cfg.inner_mode is None or cfg.merge_layer is None or shape.layer_types is None:
         return cfg  # a full-attention decoder: the cost model's own range check ([0, layers])
     kinds = shape.kinds
@@ -73,7 +75,8 @@ def fit_merge_layer(cfg: HoliTomConfig, shape: ModelShape) -> HoliTomConfig:
         return cfg
     if cfg.merge_layer in merge_layers(kinds):
         return cfg
-    layer = default_merge_layer_of(kinds)
+    own = cfg.spec.defaults.get("merge_layer")  # a method's own K (FastV's 2) moves to the nearest allowed layer
+    layer = default_merge_layer_of(kinds) if own is None else nearest_merge_layer(own, merge_layers(kinds))
     if layer is None:
         raise ValueError(f"preset {shape.name!r} has no merge layer (no full-attention layer before its last)")
     return cfg.replace(merge_layer=layer)

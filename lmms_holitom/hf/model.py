@@ -27,7 +27,7 @@ from lmms_holitom.core.trace import HoliTomTrace
 from lmms_holitom.hf.cache import HoliTomCache
 from lmms_holitom.hf.decoder import check_merge_layer, decode_decoder, layer_types, merge_layers
 from lmms_holitom.hf.prefill import PrefillResult, compressed_prefill
-from lmms_holitom.layer_kinds import default_merge_layer, default_merge_layer_of
+from lmms_holitom.layer_kinds import default_merge_layer, default_merge_layer_of, nearest_merge_layer
 from lmms_holitom.methods import DENSE, HOLITOM_WO_M
 
 __all__ = ["HoliTomModelMixin", "default_merge_layer", "default_merge_layer_of"]
@@ -148,7 +148,7 @@ class HoliTomModelMixin:
         else:
             fits = [k for k in range(1, self.num_decoder_layers)
                     if self._merge_layer_problem(holitom.replace(merge_layer=k)) is None]
-            layer = min(fits, key=lambda k: (abs(k - own), k), default=None)
+            layer = nearest_merge_layer(own, fits)
         if layer is None:
             return holitom  # nothing fits: validate_holitom names the problem
         logger.info("lmms-holitom: default merge_layer %d of %s -> %d for this %d-layer decoder", holitom.merge_layer,
