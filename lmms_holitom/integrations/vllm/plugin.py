@@ -21,6 +21,7 @@ FAMILIES = {
     "Qwen3VLMoeForConditionalGeneration": (
         "lmms_holitom.integrations.vllm.qwen3_vl:HoliTomQwen3VLMoeForConditionalGeneration"
     ),
+    "Qwen3_5ForConditionalGeneration": "lmms_holitom.integrations.vllm.qwen3_vl:HoliTomQwen3_5ForConditionalGeneration",
 }
 
 

