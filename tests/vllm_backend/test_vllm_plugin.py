@@ -300,11 +300,12 @@ def test_bf16_positions_exact_beyond_256(tmp_path) -> None:
     assert (rounded != got).any(), "every position is a bf16 integer: the case cannot catch rounding"
 
 
-def test_holitom_and_vllms_own_evs_together_are_refused_in_one_line(tmp_path) -> None:
-    """A ``holitom`` entry with vLLM's ``video_pruning_rate`` (its EVS) on Qwen2.5-VL: the engine refuses to start,
-    naming both, instead of pruning twice or with positions from the wrong method."""
-    job = {"model": model_dir("tiny-vllm-qwen2.5-vl"), "settings": {"method": "holitom_wo_m"},
-           "prompt": PROMPTS["tiny-vllm-qwen2.5-vl"], "engine": {"video_pruning_rate": 0.5,
+@pytest.mark.parametrize("model", ["tiny-vllm-qwen2.5-vl", "tiny-vllm-qwen3-vl"])
+def test_holitom_and_vllms_own_evs_together_are_refused_in_one_line(model: str, tmp_path) -> None:
+    """A ``holitom`` entry with vLLM's ``video_pruning_rate`` (its EVS) on Qwen2.5-VL / Qwen3-VL: the engine refuses to
+    start, naming both, instead of pruning twice or with positions from the wrong method."""
+    job = {"model": model_dir(model), "settings": {"method": "holitom_wo_m"},
+           "prompt": PROMPTS[model], "engine": {"video_pruning_rate": 0.5,
                                                                 "distributed_executor_backend": "uni"},
            "out": str(tmp_path / "o.json"), "mrope": True}
     done = subprocess.run([sys.executable, str(HERE / "run_engine.py"), json.dumps(job)], timeout=300,
