@@ -43,11 +43,17 @@ ATOL = 1e-3
 #: where dense (stock vLLM against stock transformers) already differs by up to 0.55 in a first-step log-probability
 #: and 0.5 in a visual row's sum; prompt length, origins, positions and greedy tokens stay exact there
 TOLERANCE = {"float32": ATOL, "bfloat16": 0.75}
-#: KV cache of each in-process engine: a 4096-token request of the tiny decoders needs under 20 MiB (the CPU backend's
-#: default, VLLM_CPU_KVCACHE_SPACE, is whole GiB per engine, and the session keeps one engine per configuration)
+#: KV cache of this file's engines: a 4096-token request of the tiny decoders needs under 20 MiB. VLLM_CPU_KVCACHE_SPACE
+#: counts whole GiB and overrides it when set, so this file's engines start without it (`engine_env`): the session
+#: keeps one engine per configuration, about 20.
 KV_CACHE_BYTES = 64 << 20
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+
+
+def engine_env(**extra: str) -> dict[str, str]:
+    """The environment of an engine process of this file: this one's, without VLLM_CPU_KVCACHE_SPACE, plus ``extra``."""
+    return {**{k: v for k, v in os.environ.items() if k != "VLLM_CPU_KVCACHE_SPACE"}, **extra}
 
 
 def _main_python() -> str:
@@ -85,9 +91,14 @@ class Engine:
             return cls.engines[key]
         from vllm import LLM
 
-        llm = LLM(model_dir(name), distributed_executor_backend="uni", max_model_len=4096, dtype=dtype,
-                  enforce_eager=True, limit_mm_per_prompt={"video": 1, "image": 0}, seed=0, max_logprobs=-1,
-                  hf_overrides={"holitom": settings}, kv_cache_memory_bytes=KV_CACHE_BYTES)
+        space = os.environ.pop("VLLM_CPU_KVCACHE_SPACE", None)  # read when the engine's config is made
+        try:
+            llm = LLM(model_dir(name), distributed_executor_backend="uni", max_model_len=4096, dtype=dtype,
+                      enforce_eager=True, limit_mm_per_prompt={"video": 1, "image": 0}, seed=0, max_logprobs=-1,
+                      hf_overrides={"holitom": settings}, kv_cache_memory_bytes=KV_CACHE_BYTES)
+        finally:
+            if space is not None:
+                os.environ["VLLM_CPU_KVCACHE_SPACE"] = space
         cls.engines[key] = llm
         return llm
 
@@ -167,7 +178,7 @@ def own_process(cases: list[str], folder: Path) -> dict[str, tuple]:
            "engine": {"distributed_executor_backend": "uni", "kv_cache_memory_bytes": KV_CACHE_BYTES},
            "out": str(folder / "out.json")}
     done = subprocess.run([sys.executable, str(HERE / "run_engine.py"), json.dumps(job)], timeout=600,
-                          env={**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}, capture_output=True, text=True)
+                          env=engine_env(VLLM_ENABLE_V1_MULTIPROCESSING="0"), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     answers = json.loads((folder / "out.json").read_text())
     return {c: (Answer(**answers[c]), [torch.load(p) for p in sorted((folder / c).glob("*.pt"))]) for c in cases}
@@ -255,10 +266,10 @@ def test_tensor_parallel_two_ranks_equal_one(case: str, tmp_path) -> None:
     want = FIXTURE[case]
     mrope = want["model"] in MROPE_MODELS
     job = {"model": model_dir(want["model"]), "settings": want["settings"], "prompt": PROMPTS[want["prompt"]],
-           "engine": {"tensor_parallel_size": 2, "distributed_executor_backend": "mp"}, "out": str(tmp_path / "o.json"),
-           "mrope": mrope}
-    env = {**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "1", "VLLM_CPU_OMP_THREADS_BIND": "0|1",
-           "LMMS_HOLITOM_VLLM_RECORD": str(tmp_path / "records")}
+           "engine": {"tensor_parallel_size": 2, "distributed_executor_backend": "mp",
+                      "kv_cache_memory_bytes": KV_CACHE_BYTES}, "out": str(tmp_path / "o.json"), "mrope": mrope}
+    env = engine_env(VLLM_ENABLE_V1_MULTIPROCESSING="1", VLLM_CPU_OMP_THREADS_BIND="0|1",
+                     LMMS_HOLITOM_VLLM_RECORD=str(tmp_path / "records"))
     done = subprocess.run([sys.executable, str(HERE / "run_engine.py"), json.dumps(job)], env=env, timeout=420,
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -305,11 +316,11 @@ def test_holitom_and_vllms_own_evs_together_are_refused_in_one_line(model: str, 
     """A ``holitom`` entry with vLLM's ``video_pruning_rate`` (its EVS) on Qwen2.5-VL / Qwen3-VL: the engine refuses to
     start, naming both, instead of pruning twice or with positions from the wrong method."""
     job = {"model": model_dir(model), "settings": {"method": "holitom_wo_m"},
-           "prompt": PROMPTS[model], "engine": {"video_pruning_rate": 0.5,
+           "prompt": PROMPTS[model], "engine": {"video_pruning_rate": 0.5, "kv_cache_memory_bytes": KV_CACHE_BYTES,
                                                                 "distributed_executor_backend": "uni"},
            "out": str(tmp_path / "o.json"), "mrope": True}
     done = subprocess.run([sys.executable, str(HERE / "run_engine.py"), json.dumps(job)], timeout=300,
-                          env={**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}, capture_output=True, text=True)
+                          env=engine_env(VLLM_ENABLE_V1_MULTIPROCESSING="0"), capture_output=True, text=True)
     assert done.returncode != 0
     assert "hf_overrides.holitom and video_pruning_rate (vLLM's EVS) cannot both be set" in done.stderr
     assert not (tmp_path / "o.json").exists()
