@@ -7,7 +7,6 @@ Runs in the vLLM venv: ``make test-vllm``."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +18,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from backend_cases import MROPE_MODELS, PROMPTS  # noqa: E402
-from test_vllm_plugin import generate, model_dir  # noqa: E402
+from test_vllm_plugin import KV_CACHE_BYTES, engine_env, generate, model_dir  # noqa: E402
 
 #: the same kernels in two processes; only thread scheduling may differ
 ATOL = 1e-5
@@ -34,16 +33,15 @@ def test_dense_through_the_plugin_equals_stock_vllm(name: str, tmp_path: Path) -
     assert records == []  # dense never enters the plugin's video path
     assert OURS[name] in sys.modules  # ... yet our registered class served it
     job = {"model": model_dir(name), "settings": None, "prompt": PROMPTS[name], "out": str(tmp_path / "stock.json"),
-           "mrope": name in MROPE_MODELS, "logprobs": True, "engine": {"distributed_executor_backend": "uni"}}
-    env = {**os.environ, "VLLM_PLUGINS": "none-of-ours", "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+           "mrope": name in MROPE_MODELS, "logprobs": True,
+           "engine": {"distributed_executor_backend": "uni", "kv_cache_memory_bytes": KV_CACHE_BYTES}}
+    env = engine_env(VLLM_PLUGINS="none-of-ours", VLLM_ENABLE_V1_MULTIPROCESSING="0")
     env.pop("LMMS_HOLITOM_VLLM_RECORD", None)
     done = subprocess.run([sys.executable, str(HERE / "run_engine.py"), json.dumps(job)], env=env, timeout=420,
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     stock = json.loads((tmp_path / "stock.json").read_text())
     assert stock["modules"] == []  # vLLM's own classes: nothing of ours was even imported
-    assert len(ours.prompt_token_ids) == stock["prompt_tokens"]
-    assert list(ours.outputs[0].token_ids) == stock["tokens"]
-    first = ours.outputs[0].logprobs[0]
-    got = torch.tensor([first[i].logprob for i in range(len(stock["logprobs"]))])
-    torch.testing.assert_close(got, torch.tensor(stock["logprobs"]), atol=ATOL, rtol=0)
+    assert len(ours.prompt_tokens) == stock["prompt_tokens"]
+    assert ours.tokens == stock["tokens"]
+    torch.testing.assert_close(torch.tensor(ours.logprobs), torch.tensor(stock["logprobs"]), atol=ATOL, rtol=0)
