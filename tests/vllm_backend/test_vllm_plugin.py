@@ -171,15 +171,18 @@ def test_first_step_logprobs_and_tokens(case: str, runs: dict) -> None:
     assert list(out.outputs[0].token_ids) == want["tokens"]
 
 
+@pytest.mark.parametrize("encoder_tp", ["weights", "data"])
 @pytest.mark.parametrize("case", ["llava-ov-holitom_wo_m", "qwen2.5-vl-holitom_wo_m"])
-def test_tensor_parallel_two_ranks_equal_one(case: str, tmp_path) -> None:
-    """TP = 2 on CPU (gloo, one core per rank; the vision tower's heads split across ranks, so the probe's head sums
-    are all-reduced): the same kept origins (and M-RoPE positions) on every rank, prompt length and tokens as the
-    transformers fixture."""
+def test_tensor_parallel_two_ranks_equal_one(case: str, encoder_tp: str, tmp_path) -> None:
+    """TP = 2 on CPU (gloo, one core per rank), in both encoder TP modes: ``weights`` splits the vision tower's heads
+    across ranks (the probe's head sums are all-reduced), ``data`` replicates the tower (each rank's probe sees every
+    head; vLLM 0.32 has no data mode for LLaVA-OneVision and runs it as ``weights``): the same kept origins (and
+    M-RoPE positions) on every rank, prompt length and tokens as the transformers fixture."""
     want = FIXTURE[case]
     mrope = want["model"] in MROPE_MODELS
     job = {"model": model_dir(want["model"]), "settings": want["settings"], "prompt": PROMPTS[want["prompt"]],
-           "engine": {"tensor_parallel_size": 2, "distributed_executor_backend": "mp"}, "out": str(tmp_path / "o.json"),
+           "engine": {"tensor_parallel_size": 2, "distributed_executor_backend": "mp",
+                      "mm_encoder_tp_mode": encoder_tp}, "out": str(tmp_path / "o.json"),
            "mrope": mrope}
     env = {**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "1", "VLLM_CPU_OMP_THREADS_BIND": "0|1",
            "LMMS_HOLITOM_VLLM_RECORD": str(tmp_path / "records")}

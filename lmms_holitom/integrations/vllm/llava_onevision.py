@@ -31,8 +31,10 @@ from vllm.multimodal import MULTIMODAL_REGISTRY
 
 from lmms_holitom.config import HoliTomConfig
 from lmms_holitom.core.outer import compress_video
+from lmms_holitom.core.threads import intra_op_threads
 from lmms_holitom.integrations.vllm.probe import QKVSaliencyProbe
 from lmms_holitom.integrations.vllm.settings import RECORD_ENV, video_token_count, vllm_settings
+from lmms_holitom.ops import CompressedVideo
 
 __all__ = ["HoliTomLlavaOnevisionForConditionalGeneration", "HoliTomLlavaOnevisionProcessingInfo"]
 
@@ -87,14 +89,23 @@ class HoliTomLlavaOnevisionForConditionalGeneration(LlavaOnevisionForConditional
         attention = self.apply_pooling(attention.unsqueeze(-1).contiguous()).squeeze(-1)
         return features, attention, self.apply_pooling(keys.contiguous())
 
+    def merge_video(
+        self, features: torch.Tensor, attention: torch.Tensor | None, keys: torch.Tensor | None
+    ) -> CompressedVideo:
+        """`compress_video` of the configured method, on one CPU thread (`core.threads`: the same result, without
+        the parallel regions' waits on a busy CPU); ``keys`` are passed only to a method that reads them."""
+        config = self.holitom_config
+        with intra_op_threads(1):
+            return compress_video(features, attention, config, keys if config.spec.keys else None)
+
     def _compress_one(self, frames: torch.Tensor, config: HoliTomConfig) -> torch.Tensor:
         """One video's frames (F, C, H, W) -> (K + 1, E): the kept tokens, then the newline."""
         if not config.spec.saliency:  # EVS, VidCom2: the features alone
             features = self._video_pixels_to_features(self.vision_tower, frames)  # (F, N, E), pooled
-            out = compress_video(features, None, config)
+            out = self.merge_video(features, None, None)
         else:
             features, attention, keys = self._features_and_saliency(frames)
-            out = compress_video(features, attention, config, keys if config.spec.keys else None)
+            out = self.merge_video(features, attention, keys)
         expected = video_token_count(config, features.shape[0], features.shape[1])
         if out.tokens.shape[0] != expected:
             raise RuntimeError(

@@ -59,6 +59,7 @@ from vllm.multimodal.processing import PromptReplacement
 
 from lmms_holitom.config import HoliTomConfig
 from lmms_holitom.core.outer import compress_video
+from lmms_holitom.core.threads import intra_op_threads
 from lmms_holitom.integrations.vllm.qwen_probe import QwenWindowedSaliencyProbe
 from lmms_holitom.integrations.vllm.settings import (
     RECORD_ENV,
@@ -66,6 +67,7 @@ from lmms_holitom.integrations.vllm.settings import (
     video_token_count,
     vllm_settings,
 )
+from lmms_holitom.ops import CompressedVideo
 
 __all__ = [
     "HoliTomQwen2_5_VLForConditionalGeneration",
@@ -187,13 +189,22 @@ class HoliTomQwen2_5_VLForConditionalGeneration(Qwen2_5_VLForConditionalGenerati
                                           scale))
         return tuple(out)
 
+    def merge_video(
+        self, features: torch.Tensor, attention: torch.Tensor | None, keys: torch.Tensor | None
+    ) -> CompressedVideo:
+        """`compress_video` of the configured method, on one CPU thread (`core.threads`: the same result, without
+        the parallel regions' waits on a busy CPU); ``keys`` are passed only to a method that reads them."""
+        config = self.holitom_config
+        with intra_op_threads(1):
+            return compress_video(features, attention, config, keys if config.spec.keys else None)
+
     def _compress_one(
         self, features: torch.Tensor, attention: torch.Tensor | None, keys: torch.Tensor | None, width: int,
         time_scale: float,
     ) -> torch.Tensor:
         """One video's features (t, N, E) -> (K, E + 3) fp32: the kept tokens and their relative (t, h, w)."""
         config = self.holitom_config
-        out = compress_video(features, attention, config, keys if config.spec.keys else None)
+        out = self.merge_video(features, attention, keys)
         expected = video_token_count(config, features.shape[0], features.shape[1])
         if out.tokens.shape[0] != expected:
             raise RuntimeError(
