@@ -2,10 +2,12 @@
 
 Same quantity as the transformers probe (`lmms_holitom.hf.models.probes.VisionSaliencyProbe`, algorithm §1): a
 forward pre-hook on the self-attention module of the layer that produces the selected features computes
-``softmax(q kᵀ · scale)`` in fp32, ``frames_per_chunk`` frames at a time, and averages it over heads, then over
-queries (the attention each patch receives); and the head-averaged keys VisionZip needs. Under tensor parallelism
-(vLLM's default ``mm_encoder_tp_mode="weights"``) each rank holds ``num_heads / tp`` heads: per-rank head sums are
-all-reduced before dividing by the total head count, so every rank sees the same saliency as one rank would.
+``softmax(q kᵀ · scale)`` in fp32 (q/k projected ``frames_per_chunk`` frames at a time, scored one frame at a time
+by `lmms_holitom.ops.saliency`), and averages it over heads, then over queries (the attention each patch receives);
+and the head-averaged keys VisionZip needs. Under tensor parallelism (vLLM's default
+``mm_encoder_tp_mode="weights"``) each rank holds ``num_heads / tp`` heads: per-rank head sums are all-reduced
+before dividing by the total head count, so every rank sees the same saliency as one rank would; with ``"data"``
+the tower is replicated (the module's ``tp_size`` is 1) and nothing is reduced.
 """
 
 from __future__ import annotations
