@@ -8,7 +8,8 @@
   arrival, vLLM's own figure), prompt and output tokens, and the process RSS sampled meanwhile;
 * `pruning_times` — the pruning's own cost, timed outside the engine loop on the engine's model
   (``LLM.apply_model``) with the same frames: the vision path alone (tower + projector + pooling), the same under
-  the saliency probe, and `core.outer.compress_video`; probe = (vision with probe) − vision.
+  the saliency probe, and the plugin's ``merge_video`` (`core.outer.compress_video` on one CPU thread);
+  probe = (vision with probe) − vision.
 """
 
 from __future__ import annotations
@@ -112,10 +113,10 @@ def run_batch(llm: Any, videos: list[np.ndarray], new_tokens: int) -> BatchResul
 
 def pruning_times(llm: Any, video: np.ndarray, repeats: int) -> dict[str, list[float]]:
     """ms per repeat of ``vision`` (tower + projector + pooling), ``probe`` (the saliency probe's extra time) and
-    ``merge`` (`compress_video`) on the engine's own model and the frames of ``video`` (F, H, W, 3) uint8."""
+    ``merge`` (the plugin's ``merge_video``) on the engine's own model and the frames of ``video`` (F, H, W, 3)
+    uint8."""
 
     def measure(model: Any) -> dict[str, list[float]]:
-        from lmms_holitom.core.outer import compress_video
         from lmms_holitom.integrations.vllm.llava_onevision import HoliTomLlavaOnevisionForConditionalGeneration
 
         dtype = next(model.parameters()).dtype
@@ -133,7 +134,7 @@ def pruning_times(llm: Any, video: np.ndarray, repeats: int) -> dict[str, list[f
                     features, attention, keys = model._features_and_saliency(frames)
                 t2 = time.perf_counter()
                 if config is not None and config.spec.outer is not None:
-                    compress_video(features, attention, config, keys if config.spec.keys else None)
+                    model.merge_video(features, attention, keys)  # the plugin's merge, as the engine runs it
                 t3 = time.perf_counter()
                 for name, ms in (("vision", t1 - t0), ("probe", max(0.0, (t2 - t1) - (t1 - t0)) if attention
                                  is not None else 0.0), ("merge", t3 - t2)):

@@ -7,7 +7,7 @@ Examples::
     holitom bench --pretrained tiny --methods dense,holitom --retain-ratios 0.25
     holitom bench --pretrained tiny-qwen3-vl --device cpu --frames 4     # Qwen: 4 frames = 2 temporal groups
     holitom bench --shape qwen2.5-vl-7b --frames 32 --json out/qwen25.json  # on a GPU
-    .venv-vllm/bin/holitom bench --backend vllm --json out/vllm.json        # vLLM, shape small, 8 frames
+    .venv-vllm/bin/holitom bench --backend vllm --json out/vllm.json        # vLLM, shape issue, 8 frames
     .venv-vllm/bin/holitom bench --backend vllm --shape issue --frames 32 --concurrency 1,4,8
 
 The engine is `lmms_holitom.bench` (``--backend vllm``: `lmms_holitom.bench.vllm_engine`, run in an environment

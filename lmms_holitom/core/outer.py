@@ -2,7 +2,8 @@
 
 `compress_video(features, attention, config, keys=None) -> CompressedVideo` looks the method up in the registry
 (`lmms_holitom.methods`): its ``outer`` merge, or `ops.identity_merge` for a method without one (dense, FastV); and
-adds the ``method`` to the stats.
+adds the ``method`` to the stats. `compress_video_on_one_thread` is the same on one CPU intra-op thread (what the
+vLLM plugin runs; `lmms_holitom.core.threads` says why).
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ import dataclasses
 from torch import Tensor
 
 from lmms_holitom.config import HoliTomConfig
+from lmms_holitom.core.threads import intra_op_threads
 from lmms_holitom.ops import CompressedVideo, identity_merge
 from lmms_holitom.ops._checks import check_features, check_keys
 
-__all__ = ["compress_video"]
+__all__ = ["compress_video", "compress_video_on_one_thread"]
 
 
 def compress_video(
@@ -47,3 +49,13 @@ def compress_video(
     spec = config.spec
     out = identity_merge(features, attention) if spec.outer is None else spec.outer(features, attention, keys, config)
     return dataclasses.replace(out, stats={"method": config.method, **out.stats})
+
+
+def compress_video_on_one_thread(
+    features: Tensor, attention: Tensor | None, config: HoliTomConfig, keys: Tensor | None = None
+) -> CompressedVideo:
+    """`compress_video` with torch's CPU intra-op threads set to 1 for the call: the same result bit for bit
+    (``tests/test_core_threads.py``), without a busy CPU's waits at every parallel region. ``keys`` are passed on
+    only to a method that reads them (VisionZip)."""
+    with intra_op_threads(1):
+        return compress_video(features, attention, config, keys if config.spec.keys else None)

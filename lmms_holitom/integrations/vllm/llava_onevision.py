@@ -6,7 +6,7 @@ Mirrors, in vLLM 0.32's ``vllm/model_executor/models/llava_onevision.py``:
   video); here ``budget + 1``, the method's count (`settings.video_token_count`);
 * ``LlavaOnevisionForConditionalGeneration._process_video_pixels`` — per video: tower → projector → bilinear
   pooling → ``[F·N tokens, newline]``; here the tower runs under the saliency probe and the pooled features
-  ``(F, N, E)`` go through `lmms_holitom.core.outer.compress_video` before the newline is appended.
+  ``(F, N, E)`` go through `lmms_holitom.core.outer.compress_video_on_one_thread` before the newline is appended.
 
 Positions are plain counts (1-D RoPE), so the kept tokens simply take the placeholders' positions, in the same
 order as the transformers backend (`lmms_holitom.hf.models.llava_onevision`) lays them out.
@@ -30,9 +30,10 @@ from vllm.model_executor.models.llava_onevision import (
 from vllm.multimodal import MULTIMODAL_REGISTRY
 
 from lmms_holitom.config import HoliTomConfig
-from lmms_holitom.core.outer import compress_video
+from lmms_holitom.core.outer import compress_video_on_one_thread
 from lmms_holitom.integrations.vllm.probe import QKVSaliencyProbe
 from lmms_holitom.integrations.vllm.settings import RECORD_ENV, video_token_count, vllm_settings
+from lmms_holitom.ops import CompressedVideo
 
 __all__ = ["HoliTomLlavaOnevisionForConditionalGeneration", "HoliTomLlavaOnevisionProcessingInfo"]
 
@@ -87,14 +88,20 @@ class HoliTomLlavaOnevisionForConditionalGeneration(LlavaOnevisionForConditional
         attention = self.apply_pooling(attention.unsqueeze(-1).contiguous()).squeeze(-1)
         return features, attention, self.apply_pooling(keys.contiguous())
 
+    def merge_video(
+        self, features: torch.Tensor, attention: torch.Tensor | None, keys: torch.Tensor | None
+    ) -> CompressedVideo:
+        """The configured method's outer merge of one video, as `_compress_one` runs it (the bench times this)."""
+        return compress_video_on_one_thread(features, attention, self.holitom_config, keys)
+
     def _compress_one(self, frames: torch.Tensor, config: HoliTomConfig) -> torch.Tensor:
         """One video's frames (F, C, H, W) -> (K + 1, E): the kept tokens, then the newline."""
         if not config.spec.saliency:  # EVS, VidCom2: the features alone
             features = self._video_pixels_to_features(self.vision_tower, frames)  # (F, N, E), pooled
-            out = compress_video(features, None, config)
+            out = self.merge_video(features, None, None)
         else:
             features, attention, keys = self._features_and_saliency(frames)
-            out = compress_video(features, attention, config, keys if config.spec.keys else None)
+            out = self.merge_video(features, attention, keys)
         expected = video_token_count(config, features.shape[0], features.shape[1])
         if out.tokens.shape[0] != expected:
             raise RuntimeError(

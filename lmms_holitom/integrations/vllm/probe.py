@@ -2,10 +2,12 @@
 
 Same quantity as the transformers probe (`lmms_holitom.hf.models.probes.VisionSaliencyProbe`, algorithm §1): a
 forward pre-hook on the self-attention module of the layer that produces the selected features computes
-``softmax(q kᵀ · scale)`` in fp32, ``frames_per_chunk`` frames at a time, and averages it over heads, then over
-queries (the attention each patch receives); and the head-averaged keys VisionZip needs. Under tensor parallelism
-(vLLM's default ``mm_encoder_tp_mode="weights"``) each rank holds ``num_heads / tp`` heads: per-rank head sums are
-all-reduced before dividing by the total head count, so every rank sees the same saliency as one rank would.
+``softmax(q kᵀ · scale)`` in fp32 (q/k projected ``frames_per_chunk`` frames at a time, scored one frame at a time
+by `lmms_holitom.ops.saliency`), and averages it over heads, then over queries (the attention each patch receives);
+and the head-averaged keys VisionZip needs. Under tensor parallelism (vLLM's default
+``mm_encoder_tp_mode="weights"``) each rank holds ``num_heads / tp`` heads: per-rank head sums are all-reduced
+before dividing by the total head count, so every rank sees the same saliency as one rank would; with ``"data"``
+the tower is replicated (the module's ``tp_size`` is 1) and nothing is reduced.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import torch
 from torch import nn
 
 from lmms_holitom.core.hooks import PreHookProbe
+from lmms_holitom.ops.saliency import head_summed_received_attention
 
 __all__ = ["QKVSaliencyProbe"]
 
@@ -24,7 +27,8 @@ class QKVSaliencyProbe(PreHookProbe):
     Args:
         module: a vLLM vision attention module with ``qkv_proj`` (returns ``(qkv, bias)``), ``num_heads``,
             ``num_heads_per_partition``, ``head_dim``, ``scale`` and ``tp_size``.
-        frames_per_chunk: frames (batch rows) scored at once (peak ``chunk · heads/tp · T²`` fp32 elements).
+        frames_per_chunk: frames (batch rows) projected to q/k at once; the scores go one frame at a time
+            (`ops.saliency.head_summed_received_attention`: peak ``(heads/tp + 1) · T²`` fp32 elements).
     """
 
     def __init__(self, module: nn.Module, frames_per_chunk: int = 8) -> None:
@@ -54,10 +58,9 @@ class QKVSaliencyProbe(PreHookProbe):
             q, k, _ = qkv.chunk(3, dim=-1)
             q = q.reshape(stop - start, tokens, heads, head_dim).transpose(1, 2).float()
             k = k.reshape(stop - start, tokens, heads, head_dim).transpose(1, 2).float()
-            probs = torch.softmax(torch.matmul(q, k.transpose(-1, -2)) * module.scale, dim=-1)
-            received[start:stop] = probs.sum(dim=1).mean(dim=1)  # heads summed (reduced below), queries averaged
+            # heads summed (reduced below), queries averaged
+            head_summed_received_attention(q, k, module.scale, out=received[start:stop])
             key_sum[start:stop] = k.sum(dim=1)
-            del probs
         if getattr(module, "tp_size", 1) > 1:
             from vllm.distributed import tensor_model_parallel_all_reduce
 

@@ -5,8 +5,8 @@ Mirrors, in vLLM 0.32's ``vllm/model_executor/models/qwen2_5_vl.py``:
 * ``Qwen2_5_VLMultiModalProcessor._get_prompt_updates`` — ``t·h·w / merge²`` ``<|video_pad|>`` per video; here the
   method's count (`settings.video_token_count` of ``t`` temporal groups × ``N`` tokens each);
 * ``_process_video_input`` — the tower, under the saliency probe (`qwen_probe`), then per video the features
-  ``(t, N, E)`` go through `lmms_holitom.core.outer.compress_video` (a HoliTom "frame" is one temporal group, as
-  in the transformers backend, `lmms_holitom.hf.models.qwen_vision`).
+  ``(t, N, E)`` go through `lmms_holitom.core.outer.compress_video_on_one_thread` (a HoliTom "frame" is one
+  temporal group, as in the transformers backend, `lmms_holitom.hf.models.qwen_vision`).
 
 **Positions.** The transformers backend gives every kept token the dense M-RoPE position ``(t, h, w)`` of its
 origin, and every text token its dense position (the text after a video continues after the *dense* grid). vLLM
@@ -58,7 +58,7 @@ from vllm.multimodal import MULTIMODAL_REGISTRY
 from vllm.multimodal.processing import PromptReplacement
 
 from lmms_holitom.config import HoliTomConfig
-from lmms_holitom.core.outer import compress_video
+from lmms_holitom.core.outer import compress_video_on_one_thread
 from lmms_holitom.integrations.vllm.qwen_probe import QwenWindowedSaliencyProbe
 from lmms_holitom.integrations.vllm.settings import (
     RECORD_ENV,
@@ -193,7 +193,7 @@ class HoliTomQwen2_5_VLForConditionalGeneration(Qwen2_5_VLForConditionalGenerati
     ) -> torch.Tensor:
         """One video's features (t, N, E) -> (K, E + 3) fp32: the kept tokens and their relative (t, h, w)."""
         config = self.holitom_config
-        out = compress_video(features, attention, config, keys if config.spec.keys else None)
+        out = compress_video_on_one_thread(features, attention, config, keys)
         expected = video_token_count(config, features.shape[0], features.shape[1])
         if out.tokens.shape[0] != expected:
             raise RuntimeError(

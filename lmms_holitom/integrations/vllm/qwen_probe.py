@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from lmms_holitom.core.hooks import PreHookProbe
+from lmms_holitom.ops.saliency import head_summed_received_attention
 
 __all__ = ["QwenWindowedSaliencyProbe", "last_full_attention_block"]
 
@@ -79,9 +80,8 @@ class QwenWindowedSaliencyProbe(PreHookProbe):
             stop = start + count * span
             q = rotated[0, start:stop].float().view(count, span, heads, head_dim).transpose(1, 2)
             k = rotated[1, start:stop].float().view(count, span, heads, head_dim).transpose(1, 2)
-            probs = torch.softmax(torch.matmul(q, k.transpose(-1, -2)) * head_dim**-0.5, dim=-1)
-            received[start:stop] = probs.sum(dim=1).mean(dim=1).reshape(-1)  # heads summed (reduced below)
-            del probs
+            # heads summed (reduced below), queries averaged
+            head_summed_received_attention(q, k, head_dim**-0.5, out=received[start:stop].view(count, span))
         keys = qkv[:, 1].float().sum(dim=1)
         if getattr(module, "tp_size", 1) > 1:
             from vllm.distributed import tensor_model_parallel_all_reduce

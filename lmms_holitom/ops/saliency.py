@@ -1,0 +1,52 @@
+"""The vision saliency arithmetic shared by the probes (algorithm §1): `head_summed_received_attention`.
+
+``softmax(q kᵀ · scale)`` over keys, summed over heads and averaged over queries: the attention each token receives,
+before the division by the total head count (the caller divides, after any tensor-parallel reduction of the sums).
+
+The straightforward formulation, ``softmax(q @ kᵀ * scale).sum(1).mean(1)`` on a chunk of B rows, allocates four
+fresh ``B · H · T²`` fp32 tensors (scores, scaled scores, probabilities, head sums); at T = 729 that is 17 MB per row
+and head group, and on a CPU the page faults of those fresh allocations and the passes over memory that no cache
+holds cost more than the arithmetic. Here one row at a time is written into one reused ``(H, T, T)`` buffer with
+the same kernels (``matmul`` out=, ``mul_``, ``softmax`` out= in place, ``sum``/``mean`` out=): every element goes
+through the same operations in the same order, so the result is bit-identical to the straightforward one
+(`tests/test_ops_saliency.py` holds that formulation as the oracle).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = ["head_summed_received_attention"]
+
+
+def head_summed_received_attention(q: Tensor, k: Tensor, scale: float, out: Tensor | None = None) -> Tensor:
+    """``softmax(q kᵀ · scale, dim=-1).sum(dim=1).mean(dim=1)`` for fp32 ``q``, ``k`` of shape (B, H, T, D).
+
+    Args:
+        q: (B, H, T, D) fp32 queries (any strides).
+        k: (B, H, T, D) fp32 keys (any strides).
+        scale: the multiplier of the scores (``head_dim ** -0.5`` or the module's own ``scale``).
+        out: optional (B, T) fp32 tensor (or view) to write into.
+
+    Returns:
+        (B, T) fp32: for each row and key token, the probabilities it receives summed over the H heads and
+        averaged over the T queries. Peak extra memory ``H · T² + T²`` fp32 elements.
+    """
+    if q.dim() != 4 or q.shape != k.shape or q.dtype != torch.float32 or k.dtype != torch.float32:
+        raise ValueError(f"q and k must be fp32 (B, H, T, D) of one shape, got {tuple(q.shape)} {q.dtype} and "
+                         f"{tuple(k.shape)} {k.dtype}")
+    batch, heads, tokens, _ = q.shape
+    if out is None:
+        out = torch.empty((batch, tokens), dtype=torch.float32, device=q.device)
+    scores = torch.empty((heads, tokens, tokens), dtype=torch.float32, device=q.device)
+    summed = torch.empty((tokens, tokens), dtype=torch.float32, device=q.device)
+    # the CPU kernel writes a row's probabilities after its last read of that row: in place is safe there
+    probs = scores if q.device.type == "cpu" else torch.empty_like(scores)
+    for row in range(batch):
+        torch.matmul(q[row], k[row].transpose(-1, -2), out=scores)
+        scores.mul_(scale)
+        torch.ops.aten._softmax.out(scores, -1, False, out=probs)
+        torch.sum(probs, dim=0, out=summed)
+        torch.mean(summed, dim=0, out=out[row])
+    return out
