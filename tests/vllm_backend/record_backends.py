@@ -5,8 +5,10 @@ which the vLLM suite (``tests/vllm_backend/test_vllm_plugin.py``) compares vLLM 
 (``tests/test_vllm_backends_fixture.py``) keeps current. Per case: the tiny model's weights digest, the prompt length,
 the visual rows' origins (``[frame, index]``, ``[-1, -1]`` for the newline), each visual row's sum and L2 norm,
 the first step's log-probabilities over the vocabulary, their top-2 margin, and the greedy tokens; for M-RoPE models
-(Qwen2.5-VL) also ``positions``: the (t, h, w) M-RoPE position ids of the visual rows as the decoder saw them
-(``HoliTomTrace.position_ids``; the stock ``get_rope_index`` for dense), else None.
+(Qwen2.5-VL, Qwen3-VL) also ``positions``: the (t, h, w) M-RoPE position ids of the visual rows as the decoder saw them
+(``HoliTomTrace.position_ids``; the stock ``get_rope_index`` for dense), else None; for Qwen3-VL (`BLOCK_MODELS`)
+also ``prompt_positions`` (every row's, (3, L)) and each compressed deepstack stream's row sums and norms
+(``deepstack_sums`` / ``deepstack_norms``; None for dense, vLLM's own path), else None.
 """
 
 from __future__ import annotations
@@ -19,7 +21,22 @@ from types import SimpleNamespace
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from backend_cases import CASES, FIXTURE_NAME, MAX_TOKENS, MROPE_MODELS, PROMPTS, VIDEO_METADATA, model_of, video_of  # noqa: E402
+from backend_cases import (  # noqa: E402
+    BLOCK_MODELS,
+    CASES,
+    FIXTURE_NAME,
+    MAX_TOKENS,
+    MROPE_MODELS,
+    PROMPTS,
+    QWEN3,
+    QWEN3_MOE,
+    QWEN25,
+    QWEN35,
+    VIDEO_METADATA,
+    dtype_of,
+    model_of,
+    video_of,
+)
 
 FIXTURE = HERE.parent / "fixtures" / FIXTURE_NAME
 
@@ -28,10 +45,20 @@ def _families(model: str) -> tuple[type, type]:
     """(our transformers class, the stock class) of a tiny model."""
     import transformers
 
-    if model in MROPE_MODELS:
+    if model == QWEN25:
         from lmms_holitom.hf.models.qwen2_5_vl import HoliTomQwen2_5_VLForConditionalGeneration
 
         return HoliTomQwen2_5_VLForConditionalGeneration, transformers.Qwen2_5_VLForConditionalGeneration
+    if model in (QWEN3, QWEN3_MOE):
+        from lmms_holitom.hf.models import qwen3_vl
+
+        if model == QWEN3:
+            return qwen3_vl.HoliTomQwen3VLForConditionalGeneration, transformers.Qwen3VLForConditionalGeneration
+        return qwen3_vl.HoliTomQwen3VLMoeForConditionalGeneration, transformers.Qwen3VLMoeForConditionalGeneration
+    if model == QWEN35:
+        from lmms_holitom.hf.models.qwen3_5 import HoliTomQwen3_5ForConditionalGeneration
+
+        return HoliTomQwen3_5ForConditionalGeneration, transformers.Qwen3_5ForConditionalGeneration
     from lmms_holitom.hf.models.llava_onevision import HoliTomLlavaOnevisionForConditionalGeneration
 
     return HoliTomLlavaOnevisionForConditionalGeneration, transformers.LlavaOnevisionForConditionalGeneration
@@ -50,10 +77,10 @@ def _inputs(model: str, prompt: str, path: Path) -> dict:
 
 
 def _dense(model: str, path: Path, inputs: dict, video_token: int) -> tuple:
-    """(visual rows, origins, prompt tokens, visual positions or None) of the stock prefill."""
+    """(visual rows, origins, prompt tokens, every row's positions (3, L) or None) of the stock prefill."""
     import torch
 
-    stock = _families(model)[1].from_pretrained(path, dtype=torch.float32).eval()
+    stock = _families(model)[1].from_pretrained(path, dtype=getattr(torch, dtype_of(model))).eval()
     embeds = stock(**inputs, output_hidden_states=True).hidden_states[0][0]
     mask = inputs["input_ids"][0] == video_token
     rows = embeds[mask].float()
@@ -63,11 +90,12 @@ def _dense(model: str, path: Path, inputs: dict, video_token: int) -> tuple:
         origins = [[t, n] for t in range(grid[0]) for n in range(per_group)]
         types = torch.zeros_like(inputs["input_ids"], dtype=torch.int)
         types[inputs["input_ids"] == video_token] = 2
+        extra = {"second_per_grid_ts": inputs["second_per_grid_ts"]} if "second_per_grid_ts" in inputs else {}
         dense, _ = stock.model.get_rope_index(
             inputs["input_ids"], types, video_grid_thw=inputs["video_grid_thw"],
-            second_per_grid_ts=inputs["second_per_grid_ts"], attention_mask=inputs["attention_mask"],
+            attention_mask=inputs["attention_mask"], **extra,
         )
-        return rows, origins, int(embeds.shape[0]), dense[:, 0, mask].tolist()
+        return rows, origins, int(embeds.shape[0]), dense[:, 0]
     frames = inputs["pixel_values_videos"].shape[1]
     per_frame = (rows.shape[0] - 1) // frames
     origins = [[f, n] for f in range(frames) for n in range(per_frame)] + [[-1, -1]]
@@ -75,7 +103,8 @@ def _dense(model: str, path: Path, inputs: dict, video_token: int) -> tuple:
 
 
 def record_case(name: str, settings: dict) -> dict:
-    """The transformers backend's record of one case (fp32, greedy); ``name`` is the case's prompt key."""
+    """The transformers backend's record of one case (greedy, in the model's `dtype_of`: fp32 but Qwen3.5's bf16);
+    ``name`` is the case's prompt key."""
     import torch
 
     from lmms_holitom.integrations.vllm.settings import vllm_settings
@@ -84,7 +113,7 @@ def record_case(name: str, settings: dict) -> dict:
     model_name = model_of(name)
     path = ensure_tiny_vllm(model_name)
     ours = _families(model_name)[0]
-    model = ours.from_pretrained(path, dtype=torch.float32).eval()
+    model = ours.from_pretrained(path, dtype=getattr(torch, dtype_of(model_name))).eval()
     inputs = _inputs(model_name, name, path)
     model.holitom_trace = True
     config = vllm_settings(SimpleNamespace(holitom=settings))  # what the plugin runs for these hf_overrides
@@ -94,13 +123,17 @@ def record_case(name: str, settings: dict) -> dict:
     )
     trace = model.holitom_last_trace
     video_token = getattr(model.config, "video_token_id", None) or model.config.video_token_index
+    deepstack = None
     if trace is None:  # dense: the stock prefill, every token in place
-        rows, origins, prompt_tokens, positions = _dense(model_name, path, inputs, video_token)
+        rows, origins, prompt_tokens, every = _dense(model_name, path, inputs, video_token)
+        visual = inputs["input_ids"][0] == video_token
     else:
         rows = trace.inputs_embeds[0][trace.visual_mask].float()
         origins, prompt_tokens = trace.origins.tolist(), int(trace.inputs_embeds.shape[1])
-        ids = trace.position_ids
-        positions = ids[:, 0, trace.visual_mask].tolist() if ids.dim() == 3 else None
+        every = trace.position_ids[:, 0] if trace.position_ids.dim() == 3 else None
+        visual, deepstack = trace.visual_mask, trace.deepstack
+    positions = every[:, visual].tolist() if every is not None else None
+    block = model_name in BLOCK_MODELS
     logprobs = torch.log_softmax(out.logits[0][0].float(), dim=-1)
     top2 = logprobs.topk(2).values
     return {
@@ -108,6 +141,9 @@ def record_case(name: str, settings: dict) -> dict:
         "prompt_tokens": prompt_tokens,
         "origins": origins,
         "positions": positions,
+        "prompt_positions": every.tolist() if block else None,
+        "deepstack_sums": [s.float().sum(-1).tolist() for s in deepstack] if block and deepstack else None,
+        "deepstack_norms": [s.float().norm(dim=-1).tolist() for s in deepstack] if block and deepstack else None,
         "row_sums": rows.sum(-1).tolist(),
         "row_norms": rows.norm(dim=-1).tolist(),
         "logprobs": logprobs.tolist(),

@@ -17,6 +17,11 @@ FAMILIES = {
     "Qwen2_5_VLForConditionalGeneration": (
         "lmms_holitom.integrations.vllm.qwen2_5_vl:HoliTomQwen2_5_VLForConditionalGeneration"
     ),
+    "Qwen3VLForConditionalGeneration": "lmms_holitom.integrations.vllm.qwen3_vl:HoliTomQwen3VLForConditionalGeneration",
+    "Qwen3VLMoeForConditionalGeneration": (
+        "lmms_holitom.integrations.vllm.qwen3_vl:HoliTomQwen3VLMoeForConditionalGeneration"
+    ),
+    "Qwen3_5ForConditionalGeneration": "lmms_holitom.integrations.vllm.qwen3_vl:HoliTomQwen3_5ForConditionalGeneration",
 }
 
 
