@@ -235,7 +235,7 @@ class VllmHoliTom(lmms):
         if len(outputs) != len(jobs):
             raise RuntimeError(f"vLLM returned {len(outputs)} outputs for {len(jobs)} requests")
         for (i, base, visuals), out in zip(jobs, outputs):
-            answers[i] = out.outputs[0].text.strip()
+            answers[i] = self.family.answer(out.outputs[0].text)
             self._record(base, visuals, out)
         return [a or "" for a in answers]
 
