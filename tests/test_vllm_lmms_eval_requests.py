@@ -1,8 +1,9 @@
 """The requests ``vllm_holitom`` builds for Qwen2.5-VL equal what ``qwen2_5_vl_holitom`` feeds transformers (main venv,
 no engine): the same frames (its qwen_vl_utils + decord reader against our PyAV one, on real mp4s), the same chat
 prompt, and a video metadata with which the HF processor (the one vLLM calls) gives the same patch grid, the same
-``second_per_grid_ts`` (M-RoPE time steps) and the same pixels as without it. The engine side is in
-tests/vllm_backend/test_vllm_lmms_eval.py."""
+``second_per_grid_ts`` (M-RoPE time steps) and the same pixels as without it. Qwen3-VL / Qwen3-VL-MoE / Qwen3.5
+likewise against ``qwen3_vl_holitom`` / ``qwen3_5_holitom``, with their real metadata (the timestamp tokens). The
+engine side is in tests/vllm_backend/test_vllm_lmms_eval.py."""
 
 from __future__ import annotations
 
