@@ -58,6 +58,11 @@ def test_qwen_family_keys_reach_vllm_holitom() -> None:
     cfg = parse_config(study)
     assert cfg.cli_model == "vllm_holitom"
     assert cfg.runs[0].model_args.startswith("pretrained=Qwen/Qwen2.5-VL-7B-Instruct,max_num_frames=16,max_pixels=")
+    study = {**STUDY, "lmms_eval_model": "qwen3_5_holitom",  # vllm_holitom serves Qwen3.5 now
+             "model": {"pretrained": "Qwen/Qwen3.5-4B", "max_num_frames": 64, "dtype": "bfloat16"}}
+    cfg = parse_config(study)
+    assert cfg.cli_model == "vllm_holitom"
+    assert cfg.runs[0].model_args.startswith("pretrained=Qwen/Qwen3.5-4B,max_num_frames=64,dtype=bfloat16,")
 
 
 @pytest.mark.parametrize(("change", "problem"), [
@@ -69,8 +74,6 @@ def test_qwen_family_keys_reach_vllm_holitom() -> None:
     ({"engine": {"dtype": "float16"}}, "engine.dtype: set dtype in the model section"),
     ({"engine": {"engine_kwargs": {"a": 1, "b": 2}}}, "engine.engine_kwargs must be a scalar without ','"),
     ({"engine": [1]}, "engine must be a mapping of vLLM engine arguments"),
-    ({"lmms_eval_model": "qwen3_5_holitom", "model": {"pretrained": "x"}},
-     "backend vllm serves the families of llava_onevision_holitom, qwen2_5_vl_holitom"),
     ({"model": {"pretrained": "x", "attn_implementation": "sdpa"}},
      "model.attn_implementation is not a model arg of llava_onevision_holitom in vLLM"),
     ({"runs": [{"method": "dense", "device_map": "auto"}]}, "runs[0].device_map is not a model arg"),

@@ -400,3 +400,57 @@ def test_a_bad_request_fails_its_sample_not_the_call(qwen_model, tmp_path: Path)
     assert records[0]["outer_tokens"] == groups * math.ceil(0.25 * per_group)
     summary = json.loads(next(stats_dir.glob(f"*{SUMMARY_SUFFIX}")).read_text())["errs"]
     assert (summary["samples"], summary["errors"], summary["error_doc_ids"]) == (6, 4, [1, 2, 3, 4])
+
+
+# ------------------------------------------------------------------------------------------------ Qwen3-VL
+QWEN3 = "tiny-vllm-qwen3-vl"
+
+
+@pytest.fixture(scope="module")
+def qwen3_model(tmp_path_factory):
+    """``vllm_holitom`` on the tiny Qwen3-VL, built as lmms-eval builds it; kept for the session (`Engine`)."""
+    from lmms_eval.models import get_model
+
+    key = f"vllm_holitom:{QWEN3}:{ERROR_ENGINE}"
+    if key not in Engine.engines:
+        Engine.engines[key] = get_model("vllm_holitom").create_from_arg_string(
+            f"pretrained={model_dir(QWEN3)},max_num_frames=4,method=holitom_wo_m,retain_ratio=0.25,"
+            f"stats_path={tmp_path_factory.mktemp('stats3')},{ERROR_ENGINE}")
+    return Engine.engines[key]
+
+
+def test_qwen3_vl_sends_its_real_video_timing_and_keeps_the_exact_budget(qwen3_model, tmp_path: Path) -> None:
+    """Qwen3-VL through ``vllm_holitom`` (no CLI run: the lmms-eval-built model's ``generate_until``): a 10 s clip at
+    4 fps, 4 frames sampled at indices 0, 13, 26, 39 as ``qwen3_vl_holitom`` samples them, goes in with its real
+    timing, so vLLM's prompt carries the timestamps ``<1.6 seconds>`` and ``<8.1 seconds>`` (pair means of
+    index / fps), not those of an assumed frame rate; the record counts vLLM's prompt: the chat prompt with the
+    template's outer vision pair kept (2 tokens more than transformers 5.25's), each group's timestamp and markers,
+    and ``2·ceil(0.25·221)`` pads (2 groups of 416 x 544 frames, 221 tokens each)."""
+    from transformers import AutoTokenizer
+    from vllm import SamplingParams
+
+    clip = write_clip(tmp_path / "c.mp4", frames=40, size=(128, 96))
+    docs, context = [{"visual": [str(clip)]}], "What moves?"
+    qwen3_model.task_dict = {"errs": {"test": docs}}
+    answers = qwen3_model.generate_until(_instances(docs, [context]))
+    assert answers[0] != FAILED_ANSWER
+    record = next(json.loads(line) for f in qwen3_model._stats_dir.glob("*.jsonl")
+                  for line in f.read_text().splitlines() if line.strip())
+    groups, per_group, budget = 2, (416 // 32) * (544 // 32), 2 * math.ceil(0.25 * 221)
+    assert (record["error"], record["frames"], record["tokens_per_frame"], record["outer_tokens"]) == \
+        (None, groups, per_group, budget), record
+
+    family, checkpoint = qwen3_model.family, model_dir(QWEN3)
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+    stamps = [tokenizer.encode(s, add_special_tokens=False) for s in ("<1.6 seconds>", "<8.1 seconds>")]
+    text = len(tokenizer(family.prompt(context, True, checkpoint)).input_ids)  # holds the outer pair + 1 pad
+    expected = text - 1 + sum(map(len, stamps)) + 2 * groups + budget
+    assert record["prompt_tokens"] == expected and record["prompt_tokens_dense"] == expected - budget + 2 * per_group
+
+    request = family.request(context, family.visuals([str(clip)]), checkpoint)
+    ids = qwen3_model._llm.generate([request], SamplingParams(max_tokens=1), use_tqdm=False)[0].prompt_token_ids
+    config = qwen3_model._config
+    assert len(ids) == expected and ids.count(config.video_token_id) == budget
+    assert ids.count(config.vision_start_token_id) == groups + 1  # the template's outer one, kept by vLLM
+    joined = " ".join(map(str, ids))
+    assert all(" ".join(map(str, s)) in joined for s in stamps), tokenizer.decode(ids)

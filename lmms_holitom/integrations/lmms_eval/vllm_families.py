@@ -3,8 +3,9 @@
 `FAMILIES` maps a checkpoint's architecture (``config.json``'s ``architectures[0]``, the name vLLM and the plugin's
 ``integrations.vllm.plugin.FAMILIES`` use) to a `VllmFamily` subclass. Each family mirrors one transformers lmms-eval
 model (``lmms_eval_model``): its model args and defaults, its frame sampling and its prompt, so that a study can
-switch backends without changing its keys. Adding a family (e.g. Qwen3-VL once the plugin has it) is one subclass
-and one entry: its video reader and its video item as vLLM wants it (Qwen: ``(frames, metadata)``).
+switch backends without changing its keys. Adding a family is one subclass and one entry: its video reader and its
+video item as vLLM wants it (Qwen: ``(frames, metadata)``). Qwen3-VL-MoE shares Qwen3-VL's entry (as
+``qwen3_vl_holitom`` serves both); Qwen3.5-MoE has none (the plugin does not register it).
 """
 
 from __future__ import annotations
@@ -13,16 +14,18 @@ import functools
 import math
 import os
 import time
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from lmms_holitom.integrations.lmms_eval.prompts import CONV_TEMPLATES, SYSTEM_PROMPT, build_prompt
 from lmms_holitom.integrations.lmms_eval.settings import none_if_empty, parse_choice, parse_int
 from lmms_holitom.integrations.lmms_eval.visuals import VisualError, Visuals, check_one_video, load_visuals
-from lmms_holitom.integrations.lmms_eval.vllm_video import read_qwen25_video
+from lmms_holitom.integrations.lmms_eval.vllm_video import read_qwen25_video, read_qwen_video
 from lmms_holitom.values import MAX_FRAMES
 from lmms_holitom.video import VideoDecodeError, check_backend
 
-__all__ = ["FAMILIES", "LlavaOneVisionFamily", "Qwen2_5_VLFamily", "VllmFamily", "architecture_of"]
+__all__ = ["FAMILIES", "LlavaOneVisionFamily", "Qwen2_5_VLFamily", "Qwen3VLFamily", "Qwen3_5Family", "VllmFamily",
+           "architecture_of"]
 
 _VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 
@@ -65,6 +68,10 @@ class VllmFamily:
     def request(self, context: str, visuals: Visuals, checkpoint: str) -> dict[str, Any]:
         """The vLLM prompt dict (``prompt`` and ``multi_modal_data``) of one sample."""
         raise NotImplementedError
+
+    def answer(self, text: str) -> str:
+        """The sample's answer from vLLM's generated text."""
+        return text.strip()
 
     def frames(self, hf_config: Any, visuals: Visuals) -> int:
         """HoliTom frames of the video: decoded frames (LLaVA), temporal groups of ``temporal_patch_size`` (Qwen)."""
@@ -113,6 +120,13 @@ class LlavaOneVisionFamily(VllmFamily):
         return prompt_ids.count(int(hf_config.video_token_index)) - 1  # the newline after the video
 
 
+@dataclass
+class QwenVllmVisuals(Visuals):
+    """`Visuals` plus the metadata vLLM gets with the Qwen frames (``fps``, ``frames_indices``, ...)."""
+
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
 class Qwen2_5_VLFamily(VllmFamily):
     """Qwen2.5-VL: model args, frames (`vllm_video.read_qwen25_video`) and chat prompt of ``qwen2_5_vl_holitom``; the
     video goes in as ``(frames, metadata)`` with the timing transformers assumes for frames given without one (as
@@ -148,10 +162,19 @@ class Qwen2_5_VLFamily(VllmFamily):
         path = check_one_video(paths)
         t0 = time.perf_counter()
         try:
-            frames = read_qwen25_video(path, self.min_pixels, self.max_pixels, self.max_num_frames)
+            frames, metadata = self.read_video(path)
         except VideoDecodeError as exc:
             raise VisualError(f"VideoDecodeError: {exc}", path) from exc
-        return Visuals(video=frames, video_path=path, decode_ms=(time.perf_counter() - t0) * 1000.0)
+        return QwenVllmVisuals(video=frames, video_path=path, decode_ms=(time.perf_counter() - t0) * 1000.0,
+                               metadata=metadata)
+
+    def read_video(self, path: str) -> tuple[Any, dict[str, Any]]:
+        """(frames (F, H, W, 3) uint8, the metadata vLLM gets with them) of one video file."""
+        frames = read_qwen25_video(path, self.min_pixels, self.max_pixels, self.max_num_frames)
+        count = int(frames.shape[0])
+        fps = _assumed_fps(count)  # what transformers assumes for frames without a timing
+        return frames, {"total_num_frames": count, "fps": fps, "duration": count / fps,
+                        "frames_indices": list(range(count)), "video_backend": "pyav"}
 
     def messages(self, context: str, video: bool) -> list[dict[str, Any]]:
         """``qwen2_5_vl_holitom``'s chat messages: the system prompt, then the video and the question."""
@@ -160,20 +183,23 @@ class Qwen2_5_VLFamily(VllmFamily):
         system = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
         return [*system, {"role": "user", "content": content}]
 
-    def request(self, context: str, visuals: Visuals, checkpoint: str) -> dict[str, Any]:
-        from transformers.video_utils import VideoMetadata
+    def prompt(self, context: str, video: bool, checkpoint: str) -> str:
+        """The chat prompt of ``lmms_eval_model``."""
+        return _hf_processor(checkpoint).apply_chat_template(self.messages(context, video), tokenize=False,
+                                                             add_generation_prompt=True)
 
+    def processor_kwargs(self) -> dict[str, Any]:
+        """``mm_processor_kwargs``: the processor settings ``lmms_eval_model`` loads its processor with."""
+        return {"min_pixels": self.min_pixels, "max_pixels": self.max_pixels}
+
+    def request(self, context: str, visuals: Visuals, checkpoint: str) -> dict[str, Any]:
         video = visuals.video is not None
-        prompt = _hf_processor(checkpoint).apply_chat_template(self.messages(context, video), tokenize=False,
-                                                               add_generation_prompt=True)
+        prompt = self.prompt(context, video, checkpoint)
         if not video:
             return {"prompt": prompt}
-        count = int(visuals.video.shape[0])
-        fps = VideoMetadata(total_num_frames=count).sampled_fps  # what transformers assumes without a timing
-        metadata = {"total_num_frames": count, "fps": fps, "duration": count / fps,
-                    "frames_indices": list(range(count)), "video_backend": "pyav", "do_sample_frames": False}
+        metadata = {**visuals.metadata, "do_sample_frames": False}  # the frames are sampled already
         return {"prompt": prompt, "multi_modal_data": {"video": (visuals.video, metadata)},
-                "mm_processor_kwargs": {"min_pixels": self.min_pixels, "max_pixels": self.max_pixels}}
+                "mm_processor_kwargs": self.processor_kwargs()}
 
     def frames(self, hf_config: Any, visuals: Visuals) -> int:
         return math.ceil(int(visuals.video.shape[0]) / int(hf_config.vision_config.temporal_patch_size))
@@ -188,6 +214,72 @@ class Qwen2_5_VLFamily(VllmFamily):
         return prompt_ids.count(int(hf_config.video_token_id))
 
 
+class Qwen3VLFamily(Qwen2_5_VLFamily):
+    """Qwen3-VL and Qwen3-VL-MoE: model args, frames and chat prompt of ``qwen3_vl_holitom`` (``process_vision_info``
+    with ``image_patch_size=16`` and ``nframes = min(max_num_frames, frames)``, or ``fps`` + ``max_frames``;
+    `vllm_video.read_qwen_video`); the video goes in as ``(frames, metadata)`` with the **real** metadata (source
+    fps, sampled frame indices, frame count) that ``qwen3_vl_holitom`` passes its processor, so the timestamp
+    tokens are the transformers model's; the frames are resized already (``do_resize=False``, as there)."""
+
+    name = "Qwen3-VL"
+    lmms_eval_model = "qwen3_vl_holitom"
+    ARGS: ClassVar[dict[str, Any]] = Qwen2_5_VLFamily.ARGS
+
+    def video_item(self) -> dict[str, Any]:
+        """``qwen3_vl_holitom``'s ``process_vision_info`` item (``nframes`` capped at the video's frame count)."""
+        item: dict[str, Any] = {"min_pixels": self.min_pixels, "max_pixels": self.max_pixels}
+        if self.fps is not None:
+            return {**item, "fps": self.fps, "max_frames": self.max_num_frames}
+        return {**item, "nframes": self.max_num_frames}
+
+    def read_video(self, path: str) -> tuple[Any, dict[str, Any]]:
+        return read_qwen_video(path, self.video_item(), image_patch_size=16)
+
+    def processor_kwargs(self) -> dict[str, Any]:
+        return {"do_resize": False}
+
+
+class Qwen3_5Family(Qwen3VLFamily):
+    """Qwen3.5: model args, frames and prompt of ``qwen3_5_holitom`` (a ``total_pixels`` budget with ``max_frames``
+    unless ``total_pixels`` is empty or ``fps`` is set; ``enable_thinking`` passed to the chat template, the answer
+    being what follows ``</think>``). vLLM 0.32 runs Qwen3.5 on CPU in bf16 only (``dtype=bfloat16``)."""
+
+    name = "Qwen3.5"
+    lmms_eval_model = "qwen3_5_holitom"
+    ARGS: ClassVar[dict[str, Any]] = {"min_pixels": 64 * 32 * 32, "max_pixels": 128 * 32 * 32,
+                                      "total_pixels": 224 * 1024 * 32 * 32, "max_num_frames": 768, "fps": None,
+                                      "system_prompt": SYSTEM_PROMPT, "enable_thinking": True}
+
+    def __init__(self, args: dict[str, Any]) -> None:
+        super().__init__(args)
+        total = none_if_empty(args["total_pixels"])
+        self.total_pixels = None if total is None else parse_int("total_pixels", total, 1)
+        thinking = none_if_empty(args["enable_thinking"])
+        if thinking is not None and str(thinking).lower() not in ("true", "false"):
+            raise ValueError(f"enable_thinking must be true or false, got {thinking!r}")
+        self.enable_thinking = None if thinking is None else str(thinking).lower() == "true"
+
+    def video_item(self) -> dict[str, Any]:
+        if self.total_pixels is None or self.fps is not None:
+            return super().video_item()
+        return {"min_pixels": self.min_pixels, "max_frames": self.max_num_frames, "total_pixels": self.total_pixels}
+
+    def prompt(self, context: str, video: bool, checkpoint: str) -> str:
+        extra = {} if self.enable_thinking is None else {"enable_thinking": self.enable_thinking}
+        return _hf_processor(checkpoint).apply_chat_template(self.messages(context, video), tokenize=False,
+                                                             add_generation_prompt=True, **extra)
+
+    def answer(self, text: str) -> str:
+        return text.partition("</think>")[2].strip() if self.enable_thinking else text.strip()
+
+
+def _assumed_fps(count: int) -> float:
+    """The fps transformers assumes for ``count`` frames given without a timing."""
+    from transformers.video_utils import VideoMetadata
+
+    return VideoMetadata(total_num_frames=count).sampled_fps
+
+
 @functools.cache
 def _hf_processor(checkpoint: str) -> Any:
     from transformers import AutoProcessor
@@ -199,4 +291,7 @@ def _hf_processor(checkpoint: str) -> Any:
 FAMILIES: dict[str, type[VllmFamily]] = {
     "LlavaOnevisionForConditionalGeneration": LlavaOneVisionFamily,
     "Qwen2_5_VLForConditionalGeneration": Qwen2_5_VLFamily,
+    "Qwen3VLForConditionalGeneration": Qwen3VLFamily,
+    "Qwen3VLMoeForConditionalGeneration": Qwen3VLFamily,
+    "Qwen3_5ForConditionalGeneration": Qwen3_5Family,
 }

