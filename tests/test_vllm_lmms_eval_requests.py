@@ -108,7 +108,8 @@ def test_every_family_vllm_holitom_serves_is_one_the_plugin_prunes() -> None:
 
 
 # ------------------------------------------------------------------------------------ Qwen3-VL, Qwen3.5
-QWEN3 = {"qwen3-vl": "tiny-vllm-qwen3-vl", "qwen3-vl-moe": "tiny-vllm-qwen3-vl-moe", "qwen3.5": "tiny-vllm-qwen3.5"}
+QWEN3 = {"qwen3-vl": "tiny-vllm-qwen3-vl", "qwen3-vl-moe": "tiny-vllm-qwen3-vl-moe", "qwen3.5": "tiny-vllm-qwen3.5",
+         "qwen3.5-moe": "tiny-vllm-qwen3.5-moe"}
 
 
 def _transformers_model(name: str, family):
@@ -118,7 +119,7 @@ def _transformers_model(name: str, family):
 
     from lmms_holitom.integrations.lmms_eval.qwen import Qwen3_5HoliTom, Qwen3VLHoliTom
 
-    cls = Qwen3_5HoliTom if name == "qwen3.5" else Qwen3VLHoliTom
+    cls = Qwen3_5HoliTom if name.startswith("qwen3.5") else Qwen3VLHoliTom
     model = cls.__new__(cls)
     for key in ("min_pixels", "max_pixels", "max_num_frames", "fps", "system_prompt", "total_pixels",
                 "enable_thinking"):
@@ -131,7 +132,7 @@ def _transformers_model(name: str, family):
 
 @pytest.mark.parametrize(("name", "family_name", "model_id"), [
     ("qwen3-vl", "Qwen3-VL", "qwen3_vl_holitom"), ("qwen3-vl-moe", "Qwen3-VL", "qwen3_vl_holitom"),
-    ("qwen3.5", "Qwen3.5", "qwen3_5_holitom")])
+    ("qwen3.5", "Qwen3.5", "qwen3_5_holitom"), ("qwen3.5-moe", "Qwen3.5", "qwen3_5_holitom")])
 def test_qwen3_checkpoints_pick_their_family_with_the_transformers_models_defaults(name: str, family_name: str,
                                                                                   model_id: str) -> None:
     from lmms_eval.models import get_model
@@ -150,6 +151,7 @@ def test_qwen3_checkpoints_pick_their_family_with_the_transformers_models_defaul
     ("qwen3-vl-moe", 12, (64, 48), {"max_num_frames": 4}),
     ("qwen3.5", 30, (128, 96), {}),                                   # total_pixels budget, max_frames
     ("qwen3.5", 30, (128, 96), {"total_pixels": "", "max_num_frames": 4}),  # no budget: Qwen3-VL's nframes
+    ("qwen3.5-moe", 12, (64, 48), {"max_num_frames": 4}),
 ])
 def test_qwen3_frames_and_metadata_equal_the_transformers_models(tmp_path: Path, name: str, frames: int,
                                                                 size: tuple[int, int], args: dict) -> None:

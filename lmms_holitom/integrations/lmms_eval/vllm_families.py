@@ -5,7 +5,7 @@
 model (``lmms_eval_model``): its model args and defaults, its frame sampling and its prompt, so that a study can
 switch backends without changing its keys. Adding a family is one subclass and one entry: its video reader and its
 video item as vLLM wants it (Qwen: ``(frames, metadata)``). Qwen3-VL-MoE shares Qwen3-VL's entry (as
-``qwen3_vl_holitom`` serves both); Qwen3.5-MoE has none (the plugin does not register it).
+``qwen3_vl_holitom`` serves both), Qwen3.5-MoE Qwen3.5's (as ``qwen3_5_holitom``).
 """
 
 from __future__ import annotations
@@ -242,7 +242,8 @@ class Qwen3VLFamily(Qwen2_5_VLFamily):
 class Qwen3_5Family(Qwen3VLFamily):
     """Qwen3.5: model args, frames and prompt of ``qwen3_5_holitom`` (a ``total_pixels`` budget with ``max_frames``
     unless ``total_pixels`` is empty or ``fps`` is set; ``enable_thinking`` passed to the chat template, the answer
-    being what follows ``</think>``). vLLM 0.32 runs Qwen3.5 on CPU in bf16 only (``dtype=bfloat16``)."""
+    being what follows ``</think>``), for Qwen3.5 and Qwen3.5-MoE checkpoints. vLLM 0.32 runs Qwen3.5 on CPU in bf16
+    only (``dtype=bfloat16``)."""
 
     name = "Qwen3.5"
     lmms_eval_model = "qwen3_5_holitom"
@@ -294,4 +295,5 @@ FAMILIES: dict[str, type[VllmFamily]] = {
     "Qwen3VLForConditionalGeneration": Qwen3VLFamily,
     "Qwen3VLMoeForConditionalGeneration": Qwen3VLFamily,
     "Qwen3_5ForConditionalGeneration": Qwen3_5Family,
+    "Qwen3_5MoeForConditionalGeneration": Qwen3_5Family,
 }
