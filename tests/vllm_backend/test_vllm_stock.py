@@ -20,8 +20,9 @@ sys.path.insert(0, str(HERE))
 from backend_cases import MROPE_MODELS, PROMPTS  # noqa: E402
 from test_vllm_plugin import KV_CACHE_BYTES, engine_env, generate, model_dir  # noqa: E402
 
-#: the same kernels in two processes; only thread scheduling may differ
-ATOL = 1e-5
+#: the same kernels in two processes, whose thread counts may differ (fp32 sums in another order: 1.2e-5 seen on a
+#: log-probability of -9); ten times tighter than the cross-backend tolerance (test_vllm_plugin.ATOL)
+ATOL = 1e-4
 #: tiny model -> the plugin module whose class serves it in this process
 OURS = {"tiny-vllm-llava-ov": "lmms_holitom.integrations.vllm.llava_onevision",
         "tiny-vllm-qwen2.5-vl": "lmms_holitom.integrations.vllm.qwen2_5_vl"}
