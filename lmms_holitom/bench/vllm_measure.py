@@ -69,6 +69,11 @@ def video_batch(count: int, frames: int, *, scenes: int, seed: int) -> list[np.n
     return out
 
 
+#: vLLM 0.32's default token budget of one engine step (LLM class, CPU runner, one rank), kept unless a prompt needs
+#: more
+_STEP_TOKENS = 4096
+
+
 def _kv_bytes(shape: VllmShape, tokens: int, dtype: str) -> int:
     per_token = 2 * shape.text_layers * shape.text_kv_heads * (shape.text_width // shape.text_heads)
     return per_token * tokens * (2 if dtype == "bf16" else 4)
@@ -83,7 +88,11 @@ def start_engine(model: str, setting: Setting, shape: VllmShape, *, frames: int,
 
     overrides = {} if setting.config.method == "dense" else {"hf_overrides": {"holitom": setting.config.given_dict()}}
     kv = max(64 * 2**20, int(1.25 * _kv_bytes(shape, max_len * max_batch, dtype)))
+    # vLLM sizes its encoder cache as max_num_batched_tokens (4096 for the LLM class on a CPU runner): a longer
+    # video (32 frames: 6,273 tokens) would be refused, so the step budget becomes the whole prompt when it must
+    step = {"max_num_batched_tokens": max_len} if max_len > _STEP_TOKENS else {}
     return LLM(model, distributed_executor_backend="uni", max_model_len=max_len, seed=seed, enforce_eager=True,
+               **step,
                dtype="bfloat16" if dtype == "bf16" else "float32", kv_cache_memory_bytes=kv,
                limit_mm_per_prompt={"video": {"count": 1, "num_frames": frames, "width": 384, "height": 384},
                                     "image": 0},

@@ -81,3 +81,18 @@ def test_transformers_only_flags_are_one_line_errors(tmp_path) -> None:
         assert done.returncode == 2, (args, done.stderr[-2000:])
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1 and named in lines[0], (args, done.stderr[-2000:])
+
+
+def test_a_video_longer_than_the_default_step_budget_runs(tmp_path) -> None:
+    """24 frames x 196 tokens (4,704 + the text) exceed vLLM's default step budget on a CPU runner (4,096 tokens),
+    which also sizes its encoder cache: the bench raises the budget to the prompt instead of failing each request."""
+    out = tmp_path / "long.json"
+    done = _holitom("--shape", "tiny", "--frames", "24", "--repeats", "1", "--warmup", "0", "--concurrency", "1",
+                    "--methods", "holitom_wo_m", "--retain-ratios", str(RETAIN), "--new-tokens", "1", "--json",
+                    str(out), "--quiet")
+    assert done.returncode == 0, done.stderr[-3000:]
+    settings = json.loads(out.read_text())["settings"]
+    assert [r["name"] for r in settings] == ["dense", "holitom_wo_m@0.10"]
+    (dense,) = settings[0]["prompt_tokens"]
+    budget = 24 * math.ceil(RETAIN * PER_FRAME)
+    assert dense > 4096 and settings[1]["prompt_tokens"] == [dense - 24 * PER_FRAME + budget]
