@@ -1,11 +1,13 @@
-"""head_summed_received_attention (algorithm §1) == the straightforward formulation, bit for bit."""
+"""head_summed_received_attention (algorithm §1) == the straightforward formulation, bit for bit, whatever the tiling
+of its queries (`ROW_TILE`: one tile, exactly one full tile, two near-equal tiles where one tile and a one-query tail
+would be, three tiles)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from lmms_holitom.ops.saliency import head_summed_received_attention
+from lmms_holitom.ops.saliency import ROW_TILE, head_summed_received_attention
 
 
 def _oracle(q: torch.Tensor, k: torch.Tensor, scale: float) -> torch.Tensor:
@@ -25,7 +27,8 @@ def _qk(batch: int, heads: int, tokens: int, dim: int, seed: int) -> tuple[torch
 
 
 @pytest.mark.parametrize(("batch", "heads", "tokens", "dim"), [(1, 1, 5, 32), (3, 2, 64, 32), (8, 8, 729, 32),
-                                                               (2, 4, 196, 16)])
+                                                               (2, 4, 196, 16), (1, 2, 256, 16), (2, 3, 257, 32),
+                                                               (1, 2, 600, 8)])
 def test_equals_the_straightforward_formulation_bit_for_bit(batch: int, heads: int, tokens: int, dim: int) -> None:
     q, k = _qk(batch, heads, tokens, dim, seed=batch * 100 + tokens)
     got = head_summed_received_attention(q, k, dim**-0.5)
@@ -47,3 +50,8 @@ def test_rejects_non_fp32_or_mismatched_inputs() -> None:
         head_summed_received_attention(q.to(torch.bfloat16), k, 0.1)
     with pytest.raises(ValueError, match="one shape"):
         head_summed_received_attention(q, k[:, :1], 0.1)
+
+
+def test_the_cases_cross_tile_boundaries() -> None:
+    """The parametrised sizes above straddle `ROW_TILE`; a retuned tile must keep them doing so."""
+    assert 196 < ROW_TILE <= 256 < 257 < 2 * ROW_TILE < 600
