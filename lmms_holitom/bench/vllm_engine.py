@@ -19,7 +19,15 @@ from collections.abc import Callable
 from typing import Any
 
 from lmms_holitom.bench.summary import DISAGREE_RATIO, ratio, spread, summarize
-from lmms_holitom.bench.vllm_measure import BatchResult, pruning_times, run_batch, start_engine, video_batch
+from lmms_holitom.bench.vllm_measure import (
+    PROMPT_MARGIN,
+    BatchResult,
+    pruning_times,
+    run_batch,
+    start_engine,
+    step_budget,
+    video_batch,
+)
 from lmms_holitom.bench.vllm_model import PATCHES, ensure_bench_model
 from lmms_holitom.bench.vllm_options import OURS, VllmBenchOptions, label, vllm_bench_settings
 
@@ -45,7 +53,8 @@ def _meta(opts: VllmBenchOptions) -> dict[str, Any]:
     shape = opts.model_shape
     return {"backend": "vllm", "shape": shape.name, "shape_text": shape.describe(), "frames": opts.frames,
             "frame_size": 384, "tokens_per_frame": tokens_per_frame(), "concurrency": list(opts.concurrency),
-            "repeats": opts.repeats, "warmup": opts.warmup, "new_tokens": opts.new_tokens, "dtype": opts.dtype,
+            "step_tokens": opts.step_tokens, "repeats": opts.repeats, "warmup": opts.warmup,
+            "new_tokens": opts.new_tokens, "dtype": opts.dtype,
             "seed": opts.seed, "stat": opts.stat, "disagree_ratio": DISAGREE_RATIO,
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "machine": f"{platform.machine()} {platform.processor() or ''}".strip(), "cpus": os.cpu_count(),
@@ -106,13 +115,17 @@ def run_vllm_bench(opts: VllmBenchOptions, log: Callable[[str], None] = lambda _
     model = str(ensure_bench_model(shape))
     settings = vllm_bench_settings(opts)
     n = tokens_per_frame()
-    max_len = opts.frames * n + 64 + opts.new_tokens
-    engines = []
-    for setting in settings:
-        log(f"engine {label(setting)} ({shape.name}: {shape.describe()})")
-        engines.append(start_engine(model, setting, shape, frames=opts.frames, max_len=max_len,
-                                    max_batch=max(opts.concurrency), dtype=opts.dtype, seed=opts.seed))
+    max_len = opts.frames * n + PROMPT_MARGIN + opts.new_tokens
     records = [_record(opts, s) for s in settings]
+    engines = []
+    for setting, rec in zip(settings, records):
+        step = step_budget(opts.step_tokens, video_tokens=setting.config.visual_budget(opts.frames, n),
+                           max_len=max_len, max_batch=max(opts.concurrency))
+        rec["max_num_batched_tokens"] = step
+        log(f"engine {label(setting)} ({shape.name}: {shape.describe()}; step budget {step or 'vLLM default'})")
+        engines.append(start_engine(model, setting, shape, frames=opts.frames, max_len=max_len,
+                                    max_batch=max(opts.concurrency), dtype=opts.dtype, seed=opts.seed,
+                                    step_tokens=step))
     warm = video_batch(opts.warmup, opts.frames, scenes=opts.scenes, seed=opts.seed + 10_000_000)
     for llm in engines:
         for video in warm:

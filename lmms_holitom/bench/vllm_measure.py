@@ -29,7 +29,8 @@ from lmms_holitom.bench.meters import MB, RssSampler
 from lmms_holitom.bench.settings import Setting
 from lmms_holitom.bench.vllm_model import VllmShape
 
-__all__ = ["PROMPT", "BatchResult", "pruning_times", "run_batch", "start_engine", "video_batch"]
+__all__ = ["PROMPT", "PROMPT_MARGIN", "BatchResult", "pruning_times", "run_batch", "start_engine", "step_budget",
+           "video_batch"]
 
 PROMPT = "<|im_start|>user\n<video>\nwhat is in the video?<|im_end|>\n<|im_start|>assistant\n"
 
@@ -72,6 +73,30 @@ def video_batch(count: int, frames: int, *, scenes: int, seed: int) -> list[np.n
 #: vLLM 0.32's default token budget of one engine step (LLM class, CPU runner, one rank), kept unless a prompt needs
 #: more
 _STEP_TOKENS = 4096
+#: room in a prompt (and in ``max_len``) for its text around the video: the bench prompt has 29 text tokens
+PROMPT_MARGIN = 64
+
+
+def step_budget(policy: str, *, video_tokens: int, max_len: int, max_batch: int) -> int | None:
+    """``max_num_batched_tokens`` of one engine (None: vLLM's default) under a ``--step-tokens`` policy.
+
+    vLLM's scheduler fills a step with prompt tokens up to this budget, and encodes every video whose placeholders
+    fall in the step first (its encoder budget is the same number of *placeholder* tokens): the first tokens of
+    the step's requests all wait for all of its encodes. So a method that shrinks a video's placeholders also lets
+    more videos into one step, which raises throughput and the median TTFT of a burst together.
+
+    * ``default`` — vLLM's default (4,096 on a CPU runner), or ``max_len`` when a dense prompt needs more (a
+      32-frame video: 6,273 placeholders), for every engine alike;
+    * ``prompt`` — the engine's own prompt (``video_tokens`` placeholders and newline, ``PROMPT_MARGIN`` of text)
+      plus one decode token per running request: every step takes at most one new video, the policy the
+      ``default`` one leaves dense with at 32 frames, applied to every engine;
+    * an integer — that budget for every engine.
+    """
+    if policy == "default":
+        return max_len if max_len > _STEP_TOKENS else None
+    if policy == "prompt":
+        return video_tokens + 1 + PROMPT_MARGIN + max_batch
+    return int(policy)
 
 
 def _kv_bytes(shape: VllmShape, tokens: int, dtype: str) -> int:
@@ -80,7 +105,7 @@ def _kv_bytes(shape: VllmShape, tokens: int, dtype: str) -> int:
 
 
 def start_engine(model: str, setting: Setting, shape: VllmShape, *, frames: int, max_len: int, max_batch: int,
-                 dtype: str, seed: int) -> Any:
+                 dtype: str, seed: int, step_tokens: int | None = None) -> Any:
     """An in-process engine running ``setting`` through the plugin (``dense``: no ``holitom`` entry, stock vLLM)."""
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # in-process: apply_model and one clock
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")  # vLLM logs to stdout, where the table goes
@@ -88,9 +113,7 @@ def start_engine(model: str, setting: Setting, shape: VllmShape, *, frames: int,
 
     overrides = {} if setting.config.method == "dense" else {"hf_overrides": {"holitom": setting.config.given_dict()}}
     kv = max(64 * 2**20, int(1.25 * _kv_bytes(shape, max_len * max_batch, dtype)))
-    # vLLM sizes its encoder cache as max_num_batched_tokens (4096 for the LLM class on a CPU runner): a longer
-    # video (32 frames: 6,273 tokens) would be refused, so the step budget becomes the whole prompt when it must
-    step = {"max_num_batched_tokens": max_len} if max_len > _STEP_TOKENS else {}
+    step = {} if step_tokens is None else {"max_num_batched_tokens": step_tokens}  # `step_budget`
     return LLM(model, distributed_executor_backend="uni", max_model_len=max_len, seed=seed, enforce_eager=True,
                **step,
                dtype="bfloat16" if dtype == "bf16" else "float32", kv_cache_memory_bytes=kv,

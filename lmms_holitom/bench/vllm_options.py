@@ -14,10 +14,14 @@ from lmms_holitom.bench.settings import Setting, build_settings
 from lmms_holitom.bench.vllm_model import VllmShape, resolve_vllm_shape
 from lmms_holitom.integrations.vllm.settings import VLLM_METHODS
 
-__all__ = ["DEFAULT_CONCURRENCY", "DEFAULT_VLLM_METHODS", "OURS", "VllmBenchOptions", "label", "vllm_bench_settings"]
+__all__ = ["DEFAULT_CONCURRENCY", "DEFAULT_VLLM_METHODS", "OURS", "STEP_POLICIES", "VllmBenchOptions", "label",
+           "vllm_bench_settings"]
 
 DEFAULT_VLLM_METHODS = ("holitom_wo_m", "visionzip", "evs", "vidcom2")
 DEFAULT_CONCURRENCY = (1, 4, 16)
+#: ``--step-tokens`` policies besides an integer (`vllm_measure.step_budget`)
+STEP_POLICIES = ("default", "prompt")
+MAX_STEP_TOKENS = 1_048_576
 #: methods vLLM ships for other families only: here they run from `lmms_holitom.methods` through our plugin
 OURS = ("evs", "vidcom2")
 
@@ -38,6 +42,7 @@ class VllmBenchOptions:
     seed: int = 0
     scenes: int = 4
     stat: str = "median"
+    step_tokens: str = "default"
 
     def __post_init__(self) -> None:
         resolve_vllm_shape(self.shape)
@@ -49,6 +54,10 @@ class VllmBenchOptions:
             raise ValueError(f"--concurrency must list integers >= 1, got {self.concurrency!r}")
         if self.dtype not in ("bf16", "fp32"):
             raise ValueError(f"--dtype must be bf16 or fp32 with --backend vllm, got {self.dtype!r}")
+        if self.step_tokens not in STEP_POLICIES and not (self.step_tokens.isdigit() and
+                                                          1 <= int(self.step_tokens) <= MAX_STEP_TOKENS):
+            raise ValueError(f"--step-tokens must be default, prompt or an integer in [1, {MAX_STEP_TOKENS}], got "
+                             f"{self.step_tokens!r}")
 
     @property
     def model_shape(self) -> VllmShape:

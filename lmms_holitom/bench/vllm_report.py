@@ -59,7 +59,8 @@ def format_vllm_table(result: dict[str, Any]) -> str:
     stat = m["stat"]
     lines = [f"holitom bench --backend vllm: shape {m['shape']} ({m['shape_text']}); {m['frames']} frames x "
              f"{m['tokens_per_frame']} tokens at {m['frame_size']} px; {m['dtype']}; {m['new_tokens']} new tokens; "
-             f"{m['repeats']} repeats ({stat}; x = ratio to dense, TTFT: speedup); vLLM {m['versions']['vllm']}; "
+             f"{m['repeats']} repeats ({stat}; x = ratio to dense, TTFT: speedup); step budget "
+             f"{m.get('step_tokens', 'default')}; vLLM {m['versions']['vllm']}; "
              f"{m['date']}; {m['machine']}, {m['cpus']} CPUs",
              "(ours) = lmms_holitom.methods through the plugin (vLLM has no EVS / VidCom2 for LLaVA-OneVision)"]
     for c in result["meta"]["concurrency"]:

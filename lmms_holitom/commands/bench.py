@@ -97,6 +97,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "--retain-ratios, --new-tokens, --warmup, --repeats, --stat, --seed, --scenes, --dtype)")
     p.add_argument("--concurrency", type=_concurrency, default=None, metavar="C1,C2",
                    help="--backend vllm: concurrent requests per engine (default 1,4,16)")
+    p.add_argument("--step-tokens", default=None, metavar="default|prompt|N",
+                   help="--backend vllm: each engine's step budget (max_num_batched_tokens): default (vLLM's, or the "
+                        "dense prompt when longer), prompt (the engine's own prompt: at most one new video per "
+                        "step, every engine), or N tokens for every engine")
     model = p.add_argument_group("model")
     src = model.add_mutually_exclusive_group()
     src.add_argument("--pretrained", default=None, metavar="PATH|tiny",
@@ -295,7 +299,7 @@ def vllm_options_from_args(args: argparse.Namespace):
         shape=args.shape, frames=_given(args, "frames"), methods=methods, retain_ratios=tuple(args.retain_ratios),
         concurrency=args.concurrency or DEFAULT_CONCURRENCY, repeats=_given(args, "repeats"), warmup=args.warmup,
         new_tokens=_given(args, "new_tokens"), dtype="bf16" if args.dtype == "auto" else args.dtype, seed=args.seed,
-        scenes=args.scenes, stat=args.stat,
+        scenes=args.scenes, stat=args.stat, step_tokens="default" if args.step_tokens is None else args.step_tokens,
     )
 
 
@@ -327,10 +331,11 @@ def main(args: argparse.Namespace) -> int:
         return main_vllm(args)
     from lmms_holitom.bench import format_table, run_bench, write_json, write_plot
 
-    if args.concurrency is not None:
+    if args.concurrency is not None or args.step_tokens is not None:
         from lmms_holitom.commands import UsageError
 
-        raise UsageError("--concurrency applies to --backend vllm only")
+        raise UsageError(f"{'--concurrency' if args.concurrency is not None else '--step-tokens'} applies to "
+                         "--backend vllm only")
     check_args(args)
     try:
         opts = options_from_args(args)

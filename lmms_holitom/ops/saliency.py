@@ -6,13 +6,14 @@ before the division by the total head count (the caller divides, after any tenso
 The straightforward formulation, ``softmax(q @ kᵀ * scale).sum(1).mean(1)`` on a chunk of B rows, allocates four
 fresh ``B · H · T²`` fp32 tensors (scores, scaled scores, probabilities, head sums); at T = 729 that is 17 MB per row
 and head group, and on a CPU the page faults of those fresh allocations and the passes over memory that no cache
-holds cost more than the arithmetic. Here one row at a time, and within it at most ``ROW_TILE`` queries at a time (near-equal tiles), is
-written into one reused ``(H, ROW_TILE, T)`` buffer with the same kernels (``matmul`` out=, ``mul_``, ``softmax``
-out= in place, ``sum`` out=), the head sums of every query land in one ``(T, T)`` buffer, and the mean over queries
-runs once per row on that buffer: every element goes through the same operations in the same order, so the result
-is bit-identical to the straightforward one (`tests/test_ops_saliency.py` holds that formulation as the oracle), and
-the peak extra memory no longer grows with ``H · T²`` (a full-attention span of 2,304 patches — a 768² frame at
-patch 16 — with 16 heads would take 340 MB; tiled, 38 MB plus the 21 MB of head sums).
+holds cost more than the arithmetic. Here one row at a time, and within it at most ``ROW_TILE`` queries at a time
+(near-equal tiles), is written into one reused ``(H, tile, T)`` buffer with the same kernels (``matmul`` out=,
+``mul_``, ``softmax`` out= in place, ``sum`` out=); the head sums of every query land in one ``(T, T)`` buffer, and
+the mean over queries runs once per row on that buffer. Every element goes through the same operations in the same
+order, so the result is bit-identical to the straightforward one (`tests/test_ops_saliency.py` holds that
+formulation as the oracle), and the peak extra memory no longer grows with ``H · T²`` (a full-attention span of
+2,304 patches — a 768² frame at patch 16 — with 16 heads would take 340 MB; tiled, 38 MB plus the 21 MB of head
+sums).
 """
 
 from __future__ import annotations
