@@ -1,5 +1,6 @@
 """``holitom bench --backend vllm`` outside the vLLM environment, and its report: the missing vLLM is one line naming
-the environment to use; repeats that disagree are marked and warned; ``--concurrency`` belongs to the vLLM backend.
+the environment to use; repeats that disagree are marked and warned; ``--concurrency`` and ``--step-tokens`` belong to
+the vLLM backend; the step budget policies.
 (The run itself is checked in the vLLM venv: ``tests/vllm_backend/test_vllm_bench.py``.)"""
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import pytest
 
 from lmms_holitom.bench.summary import DISAGREE_RATIO
 from lmms_holitom.bench.vllm_engine import FIGURES, _add, _ratios, _record, _summaries, _warnings
-from lmms_holitom.bench.vllm_measure import BatchResult
+from lmms_holitom.bench.vllm_measure import PROMPT_MARGIN, BatchResult, step_budget
 from lmms_holitom.bench.vllm_options import VllmBenchOptions, vllm_bench_settings
 from lmms_holitom.bench.vllm_report import format_vllm_table
 from lmms_holitom.cli import main
@@ -31,10 +32,27 @@ def test_without_vllm_one_line_naming_the_venv() -> None:
     assert "make venv-vllm" in lines[0]
 
 
-def test_concurrency_is_for_vllm_only(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["bench", "--concurrency", "1,4"]) == 2
+@pytest.mark.parametrize(("flag", "value"), [("--concurrency", "1,4"), ("--step-tokens", "prompt")])
+def test_vllm_flags_are_for_vllm_only(flag: str, value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", flag, value]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["holitom bench: error: --concurrency applies to --backend vllm only"]
+    assert err == [f"holitom bench: error: {flag} applies to --backend vllm only"]
+
+
+def test_step_budget_policies() -> None:
+    """default: vLLM's own (None) unless the dense prompt is longer; prompt: the engine's own prompt, its text margin
+    and a decode token per running request (one new video per step); an integer: that budget."""
+    assert step_budget("default", video_tokens=190, max_len=1700, max_batch=8) is None
+    assert step_budget("default", video_tokens=190, max_len=6353, max_batch=8) == 6353
+    assert step_budget("prompt", video_tokens=640, max_len=6353, max_batch=8) == 640 + 1 + PROMPT_MARGIN + 8
+    assert step_budget("prompt", video_tokens=6272, max_len=6353, max_batch=1) == 6272 + 1 + PROMPT_MARGIN + 1
+    assert step_budget("2048", video_tokens=640, max_len=6353, max_batch=8) == 2048
+
+
+@pytest.mark.parametrize("value", ["", "0", "-3", "prompts", "1.5", "2000000"])
+def test_step_tokens_out_of_range_names_the_flag(value: str) -> None:
+    with pytest.raises(ValueError, match=r"--step-tokens must be default, prompt or an integer in \[1, 1048576\]"):
+        VllmBenchOptions(step_tokens=value)
 
 
 def _batch(wall: float, c: int) -> BatchResult:

@@ -121,11 +121,12 @@ def run_vllm_bench(opts: VllmBenchOptions, log: Callable[[str], None] = lambda _
     for setting, rec in zip(settings, records):
         step = step_budget(opts.step_tokens, video_tokens=setting.config.visual_budget(opts.frames, n),
                            max_len=max_len, max_batch=max(opts.concurrency))
-        rec["max_num_batched_tokens"] = step
         log(f"engine {label(setting)} ({shape.name}: {shape.describe()}; step budget {step or 'vLLM default'})")
         engines.append(start_engine(model, setting, shape, frames=opts.frames, max_len=max_len,
                                     max_batch=max(opts.concurrency), dtype=opts.dtype, seed=opts.seed,
                                     step_tokens=step))
+        # the budget the engine took (vLLM's own scheduler config), not the one asked for
+        rec["max_num_batched_tokens"] = engines[-1].llm_engine.vllm_config.scheduler_config.max_num_batched_tokens
     warm = video_batch(opts.warmup, opts.frames, scenes=opts.scenes, seed=opts.seed + 10_000_000)
     for llm in engines:
         for video in warm:

@@ -29,6 +29,7 @@ def result(tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("bench") / "vllm.json"
     done = _holitom("--shape", "tiny", "--frames", str(FRAMES), "--repeats", "1", "--warmup", "0", "--concurrency",
                     "1,2", "--retain-ratios", str(RETAIN), "--new-tokens", "2", "--json", str(out), "--quiet",
+                    "--step-tokens", "prompt",
                     "--plot", str(out.with_suffix(".png")))
     assert done.returncode == 0, done.stderr[-3000:]
     # the vLLM venv's lock has matplotlib: the plot is written (its content: tests/test_bench_vllm.py)
@@ -73,9 +74,19 @@ def test_prompt_tokens_follow_the_budget(result: dict) -> None:
         assert rec["visual_tokens"] == budget + 1
 
 
+def test_each_engine_took_its_own_prompt_as_step_budget(result: dict) -> None:
+    """``--step-tokens prompt``: vLLM's scheduler config of each engine holds its visual tokens + newline + the text
+    margin (64) + one decode token per request of the largest batch (2)."""
+    assert result["meta"]["step_tokens"] == "prompt"
+    for rec in result["settings"]:
+        assert rec["max_num_batched_tokens"] == rec["visual_tokens"] + 64 + 2, rec["name"]
+        assert rec["prompt_tokens"][0] <= rec["max_num_batched_tokens"] < 2 * rec["visual_tokens"], rec["name"]
+
+
 def test_transformers_only_flags_are_one_line_errors(tmp_path) -> None:
     for args, named in ((["--budget", "exact"], "--budget"), (["--methods", "holitom"], "--methods holitom"),
                         (["--shape", "7b"], "--shape"), (["--concurrency", "0"], "--concurrency"),
+                        (["--step-tokens", "0"], "--step-tokens"),
                         (["--plot", str(tmp_path)], "--plot")):
         done = _holitom(*args, timeout=60)
         assert done.returncode == 2, (args, done.stderr[-2000:])
@@ -96,3 +107,5 @@ def test_a_video_longer_than_the_default_step_budget_runs(tmp_path) -> None:
     (dense,) = settings[0]["prompt_tokens"]
     budget = 24 * math.ceil(RETAIN * PER_FRAME)
     assert dense > 4096 and settings[1]["prompt_tokens"] == [dense - 24 * PER_FRAME + budget]
+    # the default policy: every engine's step budget is the longest prompt's max_len (vLLM's scheduler config)
+    assert [r["max_num_batched_tokens"] for r in settings] == [24 * PER_FRAME + 64 + 1] * 2
