@@ -376,7 +376,7 @@ def test_cuda_graph_modes_that_would_skip_the_positions_are_refused(mode, chunke
     model would skip the forward that sets the kept tokens' positions, so the engine refuses it in one line."""
     from vllm.config import CompilationConfig, SchedulerConfig
 
-    from lmms_holitom.integrations.vllm.qwen2_5_vl import cuda_graph_refusal
+    from lmms_holitom.integrations.vllm.limits import cuda_graph_refusal
 
     scheduler = SchedulerConfig(max_model_len=4096, is_encoder_decoder=False, disable_chunked_mm_input=not chunked_mm)
     got = cuda_graph_refusal(CompilationConfig(cudagraph_mode=mode), scheduler)
