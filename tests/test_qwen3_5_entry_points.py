@@ -35,7 +35,8 @@ def test_qwen3_5_model_args():
     from lmms_holitom.integrations.lmms_eval.qwen import Qwen3_5HoliTom
 
     lmm = Qwen3_5HoliTom(pretrained="tiny-qwen3.5", device="cpu")
-    assert (lmm.min_pixels, lmm.max_pixels, lmm.total_pixels, lmm.max_num_frames, lmm.enable_thinking) == (
+    args = lmm.qwen_args
+    assert (args.min_pixels, args.max_pixels, args.total_pixels, args.max_num_frames, args.enable_thinking) == (
         64 * 32 * 32, 128 * 32 * 32, 224 * 1024 * 32 * 32, 768, True)
     assert lmm._video_item("clip.mp4") == {"type": "video", "video": "clip.mp4", "min_pixels": 65536,
                                            "max_frames": 768, "total_pixels": 224 * 1024 * 32 * 32}

@@ -63,7 +63,8 @@ def test_prompt_and_metadata_give_the_transformers_models_inputs(tmp_path: Path,
     family = _family(checkpoint, max_num_frames=4)
     visuals = family.visuals([str(clip)])
     request = family.request("Which way?<image>", visuals, checkpoint)
-    processor = AutoProcessor.from_pretrained(checkpoint, min_pixels=family.min_pixels, max_pixels=family.max_pixels)
+    processor = AutoProcessor.from_pretrained(checkpoint, min_pixels=family.qwen_args.min_pixels,
+                                              max_pixels=family.qwen_args.max_pixels)
     item = {"type": "video", "video": str(clip)}
     messages = Qwen2_5_VLHoliTom._messages(family, "Which way?<image>", QwenVisuals(video=visuals.video, item=item))
     assert request["prompt"] == processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
@@ -121,12 +122,10 @@ def _transformers_model(name: str, family):
 
     cls = Qwen3_5HoliTom if name.startswith("qwen3.5") else Qwen3VLHoliTom
     model = cls.__new__(cls)
-    for key in ("min_pixels", "max_pixels", "max_num_frames", "fps", "system_prompt", "total_pixels",
-                "enable_thinking"):
-        if hasattr(family, key):
-            setattr(model, key, getattr(family, key))
-    model.processor = AutoProcessor.from_pretrained(str(ensure_tiny_vllm(QWEN3[name])), max_pixels=family.max_pixels,
-                                                    min_pixels=family.min_pixels)
+    model.qwen_args = family.qwen_args  # the same parsed args (`qwen_args.QwenArgs`)
+    model.processor = AutoProcessor.from_pretrained(str(ensure_tiny_vllm(QWEN3[name])),
+                                                    max_pixels=family.qwen_args.max_pixels,
+                                                    min_pixels=family.qwen_args.min_pixels)
     return model
 
 

@@ -376,11 +376,31 @@ def test_cuda_graph_modes_that_would_skip_the_positions_are_refused(mode, chunke
     model would skip the forward that sets the kept tokens' positions, so the engine refuses it in one line."""
     from vllm.config import CompilationConfig, SchedulerConfig
 
-    from lmms_holitom.integrations.vllm.qwen2_5_vl import cuda_graph_refusal
+    from lmms_holitom.integrations.vllm.limits import cuda_graph_refusal
 
     scheduler = SchedulerConfig(max_model_len=4096, is_encoder_decoder=False, disable_chunked_mm_input=not chunked_mm)
     got = cuda_graph_refusal(CompilationConfig(cudagraph_mode=mode), scheduler)
     assert got == refused if refused is None else refused in got
+
+
+def test_pipeline_parallelism_and_vllms_evs_are_refused_in_one_line_naming_the_setting() -> None:
+    """GPU-only configs (pipeline parallelism does not run here), checked on vLLM's own config: later stages would
+    not see the kept rows' positions, so the Qwen classes' shared check (`limits.check_position_limits`) refuses
+    them in one line naming the setting and the family; vLLM's EVS alongside is refused too; a plain engine passes."""
+    from vllm.config import ParallelConfig, VllmConfig
+
+    from lmms_holitom.integrations.vllm.limits import check_position_limits
+    from lmms_holitom.integrations.vllm.settings import HoliTomVllmError
+
+    with pytest.raises(HoliTomVllmError) as info:
+        check_position_limits(VllmConfig(parallel_config=ParallelConfig(pipeline_parallel_size=2)), "Qwen3-VL",
+                              "the block's", False)
+    assert str(info.value) == ("hf_overrides.holitom cannot run with pipeline_parallel_size > 1 on Qwen3-VL: the "
+                               "block's M-RoPE positions are set on the first stage; use tensor parallelism")
+    with pytest.raises(HoliTomVllmError, match=r"^hf_overrides.holitom and video_pruning_rate \(vLLM's EVS\) "
+                       r"cannot both be set: choose one method$"):
+        check_position_limits(VllmConfig(), "Qwen2.5-VL", "the kept tokens'", True)
+    assert check_position_limits(VllmConfig(), "Qwen2.5-VL", "the kept tokens'", False) is None
 
 
 @pytest.mark.parametrize("case", ["qwen3-vl-dense", "qwen3-vl-holitom_wo_m"])

@@ -1,6 +1,7 @@
-"""`HoliTomLmms`: what every lmms-eval model of this plugin shares — settings, placement, loading, the request
-loop, failed videos, statistics. A family is a thin subclass (`llava` for LLaVA, `qwen` for Qwen2.5-VL / Qwen3-VL)
-that says which model class, processor, visuals and prompt it uses.
+"""`HoliTomLmms`: what every transformers lmms-eval model of this plugin shares — settings, placement, loading, the
+request loop, failed videos, statistics (the interface properties it shares with ``vllm_holitom``: `interface`). A
+family is a thin subclass (`llava` for LLaVA, `qwen` for Qwen2.5-VL / Qwen3-VL) that says which model class,
+processor, visuals and prompt it uses.
 
 Over 300 lines on purpose: lmms-eval's model interface (setup, request loop, failures, records) is one class.
 """
@@ -9,18 +10,16 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-from lmms_eval.api.model import lmms
 from loguru import logger
 from tqdm import tqdm
 
 from lmms_holitom.config import METHODS, HoliTomConfig
-from lmms_holitom.integrations.lmms_eval.model_args import build_from_model_args
+from lmms_holitom.integrations.lmms_eval.interface import LmmsInterface
 from lmms_holitom.integrations.lmms_eval.prompts import generation_kwargs
 from lmms_holitom.integrations.lmms_eval.recorder import SampleRecorder
 from lmms_holitom.integrations.lmms_eval.records import discover_output_dir
@@ -59,7 +58,7 @@ COMMON_MODEL_ARGS: dict[str, Any] = {
 }
 
 
-class HoliTomLmms(lmms):
+class HoliTomLmms(LmmsInterface):
     """The shared lmms-eval model (batch size 1, video QA). Subclasses set `MODEL_ID`, `FAMILY_ARGS` and implement
     `_family_setup`, `_model_class`, `_load_processor`, `_load_visuals` and `_inputs`.
 
@@ -68,7 +67,6 @@ class HoliTomLmms(lmms):
     says; any other model arg raises a ValueError listing the valid ones.
     """
 
-    is_simple = True
     MODEL_ID: ClassVar[str] = "holitom"
     FAMILY_ARGS: ClassVar[dict[str, Any]] = {}
 
@@ -76,15 +74,6 @@ class HoliTomLmms(lmms):
     def model_args(cls) -> dict[str, Any]:
         """Every model arg besides the HoliTomConfig fields (name -> default)."""
         return {**cls.FAMILY_ARGS, **COMMON_MODEL_ARGS}
-
-    @classmethod
-    def create_from_arg_string(
-        cls, arg_string: str | Mapping[str, Any], additional_config: dict | None = None
-    ) -> HoliTomLmms:
-        """What lmms-eval calls with ``--model_args`` and its own ``--batch_size``/``--device`` flags
-        (`model_args.build_from_model_args`: a key given twice, or any bad setting under lmms-eval's command line,
-        is a one-line error)."""
-        return build_from_model_args(cls.MODEL_ID, cls, arg_string, additional_config)
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__()
@@ -190,15 +179,6 @@ class HoliTomLmms(lmms):
         raise NotImplementedError
 
     # ------------------------------------------------------------------------------------------ setup
-    @property
-    def on_video_error(self) -> str:
-        """``record`` or ``fail``; assigning ``raise`` (the former name) sets ``fail``."""
-        return self._on_video_error
-
-    @on_video_error.setter
-    def on_video_error(self, value: str) -> None:
-        self._on_video_error = parse_on_video_error(value)
-
     def _check_common_args(self, args: dict[str, Any]) -> None:
         batch_size = str(args["batch_size"]).strip().lower()
         if batch_size not in {"1", "auto", "auto:1"}:
@@ -206,11 +186,7 @@ class HoliTomLmms(lmms):
         if not parse_bool("use_cache", args["use_cache"]):
             raise ValueError("use_cache=false is not supported (HoliTom's prefill fills the KV cache)")
 
-    # ----------------------------------------------------------------------------- lmms-eval interface
-    @property
-    def config(self):
-        return self._config
-
+    # ------------------------------------------------------- lmms-eval interface (the rest: `LmmsInterface`)
     @property
     def tokenizer(self):
         return self._tokenizer
@@ -228,20 +204,8 @@ class HoliTomLmms(lmms):
         return int(getattr(self._config.get_text_config(), "max_position_embeddings", 32768))
 
     @property
-    def batch_size(self) -> int:
-        return self.batch_size_per_gpu
-
-    @property
     def device(self) -> torch.device:
         return self._device
-
-    @property
-    def rank(self) -> int:
-        return self._rank
-
-    @property
-    def world_size(self) -> int:
-        return self._world_size
 
     @property
     def stats_dir(self) -> Path | None:
@@ -260,9 +224,6 @@ class HoliTomLmms(lmms):
             "has no faithful continuation-scoring counterpart, and the paper's benchmarks are all generate_until "
             "tasks. Use a generate_until task, or lmms-eval's own model of this family for loglikelihood tasks."
         )
-
-    def generate_until_multi_round(self, requests) -> list[str]:
-        raise NotImplementedError(f"{self.MODEL_ID} does not implement generate_until_multi_round")
 
     # ------------------------------------------------------------------------------------- generation
     def generate_until(self, requests) -> list[str]:

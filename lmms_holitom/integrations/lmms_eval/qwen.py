@@ -22,10 +22,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from lmms_holitom.integrations.lmms_eval.base import HoliTomLmms
-from lmms_holitom.integrations.lmms_eval.prompts import SYSTEM_PROMPT
-from lmms_holitom.integrations.lmms_eval.settings import none_if_empty, parse_int
+from lmms_holitom.integrations.lmms_eval.qwen_args import QWEN3_5_ARGS, QWEN_ARGS, QwenArgs
 from lmms_holitom.integrations.lmms_eval.visuals import VisualError, Visuals, check_one_video
-from lmms_holitom.values import MAX_FRAMES
 
 __all__ = ["Qwen2_5_VLHoliTom", "Qwen3VLHoliTom", "Qwen3_5HoliTom"]
 
@@ -43,35 +41,21 @@ class QwenVisuals(Visuals):
 class _QwenHoliTom(HoliTomLmms):
     """What both Qwen-VL lmms-eval models share."""
 
-    FAMILY_ARGS: ClassVar[dict[str, Any]] = {
-        "pretrained": "",
-        "min_pixels": 256 * 28 * 28,
-        "max_pixels": 1605632,
-        "max_num_frames": 32,
-        "fps": None,
-        "system_prompt": SYSTEM_PROMPT,
-    }
+    FAMILY_ARGS: ClassVar[dict[str, Any]] = {"pretrained": "", **QWEN_ARGS}
+    qwen_args: QwenArgs
 
     def _family_setup(self, args: dict[str, Any]) -> None:
-        self.min_pixels = parse_int("min_pixels", args["min_pixels"], 1)
-        self.max_pixels = parse_int("max_pixels", args["max_pixels"], self.min_pixels)
-        self.max_num_frames = parse_int("max_num_frames", args["max_num_frames"], 1, MAX_FRAMES)
-        fps = none_if_empty(args["fps"])
-        try:
-            self.fps = None if fps is None else float(fps)
-        except ValueError:
-            raise ValueError(f"fps must be a number > 0, got {fps!r}") from None
-        if self.fps is not None and not self.fps > 0:
-            raise ValueError(f"fps must be a number > 0, got {fps!r}")
-        self.system_prompt = none_if_empty(args["system_prompt"])
+        self.qwen_args = QwenArgs.parse(args)
 
     def _describe(self) -> str:
-        return f"max_num_frames={self.max_num_frames}, pixels [{self.min_pixels}, {self.max_pixels}], fps={self.fps}"
+        args = self.qwen_args
+        return f"max_num_frames={args.max_num_frames}, pixels [{args.min_pixels}, {args.max_pixels}], fps={args.fps}"
 
     def _load_processor(self, checkpoint: str) -> Any:
         from transformers import AutoProcessor
 
-        return AutoProcessor.from_pretrained(checkpoint, max_pixels=self.max_pixels, min_pixels=self.min_pixels)
+        args = self.qwen_args
+        return AutoProcessor.from_pretrained(checkpoint, max_pixels=args.max_pixels, min_pixels=args.min_pixels)
 
     def _messages(self, context: str, visuals: Visuals) -> list[dict[str, Any]]:
         content: list[dict[str, Any]] = []
@@ -79,7 +63,8 @@ class _QwenHoliTom(HoliTomLmms):
             content.append(visuals.item)
         content += [{"type": "image", "image": image} for image in visuals.images]
         context = context.replace("<image>", "")
-        messages = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
+        system = self.qwen_args.system_prompt
+        messages = [{"role": "system", "content": system}] if system else []
         return [*messages, {"role": "user", "content": [*content, {"type": "text", "text": context}]}]
 
     def _load_visuals(self, visuals: list[Any]) -> Visuals:
@@ -128,11 +113,12 @@ class Qwen2_5_VLHoliTom(_QwenHoliTom):
     def _read_video(self, path: str) -> tuple[Any, dict[str, Any], dict[str, Any]]:
         from qwen_vl_utils import process_vision_info
 
-        item = {"type": "video", "video": path, "max_pixels": self.max_pixels, "min_pixels": self.min_pixels}
+        args = self.qwen_args
+        item = {"type": "video", "video": path, "max_pixels": args.max_pixels, "min_pixels": args.min_pixels}
         _, videos = process_vision_info([[{"role": "user", "content": [item]}]])
         video = videos[0]
         total = int(video.shape[0])
-        indices = np.unique(np.linspace(0, total - 1, self.max_num_frames, dtype=int))
+        indices = np.unique(np.linspace(0, total - 1, args.max_num_frames, dtype=int))
         if total - 1 not in indices:
             indices = np.unique(np.append(indices, total - 1))
         return video[indices], item, {}
@@ -170,12 +156,13 @@ class Qwen3VLHoliTom(_QwenHoliTom):
     def _video_item(self, path: str) -> dict[str, Any]:
         import decord
 
-        item: dict[str, Any] = {"type": "video", "video": path, "min_pixels": self.min_pixels,
-                                "max_pixels": self.max_pixels}
-        if self.fps is not None:
-            item.update(fps=self.fps, max_frames=self.max_num_frames)
+        args = self.qwen_args
+        item: dict[str, Any] = {"type": "video", "video": path, "min_pixels": args.min_pixels,
+                                "max_pixels": args.max_pixels}
+        if args.fps is not None:
+            item.update(fps=args.fps, max_frames=args.max_num_frames)
         else:
-            item["nframes"] = min(self.max_num_frames, len(decord.VideoReader(path)))
+            item["nframes"] = min(args.max_num_frames, len(decord.VideoReader(path)))
         return item
 
     def _read_video(self, path: str) -> tuple[Any, dict[str, Any], dict[str, Any]]:
@@ -197,23 +184,11 @@ class Qwen3_5HoliTom(Qwen3VLHoliTom):
     full-attention layer (docs/algorithm.md §6.7)."""
 
     MODEL_ID = "qwen3_5_holitom"
-    FAMILY_ARGS: ClassVar[dict[str, Any]] = {
-        **_QwenHoliTom.FAMILY_ARGS, "pretrained": "Qwen/Qwen3.5-4B", "min_pixels": 64 * 32 * 32,
-        "max_pixels": 128 * 32 * 32, "total_pixels": 224 * 1024 * 32 * 32, "max_num_frames": 768,
-        "enable_thinking": True,
-    }
-
-    def _family_setup(self, args: dict[str, Any]) -> None:
-        super()._family_setup(args)
-        total = none_if_empty(args["total_pixels"])
-        self.total_pixels = None if total is None else parse_int("total_pixels", total, 1)
-        thinking = none_if_empty(args["enable_thinking"])
-        if thinking is not None and str(thinking).lower() not in ("true", "false"):
-            raise ValueError(f"enable_thinking must be true or false, got {thinking!r}")
-        self.enable_thinking = None if thinking is None else str(thinking).lower() == "true"
+    FAMILY_ARGS: ClassVar[dict[str, Any]] = {"pretrained": "Qwen/Qwen3.5-4B", **QWEN3_5_ARGS}
 
     def _describe(self) -> str:
-        return f"{super()._describe()}, total_pixels={self.total_pixels}, enable_thinking={self.enable_thinking}"
+        args = self.qwen_args
+        return f"{super()._describe()}, total_pixels={args.total_pixels}, enable_thinking={args.enable_thinking}"
 
     def _family_classes(self) -> tuple[type, ...]:
         from lmms_holitom.hf.models import (
@@ -224,13 +199,15 @@ class Qwen3_5HoliTom(Qwen3VLHoliTom):
         return HoliTomQwen3_5ForConditionalGeneration, HoliTomQwen3_5MoeForConditionalGeneration
 
     def _video_item(self, path: str) -> dict[str, Any]:
-        if self.total_pixels is None or self.fps is not None:
+        args = self.qwen_args
+        if args.total_pixels is None or args.fps is not None:
             return super()._video_item(path)
-        return {"type": "video", "video": path, "min_pixels": self.min_pixels, "max_frames": self.max_num_frames,
-                "total_pixels": self.total_pixels}
+        return {"type": "video", "video": path, "min_pixels": args.min_pixels, "max_frames": args.max_num_frames,
+                "total_pixels": args.total_pixels}
 
     def _inputs(self, context: str, visuals: Visuals) -> Any:
-        extra = {} if self.enable_thinking is None else {"enable_thinking": self.enable_thinking}
+        thinking = self.qwen_args.enable_thinking
+        extra = {} if thinking is None else {"enable_thinking": thinking}
         text = self.processor.apply_chat_template(
             self._messages(context, visuals), tokenize=False, add_generation_prompt=True, **extra
         )
@@ -242,4 +219,4 @@ class Qwen3_5HoliTom(Qwen3VLHoliTom):
     def _generate(self, base: dict[str, Any], context: str, gen_kwargs: dict, visuals: Visuals) -> str:
         """The answer; with ``enable_thinking`` only what follows ``</think>`` (as lmms-eval's ``qwen3_5``)."""
         answer = super()._generate(base, context, gen_kwargs, visuals)
-        return answer.partition("</think>")[2].strip() if self.enable_thinking else answer
+        return answer.partition("</think>")[2].strip() if self.qwen_args.enable_thinking else answer

@@ -17,8 +17,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from lmms_holitom.integrations.lmms_eval.prompts import CONV_TEMPLATES, SYSTEM_PROMPT, build_prompt
-from lmms_holitom.integrations.lmms_eval.settings import none_if_empty, parse_choice, parse_int
+from lmms_holitom.integrations.lmms_eval.prompts import CONV_TEMPLATES, build_prompt
+from lmms_holitom.integrations.lmms_eval.qwen_args import QWEN3_5_ARGS, QWEN_ARGS, QwenArgs
+from lmms_holitom.integrations.lmms_eval.settings import parse_choice, parse_int
 from lmms_holitom.integrations.lmms_eval.visuals import VisualError, Visuals, check_one_video, load_visuals
 from lmms_holitom.integrations.lmms_eval.vllm_video import read_qwen25_video, read_qwen_video
 from lmms_holitom.values import MAX_FRAMES
@@ -136,21 +137,10 @@ class Qwen2_5_VLFamily(VllmFamily):
 
     name = "Qwen2.5-VL"
     lmms_eval_model = "qwen2_5_vl_holitom"
-    ARGS: ClassVar[dict[str, Any]] = {"min_pixels": 256 * 28 * 28, "max_pixels": 1605632, "max_num_frames": 32,
-                                      "fps": None, "system_prompt": SYSTEM_PROMPT}
+    ARGS: ClassVar[dict[str, Any]] = QWEN_ARGS
 
     def __init__(self, args: dict[str, Any]) -> None:
-        self.min_pixels = parse_int("min_pixels", args["min_pixels"], 1)
-        self.max_pixels = parse_int("max_pixels", args["max_pixels"], self.min_pixels)
-        self.max_num_frames = parse_int("max_num_frames", args["max_num_frames"], 1, MAX_FRAMES)
-        fps = none_if_empty(args["fps"])
-        try:
-            self.fps = None if fps is None else float(fps)
-        except ValueError:
-            raise ValueError(f"fps must be a number > 0, got {fps!r}") from None
-        if self.fps is not None and not self.fps > 0:
-            raise ValueError(f"fps must be a number > 0, got {fps!r}")
-        self.system_prompt = none_if_empty(args["system_prompt"])
+        self.qwen_args = QwenArgs.parse(args)
 
     def visuals(self, visuals: list[Any]) -> Visuals:
         if not visuals:
@@ -170,7 +160,8 @@ class Qwen2_5_VLFamily(VllmFamily):
 
     def read_video(self, path: str) -> tuple[Any, dict[str, Any]]:
         """(frames (F, H, W, 3) uint8, the metadata vLLM gets with them) of one video file."""
-        frames = read_qwen25_video(path, self.min_pixels, self.max_pixels, self.max_num_frames)
+        args = self.qwen_args
+        frames = read_qwen25_video(path, args.min_pixels, args.max_pixels, args.max_num_frames)
         count = int(frames.shape[0])
         fps = _assumed_fps(count)  # what transformers assumes for frames without a timing
         return frames, {"total_num_frames": count, "fps": fps, "duration": count / fps,
@@ -180,7 +171,8 @@ class Qwen2_5_VLFamily(VllmFamily):
         """``qwen2_5_vl_holitom``'s chat messages: the system prompt, then the video and the question."""
         content = [{"type": "video"}] if video else []
         content.append({"type": "text", "text": context.replace("<image>", "")})
-        system = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
+        prompt = self.qwen_args.system_prompt
+        system = [{"role": "system", "content": prompt}] if prompt else []
         return [*system, {"role": "user", "content": content}]
 
     def prompt(self, context: str, video: bool, checkpoint: str) -> str:
@@ -190,7 +182,7 @@ class Qwen2_5_VLFamily(VllmFamily):
 
     def processor_kwargs(self) -> dict[str, Any]:
         """``mm_processor_kwargs``: the processor settings ``lmms_eval_model`` loads its processor with."""
-        return {"min_pixels": self.min_pixels, "max_pixels": self.max_pixels}
+        return {"min_pixels": self.qwen_args.min_pixels, "max_pixels": self.qwen_args.max_pixels}
 
     def request(self, context: str, visuals: Visuals, checkpoint: str) -> dict[str, Any]:
         video = visuals.video is not None
@@ -227,10 +219,11 @@ class Qwen3VLFamily(Qwen2_5_VLFamily):
 
     def video_item(self) -> dict[str, Any]:
         """``qwen3_vl_holitom``'s ``process_vision_info`` item (``nframes`` capped at the video's frame count)."""
-        item: dict[str, Any] = {"min_pixels": self.min_pixels, "max_pixels": self.max_pixels}
-        if self.fps is not None:
-            return {**item, "fps": self.fps, "max_frames": self.max_num_frames}
-        return {**item, "nframes": self.max_num_frames}
+        args = self.qwen_args
+        item: dict[str, Any] = {"min_pixels": args.min_pixels, "max_pixels": args.max_pixels}
+        if args.fps is not None:
+            return {**item, "fps": args.fps, "max_frames": args.max_num_frames}
+        return {**item, "nframes": args.max_num_frames}
 
     def read_video(self, path: str) -> tuple[Any, dict[str, Any]]:
         return read_qwen_video(path, self.video_item(), image_patch_size=16)
@@ -247,31 +240,22 @@ class Qwen3_5Family(Qwen3VLFamily):
 
     name = "Qwen3.5"
     lmms_eval_model = "qwen3_5_holitom"
-    ARGS: ClassVar[dict[str, Any]] = {"min_pixels": 64 * 32 * 32, "max_pixels": 128 * 32 * 32,
-                                      "total_pixels": 224 * 1024 * 32 * 32, "max_num_frames": 768, "fps": None,
-                                      "system_prompt": SYSTEM_PROMPT, "enable_thinking": True}
-
-    def __init__(self, args: dict[str, Any]) -> None:
-        super().__init__(args)
-        total = none_if_empty(args["total_pixels"])
-        self.total_pixels = None if total is None else parse_int("total_pixels", total, 1)
-        thinking = none_if_empty(args["enable_thinking"])
-        if thinking is not None and str(thinking).lower() not in ("true", "false"):
-            raise ValueError(f"enable_thinking must be true or false, got {thinking!r}")
-        self.enable_thinking = None if thinking is None else str(thinking).lower() == "true"
+    ARGS: ClassVar[dict[str, Any]] = QWEN3_5_ARGS
 
     def video_item(self) -> dict[str, Any]:
-        if self.total_pixels is None or self.fps is not None:
+        args = self.qwen_args
+        if args.total_pixels is None or args.fps is not None:
             return super().video_item()
-        return {"min_pixels": self.min_pixels, "max_frames": self.max_num_frames, "total_pixels": self.total_pixels}
+        return {"min_pixels": args.min_pixels, "max_frames": args.max_num_frames, "total_pixels": args.total_pixels}
 
     def prompt(self, context: str, video: bool, checkpoint: str) -> str:
-        extra = {} if self.enable_thinking is None else {"enable_thinking": self.enable_thinking}
+        thinking = self.qwen_args.enable_thinking
+        extra = {} if thinking is None else {"enable_thinking": thinking}
         return _hf_processor(checkpoint).apply_chat_template(self.messages(context, video), tokenize=False,
                                                              add_generation_prompt=True, **extra)
 
     def answer(self, text: str) -> str:
-        return text.partition("</think>")[2].strip() if self.enable_thinking else text.strip()
+        return text.partition("</think>")[2].strip() if self.qwen_args.enable_thinking else text.strip()
 
 
 def _assumed_fps(count: int) -> float:

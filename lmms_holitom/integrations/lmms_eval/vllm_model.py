@@ -16,17 +16,15 @@ See `VllmHoliTom` for the model args and the statistics records.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-from lmms_eval.api.model import lmms
 from loguru import logger
 from tqdm import tqdm
 
 from lmms_holitom.config import HoliTomConfig
-from lmms_holitom.integrations.lmms_eval.model_args import build_from_model_args
+from lmms_holitom.integrations.lmms_eval.interface import LmmsInterface
 from lmms_holitom.integrations.lmms_eval.recorder import SampleRecorder
 from lmms_holitom.integrations.lmms_eval.records import discover_output_dir
 from lmms_holitom.integrations.lmms_eval.settings import none_if_empty, parse_int, parse_on_video_error
@@ -66,7 +64,7 @@ def check_plugin_loaded(architecture: str) -> None:
                          f"{architecture} unpruned; {architecture} is served by {registered}")
 
 
-class VllmHoliTom(lmms):
+class VllmHoliTom(LmmsInterface):
     """``--model vllm_holitom``: video QA through an in-process `vllm.LLM` with the HoliTom plugin.
 
     Model args (``--model_args k=v,...``), each validated before the engine starts (one-line errors):
@@ -102,14 +100,7 @@ class VllmHoliTom(lmms):
     One process runs one engine; several GPUs: ``tensor_parallel_size`` (multi-process launches are refused).
     """
 
-    is_simple = True
     MODEL_ID: ClassVar[str] = "vllm_holitom"
-
-    @classmethod
-    def create_from_arg_string(cls, arg_string: str | Mapping[str, Any], additional_config: dict | None = None):
-        """What lmms-eval calls (`model_args.build_from_model_args`: a key given twice, or any bad setting under
-        lmms-eval's command line, is a one-line error)."""
-        return build_from_model_args(cls.MODEL_ID, cls, arg_string, additional_config)
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__()
@@ -160,11 +151,7 @@ class VllmHoliTom(lmms):
         return LLM(model=self.checkpoint, hf_overrides=overrides, limit_mm_per_prompt={"video": 1, "image": 0},
                    **engine_args)
 
-    # ----------------------------------------------------------------------------- lmms-eval interface
-    @property
-    def config(self):
-        return self._config
-
+    # ------------------------------------------------------- lmms-eval interface (the rest: `LmmsInterface`)
     @property
     def tokenizer(self):
         return self._llm.get_tokenizer()
@@ -174,34 +161,11 @@ class VllmHoliTom(lmms):
         return self._llm
 
     @property
-    def batch_size(self) -> int:
-        return self.batch_size_per_gpu
-
-    @property
     def device(self) -> str:
         return "cpu"  # lmms-eval's gathers across processes; one process here
 
-    @property
-    def rank(self) -> int:
-        return self._rank
-
-    @property
-    def world_size(self) -> int:
-        return self._world_size
-
-    @property
-    def on_video_error(self) -> str:
-        return self._on_video_error
-
-    @on_video_error.setter
-    def on_video_error(self, value: str) -> None:
-        self._on_video_error = parse_on_video_error(value)
-
     def loglikelihood(self, requests) -> list[tuple[float, bool]]:
         raise NotImplementedError(f"{self.MODEL_ID} implements generate_until only (the paper's tasks)")
-
-    def generate_until_multi_round(self, requests) -> list[str]:
-        raise NotImplementedError(f"{self.MODEL_ID} does not implement generate_until_multi_round")
 
     # ------------------------------------------------------------------------------------- generation
     def generate_until(self, requests) -> list[str]:

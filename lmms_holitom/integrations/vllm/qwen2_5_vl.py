@@ -29,10 +29,11 @@ Why not vLLM's EVS hooks (``SupportsMultiModalPruning.recompute_mrope_positions`
 ``--video-pruning-rate`` (which would also switch on vLLM's own EVS); and EVS carries positions in embedding-dtype
 channels, which bf16 rounds (257 -> 256). This mechanism uses no runner flag and no runner patch, so it is the
 same code on the CPU and GPU runners, and positions are exact in any dtype for any prompt prefix. Limits (checked
-at load, one line): pipeline parallelism (later stages do not see step 3); vLLM's own ``--video-pruning-rate``
-together with a ``holitom`` entry; and CUDA graphs that replay the whole model, skipping step 3's Python
-(`cuda_graph_refusal`: ``cudagraph_mode=FULL``; or full decode graphs with chunked multimodal input, where a
-one-token prefill chunk holding a kept row looks like a decode batch — ``--disable-chunked-mm-input`` avoids it).
+at load, one line, `limits.check_position_limits`): pipeline parallelism (later stages do not see step 3); vLLM's
+own ``--video-pruning-rate`` together with a ``holitom`` entry; and CUDA graphs that replay the whole model,
+skipping step 3's Python (`limits.cuda_graph_refusal`: ``cudagraph_mode=FULL``; or full decode graphs with chunked
+multimodal input, where a one-token prefill chunk holding a kept row looks like a decode batch —
+``--disable-chunked-mm-input`` avoids it).
 The GPU runner is not testable on the machines this was built on. With ``mm_encoder_tp_mode="data"`` every rank
 runs the whole tower on its videos (vLLM's data-parallel sharding of the encoder is not used here).
 """
@@ -59,6 +60,7 @@ from vllm.multimodal.processing import PromptReplacement
 
 from lmms_holitom.config import HoliTomConfig
 from lmms_holitom.core.outer import compress_video_on_one_thread
+from lmms_holitom.integrations.vllm.limits import check_position_limits
 from lmms_holitom.integrations.vllm.qwen_probe import QwenWindowedSaliencyProbe
 from lmms_holitom.integrations.vllm.settings import (
     RECORD_ENV,
@@ -69,7 +71,6 @@ from lmms_holitom.integrations.vllm.settings import (
 
 __all__ = [
     "HoliTomQwen2_5_VLForConditionalGeneration",
-    "cuda_graph_refusal",
     "HoliTomQwen2_5_VLMultiModalProcessor",
     "HoliTomQwen2_5_VLProcessingInfo",
 ]
@@ -78,24 +79,6 @@ logger = logging.getLogger("vllm.lmms_holitom")
 _RECORDED = itertools.count()
 #: columns appended to each kept row: its (t, h, w) M-RoPE position relative to the video's base
 POSITION_COLUMNS = 3
-
-
-def cuda_graph_refusal(compilation_config: Any, scheduler_config: Any) -> str | None:
-    """Why step 3 (module docstring) could be skipped by a CUDA graph replay under these configs, or None."""
-    from vllm.config import CUDAGraphMode
-
-    mode = compilation_config.cudagraph_mode
-    if mode is None or mode == CUDAGraphMode.NONE:
-        return None
-    if mode.mixed_mode() == CUDAGraphMode.FULL:
-        return (f"cudagraph_mode={mode.name} replays prefill batches without the model's Python forward, where the "
-                "kept tokens' M-RoPE positions are set; use FULL_AND_PIECEWISE with --disable-chunked-mm-input")
-    if (mode.decode_mode() == CUDAGraphMode.FULL and scheduler_config.enable_chunked_prefill
-            and not scheduler_config.disable_chunked_mm_input):
-        return (f"cudagraph_mode={mode.name} with chunked multimodal input can replay a one-token chunk of a video "
-                "as a decode batch, skipping the kept tokens' M-RoPE positions; pass --disable-chunked-mm-input "
-                "(or --enforce-eager)")
-    return None
 
 
 class HoliTomQwen2_5_VLProcessingInfo(Qwen2_5_VLProcessingInfo):
@@ -144,18 +127,7 @@ class HoliTomQwen2_5_VLForConditionalGeneration(Qwen2_5_VLForConditionalGenerati
             logger.info("lmms-holitom: Qwen2.5-VL videos run %s", self.holitom_config.given_dict())
         if not self._compressing():  # no entry, or dense: vLLM's own path, nothing to refuse
             return
-        if vllm_config.parallel_config.pipeline_parallel_size > 1:
-            raise HoliTomVllmError(
-                "hf_overrides.holitom cannot run with pipeline_parallel_size > 1 on Qwen2.5-VL: the kept tokens' "
-                "M-RoPE positions are set on the first stage; use tensor parallelism"
-            )
-        refusal = cuda_graph_refusal(vllm_config.compilation_config, vllm_config.scheduler_config)
-        if refusal is not None:
-            raise HoliTomVllmError(f"hf_overrides.holitom on Qwen2.5-VL: {refusal}")
-        if self.is_multimodal_pruning_enabled:
-            raise HoliTomVllmError(
-                "hf_overrides.holitom and video_pruning_rate (vLLM's EVS) cannot both be set: choose one method"
-            )
+        check_position_limits(vllm_config, "Qwen2.5-VL", "the kept tokens'", self.is_multimodal_pruning_enabled)
 
     # ------------------------------------------------------------------ the encoder
     def _compressing(self) -> bool:

@@ -32,8 +32,8 @@ own EVS recomputes positions from the text before the video and fails when it is
 transformers 5.25 collapses it into a bare pad first. A prompt with a bare ``<|video_pad|>`` is laid out alike by
 both; the cross-backend tests use that form, and check that the wrapped form is the same plus the pair.
 
-Limits as `qwen2_5_vl` (one line at load): pipeline parallelism, vLLM's own ``--video-pruning-rate`` together with
-a ``holitom`` entry, CUDA graphs that skip ``forward``'s Python.
+Limits as `qwen2_5_vl` (one line at load, `limits.check_position_limits`): pipeline parallelism, vLLM's own
+``--video-pruning-rate`` together with a ``holitom`` entry, CUDA graphs that skip ``forward``'s Python.
 """
 
 from __future__ import annotations
@@ -66,7 +66,8 @@ from vllm.multimodal.processing import PromptReplacement
 
 from lmms_holitom.config import HoliTomConfig
 from lmms_holitom.core.outer import compress_video
-from lmms_holitom.integrations.vllm.qwen2_5_vl import _record, cuda_graph_refusal
+from lmms_holitom.integrations.vllm.limits import check_position_limits
+from lmms_holitom.integrations.vllm.qwen2_5_vl import _record
 from lmms_holitom.integrations.vllm.qwen_probe import QwenWindowedSaliencyProbe
 from lmms_holitom.integrations.vllm.settings import (
     RECORD_ENV,
@@ -222,18 +223,7 @@ class HoliTomQwen3VLMixin:
             logger.info("lmms-holitom: %s videos run %s", self.family, self.holitom_config.given_dict())
         if not self._compressing():
             return
-        if vllm_config.parallel_config.pipeline_parallel_size > 1:
-            raise HoliTomVllmError(
-                f"hf_overrides.holitom cannot run with pipeline_parallel_size > 1 on {self.family}: the block's "
-                "M-RoPE positions are set on the first stage; use tensor parallelism"
-            )
-        refusal = cuda_graph_refusal(vllm_config.compilation_config, vllm_config.scheduler_config)
-        if refusal is not None:
-            raise HoliTomVllmError(f"hf_overrides.holitom on {self.family}: {refusal}")
-        if self.is_multimodal_pruning_enabled:
-            raise HoliTomVllmError(
-                "hf_overrides.holitom and video_pruning_rate (vLLM's EVS) cannot both be set: choose one method"
-            )
+        check_position_limits(vllm_config, self.family, "the block's", self.is_multimodal_pruning_enabled)
 
     def _compressing(self) -> bool:
         return self.holitom_config is not None and self.holitom_config.spec.outer is not None
