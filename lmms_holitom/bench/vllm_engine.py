@@ -6,7 +6,7 @@ every setting alike): for each repeat, for each concurrency ``c``, the same ``c`
 ``c`` concurrent requests (`vllm_measure.run_batch`). Each figure is summarised over the repeats (median, min, max,
 best; ``values``) and given as a ratio to dense at the same concurrency; repeats whose max / min exceeds
 `summary.DISAGREE_RATIO` are named in ``warnings``. The pruning's own time (`vllm_measure.pruning_times`) is
-measured on each engine's model with one video of the same shape.
+measured on each engine's model with one video of the same shape, at least `PRUNING_REPEATS` times.
 """
 
 from __future__ import annotations
@@ -31,13 +31,15 @@ from lmms_holitom.bench.vllm_measure import (
 from lmms_holitom.bench.vllm_model import PATCHES, ensure_bench_model
 from lmms_holitom.bench.vllm_options import OURS, VllmBenchOptions, label, vllm_bench_settings
 
-__all__ = ["FIGURES", "VLLM_SCHEMA", "run_vllm_bench"]
+__all__ = ["FIGURES", "PRUNING_REPEATS", "VLLM_SCHEMA", "run_vllm_bench"]
 
 VLLM_SCHEMA = "lmms_holitom.bench.vllm/1"
 #: figure -> higher is better
 FIGURES = {"requests_per_s": True, "ttft_p50_ms": False, "ttft_p90_ms": False, "output_tok_s": True,
            "peak_rss_mb": False, "rss_rise_mb": False}
 _TIMED = ("requests_per_s", "ttft_p50_ms", "ttft_p90_ms", "output_tok_s")
+#: the fewest repeats of the pruning's own time: the probe's is a difference of two timings, noisier than either
+PRUNING_REPEATS = 5
 
 
 def tokens_per_frame() -> int:
@@ -140,7 +142,7 @@ def run_vllm_bench(opts: VllmBenchOptions, log: Callable[[str], None] = lambda _
                 log(f"repeat {r + 1}/{opts.repeats} concurrency {c} {rec['label']}: {c / batch.wall_s:.2f} req/s")
     probe_video = warm[0] if warm else video_batch(1, opts.frames, scenes=opts.scenes, seed=opts.seed)[0]
     for rec, llm in zip(records, engines):
-        times = pruning_times(llm, probe_video, opts.repeats)
+        times = pruning_times(llm, probe_video, max(opts.repeats, PRUNING_REPEATS))
         rec["pruning_ms"] = {k: summarize(v) for k, v in times.items()}
         rec["pruning_ms"]["probe_merge_share_of_vision"] = summarize(
             [(p + m) / v for p, m, v in zip(times["probe"], times["merge"], times["vision"])])

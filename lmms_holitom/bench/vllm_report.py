@@ -103,6 +103,7 @@ def vllm_figure(result: dict[str, Any]) -> Any:
         ax.set_title(title)
     fig.axes[0].legend(fontsize=7)
     m = result["meta"]
-    fig.suptitle(f"vLLM {m['versions']['vllm']}, shape {m['shape']}, {m['frames']} frames, {m['dtype']} "
+    fig.suptitle(f"vLLM {m['versions']['vllm']}, shape {m['shape']}, {m['frames']} frames, {m['dtype']}, step budget "
+                 f"{m.get('step_tokens', 'default')} "
                  f"({stat} of {m['repeats']}; lighter bars: retain > 10 %)", fontsize=9)
     return fig
