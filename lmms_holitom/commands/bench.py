@@ -93,7 +93,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=("transformers", "vllm"), default="transformers",
                    help="transformers (default; every method, stage times) or vllm (in-process vLLM engines through "
                         "the plugin: requests/s, TTFT p50/p90, output tok/s, peak RSS at each --concurrency; run it "
-                        "in the vLLM environment; reads --shape tiny|small|issue, --frames, --methods, "
+                        "in the vLLM environment; reads --shape tiny|small|issue, --step-tokens, --frames, --methods, "
                         "--retain-ratios, --new-tokens, --warmup, --repeats, --stat, --seed, --scenes, --dtype)")
     p.add_argument("--concurrency", type=_concurrency, default=None, metavar="C1,C2",
                    help="--backend vllm: concurrent requests per engine (default 1,4,16)")
