@@ -10,46 +10,45 @@ from torch import nn
 
 __all__ = ["OutputHookProbe", "PreHookProbe"]
 
-_P = TypeVar("_P", bound="PreHookProbe")
-_O = TypeVar("_O", bound="OutputHookProbe")
+_P = TypeVar("_P", bound="_HookProbe")
 
 
-class PreHookProbe:
-    """Base of a context manager that calls ``self._hook(module, args, kwargs)`` before each forward of
-    ``self.module`` while active (subclasses set ``module`` in ``__init__`` and define ``_hook``)."""
+class _HookProbe:
+    """A context manager holding one hook on ``self.module`` while active (subclasses say which hook)."""
 
     module: nn.Module
     _handle: Any = None
 
     def __enter__(self: _P) -> _P:
-        self._handle = self.module.register_forward_pre_hook(self._hook, with_kwargs=True)
+        self._handle = self._register()
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self._handle is not None:
             self._handle.remove()
             self._handle = None
+
+    def _register(self) -> Any:
+        raise NotImplementedError
+
+
+class PreHookProbe(_HookProbe):
+    """Calls ``self._hook(module, args, kwargs)`` before each forward of ``self.module`` while active (subclasses
+    set ``module`` in ``__init__`` and define ``_hook``)."""
+
+    def _register(self) -> Any:
+        return self.module.register_forward_pre_hook(self._hook, with_kwargs=True)
 
     def _hook(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         raise NotImplementedError
 
 
-class OutputHookProbe:
-    """Base of a context manager that calls ``self._hook(module, args, output)`` after each forward of
-    ``self.module`` while active (subclasses set ``module`` in ``__init__`` and define ``_hook``, which returns
-    None: the output is left as it is)."""
+class OutputHookProbe(_HookProbe):
+    """Calls ``self._hook(module, args, output)`` after each forward of ``self.module`` while active (subclasses set
+    ``module`` in ``__init__`` and define ``_hook``, which returns None: the output is left as it is)."""
 
-    module: nn.Module
-    _handle: Any = None
-
-    def __enter__(self: _O) -> _O:
-        self._handle = self.module.register_forward_hook(self._hook)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._handle is not None:
-            self._handle.remove()
-            self._handle = None
+    def _register(self) -> Any:
+        return self.module.register_forward_hook(self._hook)
 
     def _hook(self, module: nn.Module, args: tuple, output: Any) -> None:
         raise NotImplementedError
