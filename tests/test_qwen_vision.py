@@ -14,6 +14,7 @@ from lmms_holitom.hf.models.qwen_vision import (
     probed_block_index,
     video_token_grid,
 )
+from lmms_holitom.ops.saliency import ROW_TILE, score_elements
 
 # Two videos of different sizes: unequal attention spans, and 4x6 / 2x3 merged grids that 2x2 windows reorder.
 GRID = torch.tensor([[3, 8, 12], [2, 4, 6]])
@@ -142,19 +143,24 @@ def test_window_order_is_undone():
 
 
 @pytest.mark.parametrize("family", ["qwen2.5", "qwen3"])
-def test_chunk_sizes_agree_and_bound_memory(family):
+@pytest.mark.parametrize("grid_thw", [[4, 8, 12], [2, 24, 24]], ids=["span96", "span576"])
+def test_chunk_sizes_agree_and_bound_memory(family, grid_thw):
+    """The scores go one temporal group and at most `ROW_TILE` queries at a time: the largest score buffer is
+    `score_elements(heads, span)` whatever the chunk, below ``heads · span²`` once the span exceeds a tile."""
     model = _encoder(family)
-    grid = torch.tensor([[4, 8, 12]])
+    grid = torch.tensor([grid_thw])
     pixels = _pixels(model, grid)
     results = {}
     for chunk in (1, 3, 8):
         with QwenVisionSaliencyProbe(model, frames_per_chunk=chunk) as probe, torch.no_grad():
             model(pixels, grid_thw=grid)
         results[chunk] = (probe.saliency()[0], probe.peak_elements)
-    heads, span = model.config.num_heads, 8 * 12
-    for chunk, (saliency, peak) in results.items():
-        assert peak == min(chunk, 4) * heads * span * span
+    heads, span = model.config.num_heads, grid_thw[1] * grid_thw[2]
+    for saliency, peak in results.values():
+        assert peak == score_elements(heads, span)
         torch.testing.assert_close(saliency, results[1][0], rtol=0, atol=1e-7)
+    if span > ROW_TILE:
+        assert score_elements(heads, span) < heads * span * span
 
 
 def test_hooks_removed_on_exit_and_on_error():

@@ -21,10 +21,23 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["ROW_TILE", "head_summed_received_attention"]
+__all__ = ["ROW_TILE", "head_summed_received_attention", "score_elements"]
 
 #: queries scored at once; a tile of 8 heads x 256 x 729 fp32 scores (6 MB) stays within the last-level cache
 ROW_TILE = 256
+
+
+def _tile(tokens: int) -> int:
+    """Queries per tile: near-equal tiles of at most `ROW_TILE` (a one-query tail would take a matrix-vector kernel,
+    other bits)."""
+    tiles = -(-tokens // ROW_TILE)
+    return -(-tokens // tiles)
+
+
+def score_elements(heads: int, tokens: int) -> int:
+    """fp32 elements of the largest score buffer `head_summed_received_attention` makes for ``heads`` heads over
+    ``tokens`` tokens (the CPU figure; off the CPU the softmax writes a second buffer of the tile's size)."""
+    return max(heads * _tile(tokens) * tokens, tokens * tokens)
 
 
 def head_summed_received_attention(q: Tensor, k: Tensor, scale: float, out: Tensor | None = None) -> Tensor:
@@ -47,8 +60,7 @@ def head_summed_received_attention(q: Tensor, k: Tensor, scale: float, out: Tens
     batch, heads, tokens, _ = q.shape
     if out is None:
         out = torch.empty((batch, tokens), dtype=torch.float32, device=q.device)
-    tiles = -(-tokens // ROW_TILE)
-    tile = -(-tokens // tiles)  # near-equal tiles: a one-query tail would take a matrix-vector kernel, other bits
+    tile = _tile(tokens)
     buffer = torch.empty(heads * tile * tokens, dtype=torch.float32, device=q.device)
     summed = torch.empty((tokens, tokens), dtype=torch.float32, device=q.device)
     # the CPU kernel writes a row's probabilities after its last read of that row: in place is safe there

@@ -30,8 +30,11 @@ layer i (``Qwen3VLTextModel._deepstack_process``).
 
 The encoder itself keeps its attention implementation (SDPA / flash); only the probed block's attention
 module gets a forward pre-hook, and the encoder a pre-hook that records ``grid_thw``; both are removed on
-exit (also on errors). Memory: ``peak_elements`` = the largest fp32 score tensor the probe made,
-``chunk · heads · S²`` with S the patches of one temporal group (``frames_per_chunk`` groups at once).
+exit (also on errors). The scores go through `lmms_holitom.ops.saliency` (the vLLM probes use the same function):
+one temporal group and at most 256 queries at a time, so memory does not grow with ``heads · S²`` (S, the patches of
+one temporal group, is 8,160 for a 1080p frame at ``max_pixels`` 1,605,632: 16 heads · S² fp32 would be 4.3 GB per
+group). ``peak_elements`` = the largest fp32 score buffer the probe made (`ops.saliency.score_elements`);
+``frames_per_chunk`` groups have their q/k projected at once.
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from lmms_holitom.ops.saliency import head_summed_received_attention, score_elements
 
 __all__ = [
     "QwenVisionSaliencyProbe",
@@ -144,7 +149,7 @@ class QwenVisionSaliencyProbe:
 
     Args:
         visual: the vision encoder, or a model holding it (`vision_encoder`).
-        frames_per_chunk: temporal groups whose scores are computed at once (peak memory is proportional).
+        frames_per_chunk: temporal groups whose q/k are projected at once (the scores go one group at a time).
         want_keys: also record pooled keys.
     """
 
@@ -252,12 +257,10 @@ class QwenVisionSaliencyProbe:
             q, k = apply_rope(qkv[0], qkv[1], cos[start:end], sin[start:end])  # (rows, heads, hd)
             q = q.float().reshape(count, span, heads, -1).transpose(1, 2)  # (c, heads, span, hd)
             k = k.float().reshape(count, span, heads, -1).transpose(1, 2)
-            scores = torch.matmul(q, k.transpose(-1, -2)) * module.scaling  # (c, heads, span, span)
-            self.peak_elements = max(self.peak_elements, scores.numel())
-            probs = torch.softmax(scores, dim=-1)
-            del scores
-            received[start:end] = probs.mean(dim=(1, 2)).reshape(-1)  # heads and queries -> (c, span)
-            del probs
+            # heads summed, queries averaged -> (c, span); then the head average
+            head_summed_received_attention(q, k, module.scaling, out=received[start:end].view(count, span))
+            received[start:end] /= heads
+            self.peak_elements = max(self.peak_elements, score_elements(heads, span))
             if self.want_keys:
                 if keys_out is None:
                     keys_out = hidden.new_zeros((hidden.shape[0], q.shape[-1]), dtype=torch.float32)
