@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 
 def llm_input_embeds(model: Any, inputs: dict[str, Any], **forward_kwargs: Any) -> torch.Tensor:
@@ -34,3 +35,18 @@ def traced(model: Any) -> Iterator[None]:
         yield
     finally:
         model.holitom_trace = before
+
+
+class LargestTensor(TorchDispatchMode):
+    """Records the element count of the largest tensor any op creates."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor):
+                self.largest = max(self.largest, t.numel())
+        return out

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from model_helpers import llm_input_embeds, traced
-from torch.utils._python_dispatch import TorchDispatchMode
+from model_helpers import LargestTensor, llm_input_embeds, traced
 
 from lmms_holitom.config import HoliTomConfig
 from lmms_holitom.hf.attention import last_token_attention
@@ -22,21 +21,6 @@ def eager_model(tiny_model_path):
     from transformers import LlavaOnevisionForConditionalGeneration
 
     return LlavaOnevisionForConditionalGeneration.from_pretrained(tiny_model_path, attn_implementation="eager").eval()
-
-
-class LargestTensor(TorchDispatchMode):
-    """Records the element count of the largest tensor any op creates."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.largest = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in out if isinstance(out, (tuple, list)) else (out,):
-            if isinstance(t, torch.Tensor):
-                self.largest = max(self.largest, t.numel())
-        return out
 
 
 def test_feature_layer_resolution(holitom_model):

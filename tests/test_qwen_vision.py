@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from model_helpers import LargestTensor
 from transformers import Qwen2_5_VLVisionConfig, Qwen3VLVisionConfig
 from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VisionTransformerPretrainedModel
 from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLVisionModel
@@ -151,13 +152,18 @@ def test_chunk_sizes_agree_and_bound_memory(family, grid_thw):
     grid = torch.tensor([grid_thw])
     pixels = _pixels(model, grid)
     results = {}
+    baseline = LargestTensor()  # the encoder alone: no op of it makes a (heads, span, span) tensor
+    with baseline, torch.no_grad():
+        model(pixels, grid_thw=grid)
     for chunk in (1, 3, 8):
-        with QwenVisionSaliencyProbe(model, frames_per_chunk=chunk) as probe, torch.no_grad():
+        mode = LargestTensor()
+        with mode, QwenVisionSaliencyProbe(model, frames_per_chunk=chunk) as probe, torch.no_grad():
             model(pixels, grid_thw=grid)
-        results[chunk] = (probe.saliency()[0], probe.peak_elements)
+        results[chunk] = (probe.saliency()[0], probe.peak_elements, mode.largest)
     heads, span = model.config.num_heads, grid_thw[1] * grid_thw[2]
-    for saliency, peak in results.values():
+    for saliency, peak, largest in results.values():
         assert peak == score_elements(heads, span)
+        assert largest == max(baseline.largest, peak)  # the probe's largest tensor is its score buffer
         torch.testing.assert_close(saliency, results[1][0], rtol=0, atol=1e-7)
     if span > ROW_TILE:
         assert score_elements(heads, span) < heads * span * span
