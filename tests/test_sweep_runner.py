@@ -142,10 +142,16 @@ def test_edited_setting_reruns_and_keeps_old_results(tmp_path: Path, fake_env: P
     assert list((out / "mine" / "attempt-1" / "lmms_eval").rglob("*_results.json"))
 
 
+def _interactive_signals() -> None:  # runs in the child
+    """Ctrl-C as in a terminal: a suite started as a background job of a non-interactive shell (``cmd &``) inherits
+    SIGINT ignored, and Python then installs no KeyboardInterrupt handler in its children."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _cli(study: Path, out: Path, *extra: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "lmms_holitom.cli", "sweep", str(study), "--no-task-check",
                              "--output", str(out), *extra], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+                            stderr=subprocess.STDOUT, text=True, preexec_fn=_interactive_signals)
 
 
 def test_sweep_killed_mid_run_loses_nothing(tmp_path: Path, fake_env: Path, monkeypatch):
