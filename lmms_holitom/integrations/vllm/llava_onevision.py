@@ -14,10 +14,8 @@ order as the transformers backend (`lmms_holitom.hf.models.llava_onevision`) lay
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -32,13 +30,13 @@ from vllm.multimodal import MULTIMODAL_REGISTRY
 from lmms_holitom.config import HoliTomConfig
 from lmms_holitom.core.outer import compress_video_on_one_thread
 from lmms_holitom.integrations.vllm.probe import QKVSaliencyProbe
+from lmms_holitom.integrations.vllm.record import save_record
 from lmms_holitom.integrations.vllm.settings import RECORD_ENV, video_token_count, vllm_settings
 from lmms_holitom.ops import CompressedVideo
 
 __all__ = ["HoliTomLlavaOnevisionForConditionalGeneration", "HoliTomLlavaOnevisionProcessingInfo"]
 
 logger = logging.getLogger("vllm.lmms_holitom")  # a child of vLLM's logger: shown with vLLM's own lines
-_RECORDED = itertools.count()
 
 
 class HoliTomLlavaOnevisionProcessingInfo(LlavaOnevisionProcessingInfo):
@@ -116,15 +114,8 @@ class HoliTomLlavaOnevisionForConditionalGeneration(LlavaOnevisionForConditional
         video = torch.cat([tokens, self.image_newline[None, :].to(tokens.dtype)])
         if os.environ.get(RECORD_ENV):
             origins = torch.stack([out.frames, out.positions], dim=1)
-            _record(Path(os.environ[RECORD_ENV]), config, features.shape[:2], origins, video)
+            save_record({"method": config.method, "frames": int(features.shape[0]),
+                         "tokens_per_frame": int(features.shape[1]), "origins": origins.cpu(),
+                         "rows": video.detach().float().cpu()})
         return video
 
-
-def _record(folder: Path, config: HoliTomConfig, shape: Any, origins: torch.Tensor, rows: torch.Tensor) -> None:
-    """Save one compressed video (``RECORD_ENV``): a file per video and process, so writers never collide."""
-    folder.mkdir(parents=True, exist_ok=True)
-    name = f"{os.getpid()}-{next(_RECORDED)}.pt"
-    payload = {"method": config.method, "frames": int(shape[0]), "tokens_per_frame": int(shape[1]),
-               "origins": origins.cpu(), "rows": rows.detach().float().cpu()}
-    torch.save(payload, folder / f".{name}.tmp")
-    os.replace(folder / f".{name}.tmp", folder / name)

@@ -40,11 +40,9 @@ runs the whole tower on its videos (vLLM's data-parallel sharding of the encoder
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -58,13 +56,12 @@ from vllm.model_executor.models.qwen2_5_vl import (
 from vllm.multimodal import MULTIMODAL_REGISTRY
 from vllm.multimodal.processing import PromptReplacement
 
-from lmms_holitom.config import HoliTomConfig
 from lmms_holitom.core.outer import compress_video_on_one_thread
-from lmms_holitom.integrations.vllm.limits import check_position_limits
+from lmms_holitom.integrations.vllm.qwen_common import QwenHoliTomMixin
 from lmms_holitom.integrations.vllm.qwen_probe import QwenWindowedSaliencyProbe
+from lmms_holitom.integrations.vllm.record import save_record
 from lmms_holitom.integrations.vllm.settings import (
     RECORD_ENV,
-    HoliTomVllmError,
     video_token_count,
     vllm_settings,
 )
@@ -76,7 +73,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("vllm.lmms_holitom")
-_RECORDED = itertools.count()
 #: columns appended to each kept row: its (t, h, w) M-RoPE position relative to the video's base
 POSITION_COLUMNS = 3
 
@@ -115,31 +111,21 @@ class HoliTomQwen2_5_VLMultiModalProcessor(Qwen2_5_VLMultiModalProcessor):
     info=HoliTomQwen2_5_VLProcessingInfo,
     dummy_inputs=Qwen2_5_VLDummyInputsBuilder,
 )
-class HoliTomQwen2_5_VLForConditionalGeneration(Qwen2_5_VLForConditionalGeneration):
+class HoliTomQwen2_5_VLForConditionalGeneration(QwenHoliTomMixin, Qwen2_5_VLForConditionalGeneration):
     """vLLM's Qwen2.5-VL; videos go through the configured method before the LLM (module docstring)."""
+
+    family = "Qwen2.5-VL"
 
     def __init__(self, *, vllm_config: Any, prefix: str = "") -> None:
         super().__init__(vllm_config=vllm_config, prefix=prefix)
-        self.holitom_config: HoliTomConfig | None = vllm_settings(self.config)
-        #: this step's kept rows: (batch rows, (3, n) relative positions), set by embed_input_ids, used by forward
-        self._holitom_rows: tuple[torch.Tensor, torch.Tensor] | None = None
-        if self.holitom_config is not None:
-            logger.info("lmms-holitom: Qwen2.5-VL videos run %s", self.holitom_config.given_dict())
-        if not self._compressing():  # no entry, or dense: vLLM's own path, nothing to refuse
-            return
-        check_position_limits(vllm_config, "Qwen2.5-VL", "the kept tokens'", self.is_multimodal_pruning_enabled)
+        self._holitom_init(vllm_config, "the kept tokens'")  # rows: (batch rows, (3, n) relative positions)
 
     # ------------------------------------------------------------------ the encoder
-    def _compressing(self) -> bool:
-        return self.holitom_config is not None and self.holitom_config.spec.outer is not None
-
     def _process_video_input(self, video_input: Any) -> tuple[torch.Tensor, ...]:
         if not self._compressing():
             return super()._process_video_input(video_input)
-        if video_input["type"] != "pixel_values_videos":
-            raise HoliTomVllmError("hf_overrides.holitom needs video frames, not precomputed video_embeds")
         config = self.holitom_config
-        grid = [[int(v) for v in g] for g in video_input["video_grid_thw"].tolist()]
+        grid = self._video_grid(video_input)
         metadata = self.visual.prepare_encoder_metadata(grid)
         if config.spec.saliency:
             with QwenWindowedSaliencyProbe(self.visual, grid) as probe:
@@ -179,7 +165,7 @@ class HoliTomQwen2_5_VLForConditionalGeneration(Qwen2_5_VLForConditionalGenerati
         relative = torch.stack([times, spatial // width, spatial % width], dim=1)
         rows = out.tokens.to(features.dtype)
         if os.environ.get(RECORD_ENV):
-            _record(Path(os.environ[RECORD_ENV]), {
+            save_record({
                 "kind": "video", "method": config.method, "frames": int(features.shape[0]),
                 "tokens_per_frame": int(features.shape[1]), "origins": torch.stack([frames, spatial], dim=1),
                 "rows": rows.detach().float().cpu(), "grid_width": width, "time_scale": time_scale,
@@ -212,14 +198,6 @@ class HoliTomQwen2_5_VLForConditionalGeneration(Qwen2_5_VLForConditionalGenerati
         end = next_position + text
         return torch.from_numpy(positions), end - len(input_tokens)
 
-    def embed_input_ids(
-        self, input_ids: torch.Tensor, multimodal_embeddings: Any = None, *, is_multimodal: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        self._holitom_rows = None
-        if self._compressing() and multimodal_embeddings is not None and len(multimodal_embeddings):
-            multimodal_embeddings = self._take_positions(list(multimodal_embeddings), is_multimodal)
-        return super().embed_input_ids(input_ids, multimodal_embeddings, is_multimodal=is_multimodal)
-
     def _take_positions(self, embeddings: list[torch.Tensor], is_multimodal: torch.Tensor) -> list[torch.Tensor]:
         """Strip the position columns of our rows; keep (batch rows, relative positions) for this step's forward."""
         from vllm.multimodal.utils import copy_mm_embedding_modality
@@ -249,13 +227,6 @@ class HoliTomQwen2_5_VLForConditionalGeneration(Qwen2_5_VLForConditionalGenerati
             rows = rows.to(positions.device)
             positions[:, rows] += relative.to(positions.device, positions.dtype)  # in place: the runner's buffer
             if os.environ.get(RECORD_ENV):
-                _record(Path(os.environ[RECORD_ENV]), {"kind": "positions", "positions": positions[:, rows].cpu()})
+                save_record({"kind": "positions", "positions": positions[:, rows].cpu()})
         return super().forward(input_ids, positions, intermediate_tensors, inputs_embeds, **kwargs)
 
-
-def _record(folder: Path, payload: dict) -> None:
-    """Save one record (``RECORD_ENV``): a file per record and process, so writers never collide."""
-    folder.mkdir(parents=True, exist_ok=True)
-    name = f"{os.getpid()}-{next(_RECORDED):06d}.pt"
-    torch.save(payload, folder / f".{name}.tmp")
-    os.replace(folder / f".{name}.tmp", folder / name)

@@ -42,7 +42,6 @@ import dataclasses
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -64,14 +63,12 @@ from vllm.multimodal import MULTIMODAL_REGISTRY
 from vllm.multimodal.inputs import PlaceholderRange
 from vllm.multimodal.processing import PromptReplacement
 
-from lmms_holitom.config import HoliTomConfig
-from lmms_holitom.core.outer import compress_video
-from lmms_holitom.integrations.vllm.limits import check_position_limits
-from lmms_holitom.integrations.vllm.qwen2_5_vl import _record
+from lmms_holitom.core.outer import compress_video_on_one_thread
+from lmms_holitom.integrations.vllm.qwen_common import QwenHoliTomMixin
 from lmms_holitom.integrations.vllm.qwen_probe import QwenWindowedSaliencyProbe
+from lmms_holitom.integrations.vllm.record import save_record
 from lmms_holitom.integrations.vllm.settings import (
     RECORD_ENV,
-    HoliTomVllmError,
     video_token_count,
     vllm_settings,
 )
@@ -201,7 +198,7 @@ class HoliTomQwen3VLMultiModalProcessor(Qwen3VLMultiModalProcessor):
         ]
 
 
-class HoliTomQwen3VLMixin:
+class HoliTomQwen3VLMixin(QwenHoliTomMixin):
     """The overrides of vLLM's Qwen3-VL class (and its subclasses: the MoE only changes the decoder's MLPs)."""
 
     family = "Qwen3-VL"
@@ -215,26 +212,14 @@ class HoliTomQwen3VLMixin:
 
     def __init__(self, *, vllm_config: Any, prefix: str = "model") -> None:
         super().__init__(vllm_config=vllm_config, prefix=prefix)
-        self.holitom_config: HoliTomConfig | None = vllm_settings(self.config)
-        #: this step's block rows: (batch rows, (3, n) relative positions, (n,) visual flag), set by
-        #: embed_input_ids, used by forward
-        self._holitom_rows: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
-        if self.holitom_config is not None:
-            logger.info("lmms-holitom: %s videos run %s", self.family, self.holitom_config.given_dict())
-        if not self._compressing():
-            return
-        check_position_limits(vllm_config, self.family, "the block's", self.is_multimodal_pruning_enabled)
-
-    def _compressing(self) -> bool:
-        return self.holitom_config is not None and self.holitom_config.spec.outer is not None
+        # rows: (batch rows, (3, n) relative positions, (n,) visual flag)
+        self._holitom_init(vllm_config, "the block's")
 
     # ------------------------------------------------------------------ the encoder
     def _process_video_input(self, video_input: Any) -> tuple[torch.Tensor, ...]:
         if not self._compressing():
             return super()._process_video_input(video_input)
-        if video_input["type"] != "pixel_values_videos":
-            raise HoliTomVllmError("hf_overrides.holitom needs video frames, not precomputed video_embeds")
-        grid = [[int(v) for v in g] for g in video_input["video_grid_thw"].tolist()]
+        grid = self._video_grid(video_input)
         metadata = self.visual.prepare_encoder_metadata(grid)
         merge = self.visual.spatial_merge_size
         sizes = [t * h * w // (merge * merge) for t, h, w in grid]
@@ -257,7 +242,7 @@ class HoliTomQwen3VLMixin:
         """One video's tower output (t, N, E·(1+L)) -> its block's rows (R, E·(1+L) + 4) fp32."""
         config, dim = self.holitom_config, self.visual_dim
         main = features[..., :dim]
-        out = compress_video(main, attention, config, keys if config.spec.keys else None)
+        out = compress_video_on_one_thread(main, attention, config, keys)
         t, n = main.shape[:2]
         expected = video_token_count(config, t, n)
         if out.tokens.shape[0] != expected:
@@ -276,7 +261,7 @@ class HoliTomQwen3VLMixin:
         logger.info("lmms-holitom: video of %d groups x %d tokens -> %d tokens %s (%s)", t, n, expected, counts,
                     config.method)
         if os.environ.get(RECORD_ENV):
-            _record(Path(os.environ[RECORD_ENV]), {
+            save_record({
                 "kind": "video", "method": config.method, "frames": t, "tokens_per_frame": n,
                 "origins": torch.stack([out.frames.long().cpu(), out.positions.long().cpu()], dim=1),
                 "rows": rows[is_visual, :dim].cpu(), "deepstack": [rows[is_visual, dim * (i + 1):dim * (i + 2)].cpu()
@@ -320,14 +305,6 @@ class HoliTomQwen3VLMixin:
         positions = dense[:, torch.as_tensor(index, dtype=torch.long)]
         return positions, int(dense.max()) + 1 - len(input_tokens)
 
-    def embed_input_ids(
-        self, input_ids: torch.Tensor, multimodal_embeddings: Any = None, *, is_multimodal: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        self._holitom_rows = None
-        if self._compressing() and multimodal_embeddings is not None and len(multimodal_embeddings):
-            multimodal_embeddings = self._take_positions(list(multimodal_embeddings), is_multimodal)
-        return super().embed_input_ids(input_ids, multimodal_embeddings, is_multimodal=is_multimodal)
-
     def _take_positions(self, embeddings: list[torch.Tensor], is_multimodal: torch.Tensor) -> list[torch.Tensor]:
         """Strip the extra columns of our rows; keep (batch rows, relative positions, visual) for this step."""
         from vllm.multimodal.utils import copy_mm_embedding_modality
@@ -358,7 +335,7 @@ class HoliTomQwen3VLMixin:
             rows = rows.to(positions.device)
             positions[:, rows] += relative.to(positions.device, positions.dtype)  # in place: the runner's buffer
             if os.environ.get(RECORD_ENV):
-                _record(Path(os.environ[RECORD_ENV]), {
+                save_record({
                     "kind": "positions", "positions": positions[:, rows[visual.to(rows.device)]].cpu(),
                     "block": positions[:, rows].cpu(), "rows": rows.cpu(),
                 })
